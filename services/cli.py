@@ -1,0 +1,143 @@
+"""`mailsync` command line: one process per service, plus operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from services.core.config import ConfigError, Settings, load_settings
+
+
+def _settings(service: str) -> Settings:
+    try:
+        return load_settings(service=service)
+    except ConfigError as exc:
+        print(f"mailsync {service}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run_service(name: str, runner: Callable[[Settings], Coroutine[Any, Any, None]]) -> int:
+    from services.core.observability import setup_logging
+
+    settings = _settings(name)
+    setup_logging(settings.log_level)
+    asyncio.run(runner(settings))
+    return 0
+
+
+def cmd_subscriber(_: argparse.Namespace) -> int:
+    from services.core.runtime import serve
+    from services.subscriber.app import create_app
+
+    async def runner(settings: Settings) -> None:
+        await serve(create_app(settings), settings.http_host, settings.http_port, name="subscriber")
+
+    return _run_service("subscriber", runner)
+
+
+def cmd_matcher(_: argparse.Namespace) -> int:
+    from services.matcher.app import run
+
+    return _run_service("matcher", run)
+
+
+def cmd_renewer(_: argparse.Namespace) -> int:
+    from services.renewer.app import run
+
+    return _run_service("renewer", run)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from services.sandbox import main as sandbox_main
+
+    return sandbox_main(["--host", args.host, "--port", str(args.port)])
+
+
+def _infra_settings() -> Settings:
+    """migrate/topics need only the database and Kafka; placeholders stand in for service secrets."""
+    import os
+
+    env = dict(os.environ)
+    for name, value in (("MAILSYNC_CLIENT_ID", "-"), ("MAILSYNC_CLIENT_SECRET", "-"),
+                        ("MAILSYNC_TOKEN_KEYS", "unused:" + "A" * 43), ("MAILSYNC_API_TOKEN", "-"),
+                        ("MAILSYNC_SESSION_SECRET", "-")):
+        env.setdefault(name, value)
+    try:
+        return load_settings(env, service="cli")
+    except ConfigError as exc:
+        print(f"mailsync: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    import asyncpg
+
+    from services.core.db.migrate import migrate
+
+    async def go() -> list[str]:
+        conn = await asyncpg.connect(_infra_settings().database_url)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(go())
+    print(f"migrations applied: {', '.join(applied)}" if applied else "database schema is up to date")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from services.core.kafka import ensure_topics
+
+    created = asyncio.run(ensure_topics(_infra_settings(), replication_factor=args.replication_factor))
+    print(f"topics created: {', '.join(created)}" if created else "all topics exist")
+    return 0
+
+
+def cmd_status(_: argparse.Namespace) -> int:
+    from services.core.status_table import print_status
+
+    return asyncio.run(print_status(_infra_settings()))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services.demo import run_demo
+
+    return asyncio.run(run_demo(args.action))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailsync", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("subscriber", help="webhooks, OAuth, settings page, API").set_defaults(func=cmd_subscriber)
+    sub.add_parser("matcher", help="turns notifications into engagements").set_defaults(func=cmd_matcher)
+    sub.add_parser("renewer", help="keeps subscriptions and tokens alive").set_defaults(func=cmd_renewer)
+    sandbox = sub.add_parser("sandbox", help="the local Microsoft 365 stand-in")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8090)
+    sandbox.set_defaults(func=cmd_sandbox)
+    sub.add_parser("migrate", help="apply database migrations (idempotent)").set_defaults(func=cmd_migrate)
+    topics = sub.add_parser("topics", help="create the Kafka topics (idempotent)")
+    topics.add_argument("--replication-factor", type=int, default=1)
+    topics.set_defaults(func=cmd_topics)
+    sub.add_parser("status", help="every connection's health in a table").set_defaults(func=cmd_status)
+    demo = sub.add_parser("demo", help="seed a demo account / deliver a trickle of demo mail")
+    demo.add_argument("action", choices=["seed", "trickle"])
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

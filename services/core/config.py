@@ -1,0 +1,136 @@
+"""Twelve-factor settings: every knob is a `MAILSYNC_*` environment variable, read once at start.
+
+A missing or malformed setting stops the service with one clear line naming it (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
+DEFAULT_LOGIN_URL = "https://login.microsoftonline.com"
+DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access", "User.Read", "Mail.Read", "Mail.Send")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str
+    database_url: str
+    graph_url: str = DEFAULT_GRAPH_URL
+    login_url: str = DEFAULT_LOGIN_URL
+    tenant: str = "organizations"
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    public_url: str = "http://127.0.0.1:8080"
+    token_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+    api_token: str = field(default="", repr=False)
+    session_secret: str = field(default="", repr=False)
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    log_level: str = "INFO"
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+    kafka_client_id: str = "mailsync"
+    subscription_lifetime_min: int = 4230
+    matcher_group: str = "mailsync-matcher"
+    matcher_batch_size: int = 100
+    graph_concurrency_per_mailbox: int = 4
+    clientstate_cache_s: float = 60.0
+
+
+def _require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is required but not set")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default).strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def parse_token_keys(raw: str, name: str = "MAILSYNC_TOKEN_KEYS") -> tuple[tuple[str, bytes], ...]:
+    """`kid:base64url(32 bytes),kid2:...`; the first key encrypts, all of them decrypt."""
+    keys: list[tuple[str, bytes]] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        kid, sep, b64 = item.partition(":")
+        if not sep or not kid:
+            raise ConfigError(f"{name} entries must look like kid:base64key")
+        try:
+            key = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{name} key {kid!r} is not valid base64") from None
+        if len(key) != 32:
+            raise ConfigError(f"{name} key {kid!r} must be 32 bytes (AES-256), got {len(key)}")
+        if any(k == kid for k, _ in keys):
+            raise ConfigError(f"{name} has key id {kid!r} twice")
+        keys.append((kid, key))
+    if not keys:
+        raise ConfigError(f"{name} holds no key")
+    return tuple(keys)
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    value = _require(env, "MAILSYNC_DATABASE_URL")
+    if urlsplit(value).scheme not in ("postgres", "postgresql"):
+        raise ConfigError("MAILSYNC_DATABASE_URL must be a postgresql:// URL")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, service: str = "") -> Settings:
+    """Read settings; services that hold secrets (all but the sandbox) require them."""
+    env = os.environ if env is None else env
+    level = env.get("MAILSYNC_LOG_LEVEL", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"MAILSYNC_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    default_port = {"subscriber": 8080, "matcher": 8081, "renewer": 8082}.get(service, 8080)
+    return Settings(
+        kafka_bootstrap=_require(env, "MAILSYNC_KAFKA_BOOTSTRAP"),
+        database_url=_database_url(env),
+        graph_url=_url(env, "MAILSYNC_GRAPH_URL", DEFAULT_GRAPH_URL),
+        login_url=_url(env, "MAILSYNC_LOGIN_URL", DEFAULT_LOGIN_URL),
+        tenant=env.get("MAILSYNC_TENANT", "organizations").strip() or "organizations",
+        client_id=_require(env, "MAILSYNC_CLIENT_ID"),
+        client_secret=_require(env, "MAILSYNC_CLIENT_SECRET"),
+        public_url=_url(env, "MAILSYNC_PUBLIC_URL", "http://127.0.0.1:8080"),
+        token_keys=parse_token_keys(_require(env, "MAILSYNC_TOKEN_KEYS")),
+        api_token=_require(env, "MAILSYNC_API_TOKEN"),
+        session_secret=_require(env, "MAILSYNC_SESSION_SECRET"),
+        http_host=env.get("MAILSYNC_HTTP_HOST", "0.0.0.0").strip() or "0.0.0.0",
+        http_port=_int(env, "MAILSYNC_HTTP_PORT", default_port, minimum=0),
+        log_level=level,
+        kafka_client_id=env.get("MAILSYNC_KAFKA_CLIENT_ID", f"mailsync-{service or 'cli'}"),
+        subscription_lifetime_min=_int(env, "MAILSYNC_SUBSCRIPTION_LIFETIME_MIN", 4230, minimum=45),
+        matcher_group=env.get("MAILSYNC_MATCHER_GROUP", "mailsync-matcher"),
+        matcher_batch_size=_int(env, "MAILSYNC_MATCHER_BATCH_SIZE", 100, minimum=1),
+        graph_concurrency_per_mailbox=_int(env, "MAILSYNC_GRAPH_CONCURRENCY", 4, minimum=1),
+        clientstate_cache_s=float(_int(env, "MAILSYNC_CLIENTSTATE_CACHE_S", 60, minimum=0)),
+    )

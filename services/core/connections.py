@@ -1,0 +1,177 @@
+"""Mailbox connections: status changes (recorded, published) and tokens (encrypted, refreshed once)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter
+
+from services.core import events
+from services.core.crypto import TokenBox
+from services.core.domain import ConnectionStatus
+from services.core.graph.errors import GraphError, Severity
+from services.core.graph.identity import IdentityClient, TokenSet
+from services.core.kafka import Publisher, PublishError
+
+log = logging.getLogger(__name__)
+
+TOKEN_REFRESHES = Counter("mailsync_token_refreshes_total", "Token refreshes by outcome", ["outcome"])
+REFRESH_AHEAD = timedelta(minutes=5)
+
+
+class NotConnected(Exception):
+    """The mailbox has no usable grant; the status says why."""
+
+    def __init__(self, connection_id: str, status: str):
+        super().__init__(f"connection {connection_id} is {status}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    account_id: str
+    user_id: str
+    tenant_id: str | None
+    graph_user_id: str | None
+    mailbox_address: str | None
+    mailbox_addresses: tuple[str, ...]
+    status: str
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Connection:
+        return cls(
+            connection_id=str(row["connection_id"]), account_id=row["account_id"], user_id=row["user_id"],
+            tenant_id=row["tenant_id"], graph_user_id=row["graph_user_id"],
+            mailbox_address=row["mailbox_address"], mailbox_addresses=tuple(row["mailbox_addresses"] or ()),
+            status=row["status"],
+        )
+
+
+_COLUMNS = ("connection_id, account_id, user_id, tenant_id, graph_user_id, mailbox_address, "
+            "mailbox_addresses, status")
+
+
+async def get_connection(db: asyncpg.Pool | asyncpg.Connection, connection_id: str) -> Connection | None:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM mailbox_connections WHERE connection_id = $1::uuid",  # noqa: S608
+                            connection_id)
+    return Connection.from_row(row) if row else None
+
+
+def status_event(row: dict[str, Any] | asyncpg.Record) -> dict[str, Any]:
+    return events.envelope("connection.status", {
+        "connection_id": str(row["connection_id"]), "user_id": row["user_id"],
+        "account_id": row["account_id"], "status": row["status"], "reason": row["reason"],
+        "error_code": row["error_code"],
+    })
+
+
+class StatusReporter:
+    """Changes a connection's status only when it differs; every change is recorded and published."""
+
+    def __init__(self, pool: asyncpg.Pool, publisher: Publisher) -> None:
+        self._pool = pool
+        self._publisher = publisher
+
+    async def set_status(
+        self, connection_id: str, status: ConnectionStatus, reason: str | None, error_code: str | None,
+        *, conn: asyncpg.Connection | None = None,
+    ) -> bool:
+        sql = """
+            UPDATE mailbox_connections SET status = $2, reason = $3, error_code = $4,
+                   status_changed_at = now(), updated_at = now()
+             WHERE connection_id = $1::uuid
+               AND (status, coalesce(reason, ''), coalesce(error_code, ''))
+                   IS DISTINCT FROM ($2, coalesce($3, ''), coalesce($4, ''))
+         RETURNING connection_id, user_id, account_id, status, reason, error_code"""
+        db = conn or self._pool
+        row = await db.fetchrow(sql, connection_id, status.value, reason, error_code)
+        if row is None:
+            return False
+        await db.execute(
+            "INSERT INTO connection_events (connection_id, status, reason, error_code) VALUES ($1, $2, $3, $4)",
+            row["connection_id"], row["status"], row["reason"], row["error_code"],
+        )
+        log.info("connection status changed", extra={"connection_id": connection_id, "status": status.value,
+                                                      "error_code": error_code})
+        await self.publish(row)
+        return True
+
+    async def publish(self, row: dict[str, Any] | asyncpg.Record) -> None:
+        try:
+            await self._publisher.publish(events.CONNECTION_STATUS, str(row["connection_id"]), status_event(row))
+        except PublishError:
+            # The row is the truth; the compacted topic is a view of it, republished on the next change.
+            log.warning("connection status not published", extra={"connection_id": str(row["connection_id"])})
+
+
+class TokenService:
+    """Hands out access tokens, refreshing ahead of expiry; one replica refreshes a mailbox at a time."""
+
+    def __init__(self, pool: asyncpg.Pool, box: TokenBox, identity: IdentityClient,
+                 status: StatusReporter) -> None:
+        self._pool = pool
+        self._box = box
+        self._identity = identity
+        self._status = status
+
+    def seal(self, connection_id: str, tokens: TokenSet) -> tuple[bytes, bytes]:
+        return (self._box.encrypt(tokens.access_token, bound_to=connection_id),
+                self._box.encrypt(tokens.refresh_token, bound_to=connection_id))
+
+    async def store(self, conn: asyncpg.Connection, connection_id: str, tokens: TokenSet) -> None:
+        access, refresh = self.seal(connection_id, tokens)
+        await conn.execute(
+            """UPDATE mailbox_connections SET access_token_enc = $2, refresh_token_enc = $3,
+                      access_expires_at = $4, scopes = $5, updated_at = now()
+                WHERE connection_id = $1::uuid""",
+            connection_id, access, refresh, tokens.expires_at, list(tokens.scopes),
+        )
+
+    async def access_token(self, connection_id: str, *, force_refresh: bool = False) -> str:
+        row = await self._pool.fetchrow(
+            "SELECT status, access_token_enc, access_expires_at FROM mailbox_connections"
+            " WHERE connection_id = $1::uuid", connection_id)
+        if row is None or row["status"] != ConnectionStatus.CONNECTED or row["access_token_enc"] is None:
+            raise NotConnected(connection_id, row["status"] if row else "unknown")
+        if not force_refresh and row["access_expires_at"] > datetime.now(UTC) + REFRESH_AHEAD:
+            return self._box.decrypt(row["access_token_enc"], bound_to=connection_id)
+        return await self._refresh(connection_id, seen_expiry=row["access_expires_at"])
+
+    async def _refresh(self, connection_id: str, *, seen_expiry: datetime) -> str:
+        failure: GraphError | None = None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT status, access_token_enc, refresh_token_enc, access_expires_at, tenant_id"
+                " FROM mailbox_connections WHERE connection_id = $1::uuid FOR UPDATE", connection_id)
+            if row is None or row["status"] != ConnectionStatus.CONNECTED or row["refresh_token_enc"] is None:
+                raise NotConnected(connection_id, row["status"] if row else "unknown")
+            if row["access_expires_at"] != seen_expiry:
+                # Another replica refreshed while we waited for the lock.
+                return self._box.decrypt(row["access_token_enc"], bound_to=connection_id)
+            refresh_token = self._box.decrypt(row["refresh_token_enc"], bound_to=connection_id)
+            try:
+                tokens = await self._identity.refresh(refresh_token, row["tenant_id"])
+            except GraphError as exc:
+                TOKEN_REFRESHES.labels(exc.classified.severity.value).inc()
+                if exc.classified.severity not in (Severity.RECONNECT, Severity.CONSENT):
+                    raise  # transient, or our own misconfiguration: never the user's status
+                failure = exc
+            else:
+                TOKEN_REFRESHES.labels("ok").inc()
+                await self.store(conn, connection_id, tokens)
+                return tokens.access_token
+        assert failure is not None
+        await self.mark_failed(connection_id, failure)
+        raise NotConnected(connection_id, failure.classified.severity.value) from failure
+
+    async def mark_failed(self, connection_id: str, failure: GraphError) -> None:
+        severity = failure.classified.severity
+        status = (ConnectionStatus.CONSENT_REQUIRED if severity is Severity.CONSENT
+                  else ConnectionStatus.RECONNECT_REQUIRED)
+        await self._status.set_status(connection_id, status, failure.classified.reason,
+                                      failure.classified.error_code)

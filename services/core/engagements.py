@@ -1,0 +1,174 @@
+"""Engagement persistence: one row per (account, internetMessageId), idempotent under redelivery."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from services.core import events
+from services.core.domain import MailMessage, MatchResult
+
+
+def engagement_id_for(account_id: str, internet_message_id: str) -> str:
+    """Stable across redeliveries, mailboxes and replicas."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mailsync:engagement:{account_id}:{internet_message_id}"))
+
+
+def message_key(message: MailMessage) -> str:
+    return message.internet_message_id or f"id:{message.message_id}"
+
+
+def occurred_at(message: MailMessage) -> datetime:
+    return message.sent_at or message.received_at or datetime.now(UTC)
+
+
+def participants_json(result: MatchResult) -> list[dict[str, str]]:
+    return [{"address": p.address, "name": p.name, "role": p.role.value} for p in result.participants]
+
+
+@dataclass(frozen=True)
+class Stored:
+    engagement_id: str
+    created: bool  # this call inserted the engagement row
+    needs_publish: bool  # engagement.created not yet acknowledged by Kafka
+
+
+async def record_decision(
+    conn: asyncpg.Connection, *, account_id: str, user_id: str, connection_id: str, message: MailMessage,
+    result: MatchResult, source: str, engagement_id: str | None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO match_decisions (user_id, message_key, account_id, connection_id, message_id,
+                  internet_message_id, decision, reasons, folder, direction, participants, occurred_at,
+                  engagement_id, source)
+           VALUES ($1, $2, $3, $4::uuid, $5, $6, $7, $8, $9, $10, $11, $12, $13::uuid, $14)
+           ON CONFLICT (user_id, message_key) DO UPDATE SET message_id = $5, decision = $7, reasons = $8,
+                  folder = $9, direction = $10, participants = $11, occurred_at = $12,
+                  engagement_id = coalesce($13::uuid, match_decisions.engagement_id), source = $14,
+                  decided_at = now()""",
+        user_id, message_key(message), account_id, connection_id, message.message_id,
+        message.internet_message_id or None, result.decision.value,
+        [{"code": r.code, "detail": r.detail} for r in result.reasons], message.folder, result.direction.value,
+        participants_json(result), occurred_at(message), engagement_id, source)
+
+
+async def record_unseen(
+    conn: asyncpg.Connection | asyncpg.Pool, *, account_id: str, user_id: str, connection_id: str,
+    message_id: str, code: str, detail: str, source: str,
+) -> None:
+    """A notified message that could not be fetched (deleted, moved away): keep why."""
+    await conn.execute(
+        """INSERT INTO match_decisions (user_id, message_key, account_id, connection_id, message_id,
+                  decision, reasons, source)
+           VALUES ($1, $2, $3, $4::uuid, $5, 'not_seen', $6, $7)
+           ON CONFLICT (user_id, message_key) DO UPDATE SET reasons = $6, decided_at = now()""",
+        user_id, f"id:{message_id}", account_id, connection_id, message_id,
+        [{"code": code, "detail": detail}], source)
+
+
+async def store_engagement(
+    conn: asyncpg.Connection, *, account_id: str, user_id: str, connection_id: str, message: MailMessage,
+    result: MatchResult, source: str,
+) -> Stored:
+    """Insert or extend the engagement; call inside a transaction."""
+    engagement_id = engagement_id_for(account_id, message_key(message))
+    when = occurred_at(message)
+    inserted = await conn.fetchval(
+        """INSERT INTO engagements (engagement_id, account_id, internet_message_id, conversation_id, subject,
+                                    direction, occurred_at, participants, source)
+           VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (account_id, internet_message_id) DO NOTHING RETURNING true""",
+        engagement_id, account_id, message_key(message), message.conversation_id, message.subject,
+        result.direction.value, when, participants_json(result), source)
+    await conn.execute(
+        """INSERT INTO engagement_mailboxes (engagement_id, user_id, connection_id, message_id, folder)
+           VALUES ($1::uuid, $2, $3::uuid, $4, $5)
+           ON CONFLICT (engagement_id, user_id) DO UPDATE SET message_id = $4, folder = $5""",
+        engagement_id, user_id, connection_id, message.message_id, message.folder)
+    await conn.executemany(
+        """INSERT INTO engagement_contacts (engagement_id, contact_id, account_id, occurred_at)
+           VALUES ($1::uuid, $2, $3, $4) ON CONFLICT DO NOTHING""",
+        [(engagement_id, c, account_id, when) for c in result.contact_ids])
+    await conn.executemany(
+        """INSERT INTO engagement_clients (engagement_id, client_id, account_id)
+           VALUES ($1::uuid, $2, $3) ON CONFLICT DO NOTHING""",
+        [(engagement_id, c, account_id) for c in result.client_ids])
+    await record_decision(conn, account_id=account_id, user_id=user_id, connection_id=connection_id,
+                          message=message, result=result, source=source, engagement_id=engagement_id)
+    unpublished = await conn.fetchval(
+        "SELECT published_at IS NULL FROM engagements WHERE engagement_id = $1::uuid", engagement_id)
+    return Stored(engagement_id, bool(inserted), bool(unpublished))
+
+
+async def created_event(db: asyncpg.Connection | asyncpg.Pool, engagement_id: str) -> dict[str, Any]:
+    """The engagement.created event, rebuilt from the rows (so a redelivery publishes the same thing)."""
+    row = await db.fetchrow(
+        """SELECT e.*, array(SELECT contact_id FROM engagement_contacts c WHERE c.engagement_id = e.engagement_id
+                            ORDER BY contact_id) AS contact_ids,
+                  array(SELECT client_id FROM engagement_clients c WHERE c.engagement_id = e.engagement_id
+                            ORDER BY client_id) AS client_ids,
+                  array(SELECT user_id FROM engagement_mailboxes m WHERE m.engagement_id = e.engagement_id
+                            ORDER BY user_id) AS mailbox_user_ids
+             FROM engagements e WHERE e.engagement_id = $1::uuid""", engagement_id)
+    return events.envelope("engagement.created", {
+        "engagement_id": str(row["engagement_id"]), "account_id": row["account_id"],
+        "contact_ids": list(row["contact_ids"]), "client_ids": list(row["client_ids"]),
+        "direction": row["direction"], "subject": row["subject"],
+        "occurred_at": row["occurred_at"].isoformat(), "internet_message_id": row["internet_message_id"],
+        "conversation_id": row["conversation_id"], "participants": row["participants"],
+        "mailbox_user_ids": list(row["mailbox_user_ids"]), "source": row["source"],
+    }, event_id=events.stable_event_id("engagement.created", str(row["engagement_id"])))
+
+
+async def mark_published(db: asyncpg.Connection | asyncpg.Pool, engagement_ids: list[str]) -> None:
+    await db.execute("UPDATE engagements SET published_at = now() WHERE engagement_id = ANY($1::uuid[])"
+                     " AND published_at IS NULL", engagement_ids)
+
+
+def encode_cursor(when: datetime, engagement_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{when.isoformat()}|{engagement_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, engagement_id = raw.partition("|")
+        return datetime.fromisoformat(when), str(uuid.UUID(engagement_id))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValueError("before is not a cursor this API returned") from None
+
+
+_TIMELINE = """
+    SELECT e.engagement_id, e.occurred_at, e.direction, e.subject, e.participants,
+           e.internet_message_id, e.conversation_id,
+           array(SELECT user_id FROM engagement_mailboxes m WHERE m.engagement_id = e.engagement_id
+                 ORDER BY user_id) AS mailbox_user_ids
+      FROM engagement_contacts c JOIN engagements e ON e.engagement_id = c.engagement_id
+     WHERE c.contact_id = $1 {condition}
+     ORDER BY c.occurred_at DESC, c.engagement_id DESC LIMIT $2"""
+
+
+async def contact_timeline(pool: asyncpg.Pool, contact_id: str, *, limit: int, before: str | None) -> dict[str, Any]:
+    """Newest first, keyset-paginated on (occurred_at, engagement_id)."""
+    args: list[Any] = [contact_id, limit + 1]
+    condition = ""
+    if before:
+        when, engagement_id = decode_cursor(before)
+        condition = "AND (c.occurred_at, c.engagement_id) < ($3, $4::uuid)"
+        args += [when, engagement_id]
+    rows = await pool.fetch(_TIMELINE.format(condition=condition), *args)
+    page = rows[:limit]
+    items = [{
+        "engagement_id": str(r["engagement_id"]), "occurred_at": r["occurred_at"].isoformat(),
+        "direction": r["direction"], "subject": r["subject"], "participants": r["participants"],
+        "internet_message_id": r["internet_message_id"], "conversation_id": r["conversation_id"],
+        "mailbox_user_ids": list(r["mailbox_user_ids"]),
+    } for r in page]
+    next_before = encode_cursor(page[-1]["occurred_at"], str(page[-1]["engagement_id"])) if len(rows) > limit else None
+    return {"engagements": items, "next_before": next_before}

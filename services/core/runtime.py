@@ -1,0 +1,70 @@
+"""Process plumbing shared by the services: serving an aiohttp app until SIGTERM, readiness checks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from services.core.config import Settings
+from services.core.db.pool import database_reachable
+from services.core.kafka import kafka_reachable
+
+log = logging.getLogger(__name__)
+
+
+class Readiness:
+    """Kafka and PostgreSQL reachable; cached briefly so probes do not hammer either."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, *, cache_s: float = 3.0) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._cache_s = cache_s
+        self._at = 0.0
+        self._last: dict[str, bool] = {}
+
+    async def __call__(self) -> dict[str, bool]:
+        if time.monotonic() - self._at < self._cache_s and self._last:
+            return self._last
+        kafka, db = await asyncio.gather(kafka_reachable(self._settings), database_reachable(self._pool))
+        self._last, self._at = {"kafka": kafka, "postgresql": db}, time.monotonic()
+        return self._last
+
+
+def stop_event() -> asyncio.Event:
+    """Set on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve(app: web.Application, host: str, port: int, *, name: str,
+                until: Callable[[], Awaitable[object]] | None = None, shutdown_timeout: float = 10.0) -> None:
+    """Serve until SIGTERM/SIGINT (or `until` returns); then stop accepting, finish in-flight requests."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0] if runner.addresses else (host, port)
+    log.info(f"{name} listening", extra={"host": bound[0], "port": bound[1]})
+    print(f"{name} listening on http://{bound[0]}:{bound[1]}", flush=True)
+    stop = stop_event()
+    waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
+    if until is not None:
+        waiters.append(asyncio.ensure_future(until()))
+    try:
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            task.result()  # surface a crashed worker
+    finally:
+        log.info(f"{name} stopping")
+        await runner.cleanup()

@@ -1,0 +1,71 @@
+"""Wiring of the matcher: directory and notification consumers, health and metrics endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from services.core import events
+from services.core.config import Settings
+from services.core.connections import StatusReporter, TokenService
+from services.core.consuming import run_batches
+from services.core.crypto import TokenBox
+from services.core.db.pool import create_pool
+from services.core.graph.client import GraphClient
+from services.core.graph.identity import IdentityClient
+from services.core.kafka import Publisher, consumer
+from services.core.observability import Liveness, add_health_routes
+from services.core.runtime import Readiness, serve
+from services.matcher.consumer import DirectoryBatch, NotificationBatch
+from services.matcher.folders import FolderResolver
+from services.matcher.handler import MatcherDeps
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: Settings) -> None:
+    pool = await create_pool(settings, max_size=20)
+    publisher = Publisher(settings)
+    await publisher.start()
+    session = aiohttp.ClientSession()
+    graph = GraphClient(session, settings.graph_url, per_mailbox=settings.graph_concurrency_per_mailbox)
+    status = StatusReporter(pool, publisher)
+    tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings), status)
+    deps = MatcherDeps(pool=pool, graph=graph, tokens=tokens, folders=FolderResolver(graph))
+    directory = consumer(settings, events.DIRECTORY, group=f"{settings.matcher_group}-directory")
+    notifications = consumer(settings, events.NOTIFICATIONS, group=settings.matcher_group,
+                             max_poll_interval_ms=600_000)
+    liveness = Liveness()
+    stop = asyncio.Event()
+    app = web.Application()
+    add_health_routes(app, Readiness(settings, pool), liveness)
+    try:
+        await directory.start()
+        await notifications.start()
+        workers = [
+            asyncio.create_task(run_batches(directory, DirectoryBatch(pool), publisher=publisher, stop=stop,
+                                            max_records=500)),
+            asyncio.create_task(run_batches(notifications, NotificationBatch(deps, publisher), publisher=publisher,
+                                            stop=stop, liveness=liveness, max_records=settings.matcher_batch_size)),
+        ]
+
+        async def until_worker_dies() -> None:
+            await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+
+        try:
+            await serve(app, settings.http_host, settings.http_port, name="matcher", until=until_worker_dies)
+        finally:
+            stop.set()  # the loops finish the batch in hand and commit
+            results = await asyncio.gather(*workers, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    log.error("consumer loop failed", exc_info=result)
+    finally:
+        await directory.stop()
+        await notifications.stop()
+        await publisher.stop()
+        await session.close()
+        await pool.close()

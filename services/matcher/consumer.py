@@ -1,0 +1,71 @@
+"""The matcher's two consumers: the CRM directory, and notifications in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from services.core import engagements, events
+from services.core.consuming import Record
+from services.core.events import BadEvent
+from services.core.kafka import Publisher
+from services.matcher.directory import apply_directory_event
+from services.matcher.handler import Handled, MatcherDeps, Outcome, handle_message_changed
+
+log = logging.getLogger(__name__)
+
+
+class DirectoryBatch:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def __call__(self, records: list[Record]) -> list[tuple[Record, str]]:
+        poison: list[tuple[Record, str]] = []
+        async with self._pool.acquire() as conn:
+            for record in records:
+                try:
+                    async with conn.transaction():
+                        await apply_directory_event(conn, record.value)
+                except BadEvent as exc:
+                    poison.append((record, str(exc)))
+        return poison
+
+
+class NotificationBatch:
+    """Handles a batch concurrently (Graph limits per mailbox apply), then publishes the feed events."""
+
+    def __init__(self, deps: MatcherDeps, publisher: Publisher, *, concurrency: int = 16) -> None:
+        self._deps = deps
+        self._publisher = publisher
+        self._limit = asyncio.Semaphore(concurrency)
+
+    async def _one(self, record: Record) -> Handled | str:
+        async with self._limit:
+            if record.value.get("type") != "message.changed":
+                return Handled(Outcome.SKIPPED)  # unknown types are skipped
+            try:
+                return await handle_message_changed(record.value, self._deps)
+            except BadEvent as exc:
+                return str(exc)
+
+    async def __call__(self, records: list[Record]) -> list[tuple[Record, str]]:
+        results = await asyncio.gather(*(self._one(r) for r in records))
+        poison = [(r, res) for r, res in zip(records, results, strict=True) if isinstance(res, str)]
+        to_publish = sorted({res.engagement_id for res in results
+                             if isinstance(res, Handled) and res.needs_publish and res.engagement_id})
+        if to_publish:
+            await publish_engagements(self._deps.pool, self._publisher, to_publish)
+        return poison
+
+
+async def publish_engagements(pool: asyncpg.Pool, publisher: Publisher, engagement_ids: list[str]) -> None:
+    """Publish engagement.created (stable event ids), then mark them published. A crash in between
+    republishes the same events on redelivery: consumers dedupe by event_id."""
+    records = []
+    for engagement_id in engagement_ids:
+        event = await engagements.created_event(pool, engagement_id)
+        records.append((event["account_id"], event))
+    await publisher.publish_many(events.ENGAGEMENTS, records)
+    await engagements.mark_published(pool, engagement_ids)

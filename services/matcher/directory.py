@@ -1,0 +1,119 @@
+"""Applies `crm.directory.v1` records to the directory tables (idempotent: replaying is harmless)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from services.core.addresses import normalize_address
+from services.core.events import BadEvent, require_str, str_list
+
+
+def _normalised(raw: list[str], field: str) -> list[str]:
+    out: list[str] = []
+    for item in raw:
+        address = normalize_address(item)
+        if address is None:
+            raise BadEvent(f"{field} holds {item[:80]!r}, which is not an email address")
+        if address not in out:
+            out.append(address)
+    return out
+
+
+def _domain(raw: str) -> str:
+    domain = raw.strip().lower().lstrip("@").rstrip(".")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise BadEvent(f"{raw[:80]!r} is not a domain") from None
+    if not domain or "." not in domain or "@" in domain or " " in domain:
+        raise BadEvent(f"{raw[:80]!r} is not a domain")
+    return domain
+
+
+async def _account(conn: asyncpg.Connection, account_id: str) -> None:
+    await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
+
+
+async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any]) -> str:
+    """Apply one record inside the caller's transaction; returns its type. Raises BadEvent."""
+    kind = event["type"]
+    account_id = require_str(event, "account_id")
+    await _account(conn, account_id)
+    if kind == "user.upserted":
+        user_id = require_str(event, "user_id")
+        email = _normalised([require_str(event, "email")], "email")[0]
+        aliases = [a for a in _normalised(str_list(event, "aliases"), "aliases") if a != email]
+        owner = await conn.fetchval("SELECT account_id FROM users WHERE user_id = $1", user_id)
+        if owner is not None and owner != account_id:
+            raise BadEvent(f"user {user_id} belongs to another account")
+        await conn.execute(
+            """INSERT INTO users (user_id, account_id, email) VALUES ($1, $2, $3)
+               ON CONFLICT (user_id) DO UPDATE SET email = $3, deleted_at = NULL, updated_at = now()""",
+            user_id, account_id, email)
+        await conn.execute("DELETE FROM user_addresses WHERE user_id = $1 AND source IN ('primary', 'alias')",
+                           user_id)
+        await conn.executemany(
+            "INSERT INTO user_addresses (user_id, account_id, address, source) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT DO NOTHING",
+            [(user_id, account_id, email, "primary")] + [(user_id, account_id, a, "alias") for a in aliases])
+    elif kind == "user.deleted":
+        user_id = require_str(event, "user_id")
+        await conn.execute("UPDATE users SET deleted_at = now() WHERE user_id = $1 AND account_id = $2",
+                           user_id, account_id)
+    elif kind == "contact.upserted":
+        contact_id = require_str(event, "contact_id")
+        emails = _normalised(str_list(event, "emails"), "emails")
+        client_id = event.get("client_id")
+        if client_id is not None and not isinstance(client_id, str):
+            raise BadEvent("client_id must be a string or null")
+        owner = await conn.fetchval("SELECT account_id FROM contacts WHERE contact_id = $1", contact_id)
+        if owner is not None and owner != account_id:
+            raise BadEvent(f"contact {contact_id} belongs to another account")
+        await conn.execute(
+            """INSERT INTO contacts (contact_id, account_id, client_id) VALUES ($1, $2, $3)
+               ON CONFLICT (contact_id) DO UPDATE SET client_id = $3, updated_at = now()""",
+            contact_id, account_id, client_id)
+        await conn.execute("DELETE FROM contact_addresses WHERE contact_id = $1", contact_id)
+        await conn.executemany(
+            "INSERT INTO contact_addresses (contact_id, account_id, address, is_primary) VALUES ($1, $2, $3, $4)",
+            [(contact_id, account_id, a, i == 0) for i, a in enumerate(emails)])
+    elif kind == "contact.deleted":
+        await conn.execute("DELETE FROM contacts WHERE contact_id = $1 AND account_id = $2",
+                           require_str(event, "contact_id"), account_id)
+    elif kind == "client.upserted":
+        client_id = require_str(event, "client_id")
+        domains = sorted({_domain(d) for d in str_list(event, "domains")})
+        name = event.get("name") if isinstance(event.get("name"), str) else ""
+        owner = await conn.fetchval("SELECT account_id FROM clients WHERE client_id = $1", client_id)
+        if owner is not None and owner != account_id:
+            raise BadEvent(f"client {client_id} belongs to another account")
+        await conn.execute(
+            """INSERT INTO clients (client_id, account_id, name) VALUES ($1, $2, $3)
+               ON CONFLICT (client_id) DO UPDATE SET name = $3, updated_at = now()""",
+            client_id, account_id, name)
+        await conn.execute("DELETE FROM client_domains WHERE client_id = $1", client_id)
+        await conn.executemany(
+            "INSERT INTO client_domains (client_id, account_id, domain) VALUES ($1, $2, $3)",
+            [(client_id, account_id, d) for d in domains])
+    elif kind == "blocklist.upserted":
+        entries: list[tuple[str, str]] = []
+        for raw in str_list(event, "entries"):
+            if "@" in raw.strip().lstrip("@"):
+                entries.append((_normalised([raw], "entries")[0], "address"))
+            else:
+                entries.append((_domain(raw), "domain"))
+        await conn.execute("DELETE FROM blocklist_entries WHERE account_id = $1", account_id)
+        await conn.executemany(
+            "INSERT INTO blocklist_entries (account_id, entry, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            [(account_id, e, k) for e, k in entries])
+    elif kind == "account.upserted":
+        domain_matching = event.get("domain_matching", False)
+        if not isinstance(domain_matching, bool):
+            raise BadEvent("domain_matching must be a boolean")
+        name = event.get("name") if isinstance(event.get("name"), str) else ""
+        await conn.execute("UPDATE accounts SET domain_matching = $2, name = $3 WHERE account_id = $1",
+                           account_id, domain_matching, name)
+    # Unknown types are skipped: consumers accept what newer producers add.
+    return str(kind)

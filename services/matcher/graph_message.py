@@ -1,0 +1,66 @@
+"""Pure parsing of a Graph message resource into the fields matching needs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from services.core.domain import EmailAddress, MailMessage
+
+
+class UnusableMessage(ValueError):
+    """Graph answered with something that is not a message."""
+
+
+def _address(value: Any) -> EmailAddress | None:
+    if not isinstance(value, dict):
+        return None
+    inner = value.get("emailAddress")
+    if not isinstance(inner, dict):
+        return None
+    address = inner.get("address")
+    if not isinstance(address, str) or not address.strip():
+        return None
+    name = inner.get("name")
+    return EmailAddress(address=address.strip(), name=name if isinstance(name, str) else "")
+
+
+def _addresses(value: Any) -> tuple[EmailAddress, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(a for a in (_address(v) for v in value) if a is not None)
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def parse_message(body: dict[str, Any], *, folder: str) -> MailMessage:
+    message_id = body.get("id")
+    if not isinstance(message_id, str) or not message_id:
+        raise UnusableMessage("message has no id")
+    return MailMessage(
+        message_id=message_id,
+        internet_message_id=_text(body.get("internetMessageId")).strip(),
+        conversation_id=_text(body.get("conversationId")),
+        subject=_text(body.get("subject"))[:1000],
+        folder=folder,
+        is_draft=body.get("isDraft") is True,
+        received_at=_time(body.get("receivedDateTime")),
+        sent_at=_time(body.get("sentDateTime")),
+        from_=_address(body.get("from")),
+        sender=_address(body.get("sender")),
+        to=_addresses(body.get("toRecipients")),
+        cc=_addresses(body.get("ccRecipients")),
+        bcc=_addresses(body.get("bccRecipients")),
+        reply_to=_addresses(body.get("replyTo")),
+    )

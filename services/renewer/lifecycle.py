@@ -1,0 +1,52 @@
+"""Lifecycle events from Graph (via mailsync.lifecycle.v1)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from services.core.connections import NotConnected
+from services.core.consuming import Record
+from services.core.events import BadEvent, require_str
+from services.core.graph.errors import GraphError
+from services.renewer.subscriptions import RenewerDeps, recreate, renew_one
+
+log = logging.getLogger(__name__)
+
+
+async def handle_lifecycle(event: dict[str, Any], deps: RenewerDeps) -> None:
+    connection_id = require_str(event, "connection_id")
+    subscription_id = require_str(event, "subscription_id")
+    kind = event.get("lifecycle_event")
+    async with deps.pool.acquire() as conn, conn.transaction():
+        known = await conn.fetchval(
+            "SELECT 1 FROM subscriptions WHERE subscription_id = $1 FOR UPDATE", subscription_id)
+        if kind == "reauthorizationRequired":
+            if known:
+                # PATCH with a fresh token reauthorizes and renews in one call.
+                await renew_one(deps, conn, subscription_id, connection_id)
+        elif kind == "subscriptionRemoved":
+            await conn.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
+            try:
+                await recreate(deps, conn, connection_id)
+            except (NotConnected, GraphError) as exc:
+                log.warning("could not recreate subscription", extra={"connection_id": connection_id,
+                                                                       "error": type(exc).__name__})
+        elif kind == "missed":
+            log.info("notifications missed; the next delta poll catches up", extra={"connection_id": connection_id})
+        else:
+            raise BadEvent(f"unknown lifecycle_event {str(kind)[:40]!r}")
+
+
+class LifecycleBatch:
+    def __init__(self, deps: RenewerDeps) -> None:
+        self._deps = deps
+
+    async def __call__(self, records: list[Record]) -> list[tuple[Record, str]]:
+        poison = []
+        for record in records:
+            try:
+                await handle_lifecycle(record.value, self._deps)
+            except BadEvent as exc:
+                poison.append((record, str(exc)))
+        return poison

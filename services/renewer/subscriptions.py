@@ -1,0 +1,100 @@
+"""Keeps subscriptions alive: renew ahead of expiry (claimed with SKIP LOCKED), recreate what Graph lost."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from prometheus_client import Counter, Gauge
+
+from services.core.config import Settings
+from services.core.connections import NotConnected, TokenService, get_connection
+from services.core.graph.client import GraphClient
+from services.core.graph.errors import GraphError, NotFound
+from services.core.subscriptions import create_mailbox_subscription, expiry_iso, parse_graph_time
+
+log = logging.getLogger(__name__)
+
+RENEWALS = Counter("mailsync_subscription_renewals_total", "Subscription renewals by outcome", ["outcome"])
+EXPIRING_SOON = Gauge("mailsync_subscriptions_expiring_soon", "Subscriptions inside the renewal window")
+
+
+@dataclass
+class RenewerDeps:
+    pool: asyncpg.Pool
+    graph: GraphClient
+    tokens: TokenService
+    settings: Settings
+
+
+def renew_window(lifetime_min: int) -> timedelta:
+    """Renew when a third of the lifetime is left, so two failed attempts still leave time."""
+    return timedelta(minutes=max(15, lifetime_min // 3))
+
+
+async def renew_due(deps: RenewerDeps, *, limit: int = 50) -> int:
+    """Renew subscriptions inside the window; each row is claimed so replicas never renew the same one."""
+    window = renew_window(deps.settings.subscription_lifetime_min)
+    EXPIRING_SOON.set(await deps.pool.fetchval(
+        "SELECT count(*) FROM subscriptions WHERE expires_at < now() + $1::interval", window))
+    renewed = 0
+    async with deps.pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """SELECT subscription_id, connection_id FROM subscriptions
+                WHERE expires_at < now() + $1::interval ORDER BY expires_at LIMIT $2
+                FOR UPDATE SKIP LOCKED""", window, limit)
+        for row in rows:
+            if await renew_one(deps, conn, row["subscription_id"], str(row["connection_id"])):
+                renewed += 1
+    return renewed
+
+
+async def renew_one(deps: RenewerDeps, conn: asyncpg.Connection, subscription_id: str, connection_id: str) -> bool:
+    connection = await get_connection(conn, connection_id)
+    if connection is None or connection.graph_user_id is None:
+        return False
+    try:
+        token = await deps.tokens.access_token(connection_id)
+        # Jitter spreads renewals of subscriptions created together.
+        minutes = deps.settings.subscription_lifetime_min - random.randint(0, 10)
+        granted = await deps.graph.renew_subscription(token, connection.graph_user_id, subscription_id,
+                                                      expiry_iso(minutes))
+    except NotConnected:
+        RENEWALS.labels("not_connected").inc()
+        return False
+    except NotFound:
+        RENEWALS.labels("recreated").inc()
+        await conn.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
+        await recreate(deps, conn, connection_id)
+        return True
+    except GraphError as exc:
+        RENEWALS.labels("failed").inc()
+        log.warning("renewal failed", extra={"subscription_id": subscription_id,
+                                              "error_code": exc.classified.error_code})
+        return False
+    await conn.execute("UPDATE subscriptions SET expires_at = $2, renewed_at = now() WHERE subscription_id = $1",
+                       subscription_id, parse_graph_time(granted["expirationDateTime"]))
+    RENEWALS.labels("renewed").inc()
+    return True
+
+
+async def recreate(deps: RenewerDeps, conn: asyncpg.Connection, connection_id: str) -> None:
+    connection = await get_connection(conn, connection_id)
+    if connection is None or connection.graph_user_id is None:
+        return
+    token = await deps.tokens.access_token(connection_id)
+    await create_mailbox_subscription(conn, deps.graph, deps.settings, token=token, connection_id=connection_id,
+                                      account_id=connection.account_id, tenant_id=connection.tenant_id or "",
+                                      graph_user_id=connection.graph_user_id)
+
+
+async def next_expiry(pool: asyncpg.Pool) -> datetime | None:
+    value: datetime | None = await pool.fetchval("SELECT min(expires_at) FROM subscriptions")
+    return value
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

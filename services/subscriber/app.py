@@ -1,0 +1,75 @@
+"""Wiring of the subscriber: the only HTTP edge (Graph webhooks, OAuth, settings page, service API)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from services.core.config import Settings
+from services.core.connections import StatusReporter, TokenService
+from services.core.crypto import TokenBox
+from services.core.db.pool import create_pool
+from services.core.graph.client import GraphClient
+from services.core.graph.identity import IdentityClient
+from services.core.kafka import Publisher
+from services.core.observability import add_health_routes
+from services.core.runtime import Readiness
+from services.subscriber import oauth, webhooks
+from services.subscriber.api import add_api_routes, api_auth
+from services.subscriber.keys import (
+    GRAPH,
+    HTTP,
+    IDENTITY,
+    POOL,
+    PUBLISHER,
+    READINESS,
+    SETTINGS,
+    STATUS,
+    TOKENS,
+    TRUST,
+)
+from services.subscriber.settings_page import add_settings_routes
+from services.subscriber.trust import SubscriptionTrust
+
+MAX_BODY = 1024 * 1024  # Graph batches stay far below this; larger bodies get 413
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[api_auth])
+    app[SETTINGS] = settings
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(settings)
+        publisher = Publisher(settings)
+        await publisher.start()
+        session = aiohttp.ClientSession()
+        app[POOL], app[PUBLISHER], app[HTTP] = pool, publisher, session
+        app[TRUST] = SubscriptionTrust(pool, ttl_s=settings.clientstate_cache_s)
+        app[GRAPH] = GraphClient(session, settings.graph_url, per_mailbox=settings.graph_concurrency_per_mailbox)
+        app[IDENTITY] = IdentityClient(session, settings)
+        app[STATUS] = StatusReporter(pool, publisher)
+        app[TOKENS] = TokenService(pool, TokenBox(settings.token_keys), app[IDENTITY], app[STATUS])
+        readiness = Readiness(settings, pool)
+        app[READINESS] = readiness
+        yield
+        # Requests are finished by now (runner shutdown); flush what was accepted, then close.
+        await publisher.flush()
+        await publisher.stop()
+        await session.close()
+        await pool.close()
+
+    app.cleanup_ctx.append(resources)
+
+    async def ready() -> dict[str, bool]:
+        return await app[READINESS]()
+
+    add_health_routes(app, ready)
+    app.router.add_post("/graph/notifications", webhooks.handle_notifications)
+    app.router.add_post("/graph/lifecycle", webhooks.handle_lifecycle)
+    app.router.add_get("/oauth/microsoft365/start", oauth.start)
+    app.router.add_get("/oauth/microsoft365/callback", oauth.callback)
+    add_settings_routes(app)
+    add_api_routes(app)
+    return app

@@ -1,0 +1,137 @@
+"""Graph-facing endpoints: the validation handshake, change and lifecycle notification intake.
+
+Graph is answered 202 only after Kafka acknowledged every trusted notification (acks=all); when
+Kafka did not, 503 makes Graph retry. Untrusted notifications are counted, never published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from services.core import events
+from services.core.kafka import Publisher, PublishError
+from services.subscriber.keys import PUBLISHER, TRUST
+from services.subscriber.notifications import (
+    BadPayload,
+    parse_change_notifications,
+    parse_lifecycle_notifications,
+)
+from services.subscriber.trust import SubscriptionTrust
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_LATENCY = Histogram("mailsync_webhook_seconds", "Webhook answer time", ["endpoint"],
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+NOTIFICATIONS = Counter("mailsync_notifications_total", "Notifications by outcome", ["endpoint", "outcome"])
+
+
+def _validation(request: web.Request) -> web.Response | None:
+    token = request.query.get("validationToken")
+    if token is None:
+        return None
+    # aiohttp already URL-decoded the query value; Graph wants it back verbatim as text/plain.
+    return web.Response(text=token, content_type="text/plain")
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        raw = await request.read()
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadPayload("body is not valid JSON") from None
+
+
+def _bad(message: str) -> web.Response:
+    return web.json_response({"error": {"code": "bad_request", "message": message}}, status=400)
+
+
+def _unavailable() -> web.Response:
+    return web.json_response(
+        {"error": {"code": "unavailable", "message": "notifications could not be stored; retry later"}},
+        status=503, headers={"Retry-After": "5"})
+
+
+async def handle_notifications(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    try:
+        return await _notifications(request)
+    finally:
+        WEBHOOK_LATENCY.labels("notifications").observe(time.perf_counter() - started)
+
+
+async def _notifications(request: web.Request) -> web.Response:
+    handshake = _validation(request)
+    if handshake is not None:
+        return handshake
+    try:
+        items = parse_change_notifications(await _json_body(request))
+    except BadPayload as exc:
+        NOTIFICATIONS.labels("notifications", "bad_request").inc()
+        return _bad(str(exc))
+    trust: SubscriptionTrust = request.app[TRUST]
+    records: list[tuple[str, dict[str, Any]]] = []
+    for item in items:
+        known = await trust.trusted(item.tenant_id, item.subscription_id, item.client_state)
+        if known is None:
+            NOTIFICATIONS.labels("notifications", "untrusted").inc()
+            log.warning("untrusted notification ignored", extra={"subscription_id": item.subscription_id[:80]})
+            continue
+        event_id = events.stable_event_id("message.changed", item.subscription_id, item.message_id,
+                                          item.change_type, item.etag)
+        records.append((known.connection_id, events.envelope("message.changed", {
+            "connection_id": known.connection_id, "account_id": known.account_id,
+            "subscription_id": known.subscription_id, "message_id": item.message_id,
+            "change_type": item.change_type, "source": "webhook",
+        }, event_id=event_id)))
+    if records:
+        publisher: Publisher = request.app[PUBLISHER]
+        try:
+            await publisher.publish_many(events.NOTIFICATIONS, records)
+        except PublishError as exc:
+            NOTIFICATIONS.labels("notifications", "unavailable").inc(len(records))
+            log.error("notifications not acknowledged by Kafka", extra={"error": str(exc)})
+            return _unavailable()
+        NOTIFICATIONS.labels("notifications", "published").inc(len(records))
+    return web.Response(status=202)
+
+
+async def handle_lifecycle(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    try:
+        handshake = _validation(request)
+        if handshake is not None:
+            return handshake
+        try:
+            items = parse_lifecycle_notifications(await _json_body(request))
+        except BadPayload as exc:
+            NOTIFICATIONS.labels("lifecycle", "bad_request").inc()
+            return _bad(str(exc))
+        trust: SubscriptionTrust = request.app[TRUST]
+        records: list[tuple[str, dict[str, Any]]] = []
+        for item in items:
+            known = await trust.trusted(item.tenant_id, item.subscription_id, item.client_state)
+            if known is None:
+                NOTIFICATIONS.labels("lifecycle", "untrusted").inc()
+                continue
+            if item.lifecycle_event == "subscriptionRemoved":
+                trust.forget(item.subscription_id)
+            records.append((known.connection_id, events.envelope("subscription.lifecycle", {
+                "connection_id": known.connection_id, "account_id": known.account_id,
+                "subscription_id": item.subscription_id, "lifecycle_event": item.lifecycle_event,
+            })))
+        if records:
+            try:
+                await request.app[PUBLISHER].publish_many(events.LIFECYCLE, records)
+            except PublishError:
+                NOTIFICATIONS.labels("lifecycle", "unavailable").inc(len(records))
+                return _unavailable()
+            NOTIFICATIONS.labels("lifecycle", "published").inc(len(records))
+        return web.Response(status=202)
+    finally:
+        WEBHOOK_LATENCY.labels("lifecycle").observe(time.perf_counter() - started)

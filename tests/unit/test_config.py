@@ -1,0 +1,57 @@
+import base64
+
+import pytest
+
+from services.core.config import ConfigError, load_settings, parse_token_keys
+
+KEY = base64.urlsafe_b64encode(b"k" * 32).decode().rstrip("=")
+
+
+def env(**over):
+    base = {
+        "MAILSYNC_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
+        "MAILSYNC_DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db",
+        "MAILSYNC_CLIENT_ID": "client",
+        "MAILSYNC_CLIENT_SECRET": "secret",
+        "MAILSYNC_TOKEN_KEYS": f"k1:{KEY}",
+        "MAILSYNC_API_TOKEN": "api",
+        "MAILSYNC_SESSION_SECRET": "session",
+    }
+    base.update(over)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def test_defaults_follow_the_contract():
+    settings = load_settings(env(), service="subscriber")
+    assert settings.graph_url == "https://graph.microsoft.com/v1.0"
+    assert settings.login_url == "https://login.microsoftonline.com"
+    assert settings.http_port == 8080
+    assert settings.token_keys[0][0] == "k1"
+
+
+@pytest.mark.parametrize("name", ["MAILSYNC_KAFKA_BOOTSTRAP", "MAILSYNC_DATABASE_URL", "MAILSYNC_TOKEN_KEYS",
+                                  "MAILSYNC_API_TOKEN", "MAILSYNC_SESSION_SECRET", "MAILSYNC_CLIENT_ID"])
+def test_missing_setting_is_named(name):
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env(**{name: None}))
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("MAILSYNC_GRAPH_URL", "ftp://x"), ("MAILSYNC_HTTP_PORT", "eighty"), ("MAILSYNC_DATABASE_URL", "mysql://x"),
+    ("MAILSYNC_TOKEN_KEYS", "k1:short"), ("MAILSYNC_TOKEN_KEYS", "nokid"), ("MAILSYNC_LOG_LEVEL", "LOUD"),
+])
+def test_malformed_setting_is_named(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env(**{name: value}))
+
+
+def test_token_keys_keep_order_and_refuse_duplicates():
+    keys = parse_token_keys(f"new:{KEY}, old:{KEY}")
+    assert [k for k, _ in keys] == ["new", "old"]
+    with pytest.raises(ConfigError, match="twice"):
+        parse_token_keys(f"a:{KEY},a:{KEY}")
+
+
+def test_secrets_are_not_in_repr():
+    text = repr(load_settings(env(MAILSYNC_CLIENT_SECRET="s3cr3t-value", MAILSYNC_API_TOKEN="api-t0ken")))
+    assert "s3cr3t-value" not in text and "api-t0ken" not in text and KEY not in text

@@ -1,0 +1,237 @@
+"""Properties of the matching rules: what must hold for every message and every directory."""
+
+from __future__ import annotations
+
+import random  # seeded by hypothesis: one draw instead of one per character
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.core.domain import (
+    ContactRef,
+    Decision,
+    DirectorySnapshot,
+    EmailAddress,
+    MailboxOwner,
+    MailMessage,
+    MatchResult,
+)
+from services.core.matching import addresses_to_look_up, decide
+
+ACCOUNT_A, ACCOUNT_B = "acc-a", "acc-b"
+OWNER_ADDRESSES = ("me@us.example", "me.alias@us-corp.example")
+OWNER_VARIANTS = (*OWNER_ADDRESSES, "me+crm@us.example", "me.alias+x@us-corp.example")
+COLLEAGUES = ("ann@us.example", "bob@us.example", "carol@us-corp.example")
+OUTSIDERS = (
+    "jane@acme.example",
+    "jane.doe@acme-mail.example",
+    "joe@acme.example",
+    "kim@beta.example",
+    "lee@beta.example",
+    "jane+news@acme.example",
+    "info@bücher.example",
+    "max@free.example",
+    "spam@spam.example",
+    "x@eu.acme.example",
+)
+DOMAINS = ("acme.example", "acme-mail.example", "beta.example", "xn--bcher-kva.example", "free.example",
+           "spam.example", "eu.acme.example")  # fmt: skip
+OWNER_A = MailboxOwner(user_id="u-a", account_id=ACCOUNT_A, addresses=frozenset(OWNER_ADDRESSES))
+
+everyone = st.sampled_from((*OWNER_VARIANTS, *COLLEAGUES, *OUTSIDERS))
+insiders = st.sampled_from((*OWNER_VARIANTS, *COLLEAGUES))
+# Weighted towards folders that are matched, so most examples exercise the matching rules.
+folders = st.sampled_from(
+    ("inbox", "inbox", "inbox", "sentitems", "sentitems", "archive", "other", "other", "junkemail", "drafts")
+)
+
+
+def _normal(addr: str) -> str:
+    local, domain = addr.split("@")
+    return f"{local}@{domain.encode('idna').decode('ascii')}"
+
+
+KNOWN = tuple(_normal(a) for a in (*OUTSIDERS, *COLLEAGUES, *OWNER_ADDRESSES))
+BLOCKABLE = tuple(_normal(a) for a in OUTSIDERS)
+
+
+@st.composite
+def directories(draw: st.DrawFn, account_id: str = ACCOUNT_A, id_prefix: str = "a") -> DirectorySnapshot:
+    """A random directory of one account; its contact and client ids all start with ``id_prefix``."""
+    clients = [f"{id_prefix}-k{i}" for i in range(4)]
+    contact_ids = [f"{id_prefix}-c{i}" for i in range(6)]
+    refs = st.builds(ContactRef, st.sampled_from(contact_ids), st.sampled_from([None, *clients]))
+    contact_addresses = draw(st.lists(st.sampled_from(KNOWN), max_size=8))
+    client_domains = draw(st.lists(st.sampled_from(DOMAINS), max_size=3))
+    return DirectorySnapshot(
+        account_id=account_id,
+        contacts_by_address={a: frozenset(draw(st.lists(refs, max_size=2))) for a in contact_addresses},
+        colleague_addresses=frozenset((*OWNER_ADDRESSES, *COLLEAGUES)),
+        clients_by_domain={d: frozenset(draw(st.lists(st.sampled_from(clients), max_size=2))) for d in client_domains},
+        blocked_addresses=frozenset(draw(st.lists(st.sampled_from(BLOCKABLE), max_size=2))),
+        blocked_domains=frozenset(draw(st.lists(st.sampled_from(DOMAINS), max_size=1))),
+        domain_matching=draw(st.booleans()),
+    )
+
+
+def _ea(address: str) -> EmailAddress:
+    return EmailAddress(address=address, name="")
+
+
+@st.composite
+def messages(draw: st.DrawFn, people: st.SearchStrategy[str] = everyone) -> MailMessage:
+    recipients = st.lists(people, max_size=5)
+    return MailMessage(
+        message_id="m",
+        internet_message_id="<m@x>",
+        conversation_id="c",
+        subject="s",
+        folder=draw(folders),
+        is_draft=draw(st.integers(0, 9)) == 0,  # drafts are rarer
+        received_at=None,
+        sent_at=None,
+        from_=draw(st.none() | people.map(_ea)),
+        sender=draw(st.none() | people.map(_ea)),
+        to=tuple(map(_ea, draw(recipients))),
+        cc=tuple(map(_ea, draw(recipients))),
+        bcc=tuple(map(_ea, draw(recipients))),
+        reply_to=tuple(map(_ea, draw(st.lists(people, max_size=2)))),
+    )
+
+
+def key(result: MatchResult) -> tuple[object, ...]:
+    return result.decision, result.contact_ids, result.client_ids, result.direction, result.reasons
+
+
+def _recase(rng: random.Random, text: str) -> str:
+    return "".join(ch.upper() if rng.random() < 0.5 else ch.lower() for ch in text)
+
+
+def _map_addresses(message: MailMessage, fn: Callable[[EmailAddress], EmailAddress]) -> MailMessage:
+    return replace(
+        message,
+        from_=fn(message.from_) if message.from_ else None,
+        sender=fn(message.sender) if message.sender else None,
+        to=tuple(map(fn, message.to)),
+        cc=tuple(map(fn, message.cc)),
+        bcc=tuple(map(fn, message.bcc)),
+        reply_to=tuple(map(fn, message.reply_to)),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=messages(), directory=directories(), seed=st.integers(0, 2**32 - 1).map(random.Random))
+def test_decision_ignores_address_case(message: MailMessage, directory: DirectorySnapshot, seed: random.Random) -> None:
+    recased = _map_addresses(message, lambda ea: replace(ea, address=_recase(seed, ea.address)))
+    assert key(decide(recased, OWNER_A, directory)) == key(decide(message, OWNER_A, directory))
+    assert addresses_to_look_up(recased, OWNER_A) == addresses_to_look_up(message, OWNER_A)
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=messages(), directory=directories(), seed=st.integers(0, 2**32 - 1).map(random.Random))
+def test_decision_ignores_recipient_order(
+    message: MailMessage, directory: DirectorySnapshot, seed: random.Random
+) -> None:
+    def shuffled(items: tuple[EmailAddress, ...]) -> tuple[EmailAddress, ...]:
+        copy = list(items)
+        seed.shuffle(copy)
+        return tuple(copy)
+
+    permuted = replace(
+        message,
+        to=shuffled(message.to),
+        cc=shuffled(message.cc),
+        bcc=shuffled(message.bcc),
+        reply_to=shuffled(message.reply_to),
+    )
+    assert key(decide(permuted, OWNER_A, directory)) == key(decide(message, OWNER_A, directory))
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=messages(), directory=directories(), data=st.data())
+def test_decision_ignores_duplicated_recipients(
+    message: MailMessage, directory: DirectorySnapshot, data: st.DataObject
+) -> None:
+    def duplicated(items: tuple[EmailAddress, ...]) -> tuple[EmailAddress, ...]:
+        if not items:
+            return items
+        extra = data.draw(st.lists(st.sampled_from(items), max_size=3))
+        wrapped = [replace(ea, address=f'"Someone" <{ea.address.upper()}>') for ea in extra]
+        return (*items, *wrapped)
+
+    doubled = replace(
+        message,
+        to=duplicated(message.to),
+        cc=duplicated(message.cc),
+        bcc=duplicated(message.bcc),
+        reply_to=duplicated(message.reply_to),
+    )
+    assert key(decide(doubled, OWNER_A, directory)) == key(decide(message, OWNER_A, directory))
+    assert len(decide(doubled, OWNER_A, directory).participants) == len(
+        decide(message, OWNER_A, directory).participants
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=messages(), directory_a=directories(), directory_b=directories(ACCOUNT_B, "b"))
+def test_never_matched_to_another_accounts_contacts(
+    message: MailMessage, directory_a: DirectorySnapshot, directory_b: DirectorySnapshot
+) -> None:
+    with pytest.raises(ValueError, match="tenants never mix"):
+        decide(message, OWNER_A, directory_b)
+
+    result = decide(message, OWNER_A, directory_a)
+    own_contacts = {ref.contact_id for refs in directory_a.contacts_by_address.values() for ref in refs}
+    own_clients = {ref.client_id for refs in directory_a.contacts_by_address.values() for ref in refs} | {
+        client for clients in directory_a.clients_by_domain.values() for client in clients
+    }
+    assert set(result.contact_ids) <= own_contacts
+    assert set(result.client_ids) <= own_clients
+    assert not any(i.startswith("b-") for i in (*result.contact_ids, *result.client_ids))
+    assert list(result.contact_ids) == sorted(set(result.contact_ids))
+    assert list(result.client_ids) == sorted(set(result.client_ids))
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=messages(people=insiders), directory=directories(), seed=st.integers(0, 2**32 - 1).map(random.Random))
+def test_owner_and_colleague_mail_is_never_matched(
+    message: MailMessage, directory: DirectorySnapshot, seed: random.Random
+) -> None:
+    # Even when the directory (wrongly) lists insiders as contacts or their domains as client domains.
+    polluted = replace(
+        directory,
+        contacts_by_address={a: frozenset({ContactRef("a-bad", "a-bad")}) for a in (*OWNER_ADDRESSES, *COLLEAGUES)},
+        clients_by_domain={"us.example": frozenset({"a-bad"}), "us-corp.example": frozenset({"a-bad"})},
+        domain_matching=True,
+    )
+    recased = _map_addresses(message, lambda ea: replace(ea, address=_recase(seed, ea.address)))
+    for snapshot in (directory, polluted):
+        result = decide(recased, OWNER_A, snapshot)
+        assert result.decision is not Decision.MATCHED
+        assert result.contact_ids == ()
+        assert result.client_ids == ()
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=messages(), directory=directories())
+def test_matched_iff_ids_and_first_reason_is_the_headline(message: MailMessage, directory: DirectorySnapshot) -> None:
+    result = decide(message, OWNER_A, directory)
+    assert (result.decision is Decision.MATCHED) == bool(result.contact_ids or result.client_ids)
+    assert result.reasons[-1].code in {"direction_inbound", "direction_outbound"}
+    assert result.reasons[-1].code == f"direction_{result.direction}"
+    if result.decision is Decision.EXCLUDED:
+        assert message.is_draft or message.folder in {"junkemail", "deleteditems", "drafts"}
+    # Blocked addresses never contribute: removing everything blocked from the directory's contacts
+    # and domains changes nothing.
+    unblocked = replace(
+        directory,
+        contacts_by_address={
+            a: r for a, r in directory.contacts_by_address.items()
+            if a not in directory.blocked_addresses and a.split("@")[1] not in directory.blocked_domains
+        },
+        clients_by_domain={d: c for d, c in directory.clients_by_domain.items() if d not in directory.blocked_domains},
+    )  # fmt: skip
+    assert key(decide(message, OWNER_A, unblocked))[:4] == key(result)[:4]
