@@ -103,6 +103,26 @@ def cmd_status(_: argparse.Namespace) -> int:
     return asyncio.run(print_status(_infra_settings()))
 
 
+def cmd_rotate_keys(_: argparse.Namespace) -> int:
+    import asyncpg
+
+    from services.core.crypto import TokenBox
+    from services.core.rotate_keys import rotate_keys
+
+    settings = _settings("rotate-keys")
+
+    async def go() -> int:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await rotate_keys(conn, TokenBox(settings.token_keys))
+        finally:
+            await conn.close()
+
+    count = asyncio.run(go())
+    print(f"re-encrypted the tokens of {count} connection(s) with key {settings.token_keys[0][0]!r}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
@@ -124,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("--replication-factor", type=int, default=1)
     topics.set_defaults(func=cmd_topics)
     sub.add_parser("status", help="every connection's health in a table").set_defaults(func=cmd_status)
+    sub.add_parser("rotate-keys", help="re-encrypt stored tokens with the primary key").set_defaults(
+        func=cmd_rotate_keys)
     demo = sub.add_parser("demo", help="seed a demo account / deliver a trickle of demo mail")
     demo.add_argument("action", choices=["seed", "trickle"])
     demo.set_defaults(func=cmd_demo)

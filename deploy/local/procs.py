@@ -14,16 +14,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache"
+
+# Set by the signal handler (SIGINT/SIGTERM/SIGHUP): every wait gives up promptly.
+CANCEL = threading.Event()
 
 
 def log(msg: str) -> None:
@@ -66,6 +70,8 @@ def wait_until(
     start = time.monotonic()
     deadline = start + timeout
     while True:
+        if CANCEL.is_set():
+            raise StackError(f"{what}: interrupted")
         if check():
             return time.monotonic() - start
         if alive is not None:

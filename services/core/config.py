@@ -44,6 +44,7 @@ class Settings:
     matcher_batch_size: int = 100
     graph_concurrency_per_mailbox: int = 4
     clientstate_cache_s: float = 60.0
+    renewer_tick_s: float = 30.0
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
@@ -133,4 +134,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, service: str = "") ->
         matcher_batch_size=_int(env, "MAILSYNC_MATCHER_BATCH_SIZE", 100, minimum=1),
         graph_concurrency_per_mailbox=_int(env, "MAILSYNC_GRAPH_CONCURRENCY", 4, minimum=1),
         clientstate_cache_s=float(_int(env, "MAILSYNC_CLIENTSTATE_CACHE_S", 60, minimum=0)),
+        renewer_tick_s=float(_int(env, "MAILSYNC_RENEWER_TICK_S", 30, minimum=1)),
     )

@@ -133,16 +133,21 @@ class TokenService:
         )
 
     async def access_token(self, connection_id: str, *, force_refresh: bool = False) -> str:
+        token, _ = await self.access_token_with_expiry(connection_id, force_refresh=force_refresh)
+        return token
+
+    async def access_token_with_expiry(self, connection_id: str, *, force_refresh: bool = False
+                                       ) -> tuple[str, datetime]:
         row = await self._pool.fetchrow(
             "SELECT status, access_token_enc, access_expires_at FROM mailbox_connections"
             " WHERE connection_id = $1::uuid", connection_id)
         if row is None or row["status"] != ConnectionStatus.CONNECTED or row["access_token_enc"] is None:
             raise NotConnected(connection_id, row["status"] if row else "unknown")
         if not force_refresh and row["access_expires_at"] > datetime.now(UTC) + REFRESH_AHEAD:
-            return self._box.decrypt(row["access_token_enc"], bound_to=connection_id)
+            return self._box.decrypt(row["access_token_enc"], bound_to=connection_id), row["access_expires_at"]
         return await self._refresh(connection_id, seen_expiry=row["access_expires_at"])
 
-    async def _refresh(self, connection_id: str, *, seen_expiry: datetime) -> str:
+    async def _refresh(self, connection_id: str, *, seen_expiry: datetime) -> tuple[str, datetime]:
         failure: GraphError | None = None
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -152,7 +157,7 @@ class TokenService:
                 raise NotConnected(connection_id, row["status"] if row else "unknown")
             if row["access_expires_at"] != seen_expiry:
                 # Another replica refreshed while we waited for the lock.
-                return self._box.decrypt(row["access_token_enc"], bound_to=connection_id)
+                return self._box.decrypt(row["access_token_enc"], bound_to=connection_id), row["access_expires_at"]
             refresh_token = self._box.decrypt(row["refresh_token_enc"], bound_to=connection_id)
             try:
                 tokens = await self._identity.refresh(refresh_token, row["tenant_id"])
@@ -164,7 +169,7 @@ class TokenService:
             else:
                 TOKEN_REFRESHES.labels("ok").inc()
                 await self.store(conn, connection_id, tokens)
-                return tokens.access_token
+                return tokens.access_token, tokens.expires_at
         assert failure is not None
         await self.mark_failed(connection_id, failure)
         raise NotConnected(connection_id, failure.classified.severity.value) from failure

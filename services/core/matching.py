@@ -21,7 +21,8 @@ Rules, in order:
 Every outcome carries reasons (``services.core.reasons``): the headline first (the exclusion, the
 matches, or why nothing matched), then one reason per participant that did not match, sorted by
 code and address, and the direction reason always last. Reasons depend only on the normalised
-addresses, so they too are independent of case, order and duplicates.
+addresses (``ignored_address`` alone quotes the raw text), so they too are independent of case,
+order and duplicates.
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ def decide(message: MailMessage, owner: MailboxOwner, directory: DirectorySnapsh
     for addr in allowed:
         refs = contacts_by_address.get(addr, frozenset())
         if refs:
-            for ref in sorted(refs, key=lambda r: (r.contact_id, r.client_id or "")):
+            for ref in sorted(refs, key=lambda r: (r.contact_id, r.client_id is not None, r.client_id or "")):
                 found.append(R.contact_address(addr, ref.contact_id, ref.client_id))
                 contact_ids.add(ref.contact_id)
                 if ref.client_id is not None:

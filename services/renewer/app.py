@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
@@ -22,20 +23,21 @@ from services.core.observability import Liveness, add_health_routes
 from services.core.runtime import Readiness, serve
 from services.renewer.lifecycle import LifecycleBatch
 from services.renewer.subscriptions import RenewerDeps, renew_due
+from services.renewer.tokens import refresh_due
 
 log = logging.getLogger(__name__)
-TICK_S = 30.0
 
 
 async def renewal_loop(deps: RenewerDeps, stop: asyncio.Event, liveness: Liveness) -> None:
     while not stop.is_set():
         liveness.tick()
         try:
+            await refresh_due(deps.pool, deps.tokens, tick=timedelta(seconds=deps.settings.renewer_tick_s))
             await renew_due(deps)
         except Exception:
             log.exception("renewal pass failed")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=TICK_S)
+            await asyncio.wait_for(stop.wait(), timeout=deps.settings.renewer_tick_s)
 
 
 async def run(settings: Settings) -> None:

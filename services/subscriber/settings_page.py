@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from html import escape
 from typing import Any
 
@@ -11,7 +12,7 @@ from aiohttp import web
 
 from services.subscriber.api import connection_view, disconnect_connection
 from services.subscriber.keys import POOL, SETTINGS
-from services.subscriber.sessions import remember, session_from
+from services.subscriber.sessions import Session, remember, session_from
 
 _STATUS_WORDS = {
     "never_connected": ("Not connected", "Connect your Microsoft 365 mailbox so emails with your clients "
@@ -71,8 +72,9 @@ def render(view: dict[str, Any], *, csrf: str, notice: str | None) -> str:
     actions = []
     if status == "connected":
         actions.append(f'<form method="post" action="/settings/email/disconnect"><input type="hidden" '
-                       f'name="csrf" value="{csrf}"><button class="secondary" id="disconnect">Disconnect</button>'
-                       '</form>')
+                       f'name="csrf" value="{csrf}"><input type="hidden" name="connection_id" '
+                       f'value="{escape(str(view.get("connection_id") or ""))}">'
+                       '<button class="secondary" id="disconnect">Disconnect</button></form>')
     else:
         label = "Reconnect" if status in ("reconnect_required", "consent_required") else "Connect"
         actions.append(f'<form method="post" action="/settings/email/connect"><input type="hidden" name="csrf" '
@@ -99,26 +101,29 @@ async def page(request: web.Request) -> web.Response:
                                     notice=request.query.get("notice")), content_type="text/html")
 
 
-async def _checked_session(request: web.Request) -> Any:
+async def _checked_form(request: web.Request) -> tuple[Session, Mapping[str, Any]]:
     session, _ = session_from(request)
     form = await request.post()
     if not hmac.compare_digest(str(form.get("csrf", "")), csrf_for(request, session.token)):
         raise web.HTTPForbidden(text="This form has expired. Reload the page and try again.")
-    return session
+    return session, form
 
 
 async def connect(request: web.Request) -> web.Response:
-    await _checked_session(request)
+    await _checked_form(request)
     raise web.HTTPFound("/oauth/microsoft365/start")
 
 
 async def disconnect(request: web.Request) -> web.Response:
-    session = await _checked_session(request)
-    connection_id = await request.app[POOL].fetchval(
+    session, form = await _checked_form(request)
+    own = await request.app[POOL].fetchval(
         "SELECT connection_id FROM mailbox_connections WHERE user_id = $1 AND account_id = $2",
         session.user_id, session.account_id)
-    if connection_id is not None:
-        await disconnect_connection(request.app, str(connection_id))
+    named = str(form.get("connection_id") or own or "")
+    if own is None or named != str(own):
+        # Only the mailbox's own user may disconnect it from this page.
+        raise web.HTTPForbidden(text="You can only disconnect your own mailbox.")
+    await disconnect_connection(request.app, named)
     raise web.HTTPFound("/settings/email?notice=disconnected")
 
 

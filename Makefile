@@ -1,0 +1,60 @@
+# mailsync: local development, tests and the demo stack.
+# Needs: python3.11, Java 17+, Maven (the Kafka broker comes from Maven Central), Debian's
+# postgresql package (installed automatically when running as root). See deploy/local/stack.py.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+STACK  := $(PY) deploy/local/stack.py
+PYTEST_ARGS ?=
+
+.PHONY: all venv test run up down lint bench clean distclean
+
+all: test
+
+venv: $(STAMP)
+
+# Re-installs when pyproject.toml changes. A venv without pip (Debian without python3-venv) is rebuilt.
+$(STAMP): pyproject.toml
+	@if ! $(PY) -m pip --version >/dev/null 2>&1; then \
+		rm -rf $(VENV); \
+		if ! $(PYTHON) -m venv $(VENV); then \
+			if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+				echo "venv: installing python3-venv (apt-get)"; \
+				DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+				DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+				rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+			else exit 1; fi; \
+		fi; \
+	fi
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+test: venv
+	$(STACK) infra-exec -- $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+run: venv
+	$(STACK) run
+
+up: venv
+	$(STACK) up
+
+down:
+	@if [ -x $(PY) ]; then $(STACK) down; else python3 deploy/local/stack.py down; fi
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict deploy/local/*.py
+
+bench: venv
+	$(STACK) infra-exec -- $(PY) -m tests.bench
+
+clean: down
+	rm -rf .cache/run .cache/logs .mailsync .pytest_cache .mypy_cache .ruff_cache build tests/artifacts
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+# Also drops the virtualenv and the cached Kafka jars (fetched again by the next run).
+distclean: clean
+	rm -rf $(VENV) .cache *.egg-info

@@ -1,0 +1,58 @@
+"""Fixtures for the integration and end-to-end tiers: the real system, started once per run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from services.core.config import load_settings
+from services.core.db.pool import create_pool
+from services.core.kafka import Publisher
+from tests.support.kafka_tail import Tail
+from tests.support.stack import Stack, start_stack, stop_stack
+
+
+@pytest.fixture(scope="session")
+def stack_processes() -> Iterator[Stack]:
+    stack = start_stack()
+    yield stack
+    codes = stop_stack(stack)
+    # Every service must shut down cleanly on SIGTERM (exit 0), not be killed.
+    assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def stack(stack_processes: Stack) -> AsyncIterator[Stack]:
+    stack_processes.settings = load_settings(stack_processes.env, service="tests")
+    stack_processes.publisher = Publisher(stack_processes.settings)
+    await stack_processes.publisher.start()
+    stack_processes.http = aiohttp.ClientSession()
+    stack_processes.pool = await create_pool(stack_processes.settings)
+    yield stack_processes
+    await stack_processes.pool.close()
+    await stack_processes.http.close()
+    await stack_processes.publisher.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(stack: Stack) -> asyncpg.Pool:
+    assert stack.pool is not None
+    return stack.pool
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def engagements_tail(stack: Stack) -> AsyncIterator[Tail]:
+    tail = await Tail(stack.env["MAILSYNC_KAFKA_BOOTSTRAP"], "mailsync.engagements.v1").start()
+    yield tail
+    await tail.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def notifications_tail(stack: Stack) -> AsyncIterator[Tail]:
+    tail = await Tail(stack.env["MAILSYNC_KAFKA_BOOTSTRAP"], "mailsync.notifications.v1").start()
+    yield tail
+    await tail.stop()

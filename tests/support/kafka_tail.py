@@ -1,0 +1,51 @@
+"""Reads a topic from its current end, so a test sees exactly the records its actions caused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.core import events
+from tests.support.wait import wait_until
+
+
+class Tail:
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                          isolation_level="read_committed")
+        self.records: list[tuple[str, dict[str, Any]]] = []
+
+    async def start(self) -> Tail:
+        await self._consumer.start()
+        partitions = self._consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            await self._consumer._client.force_metadata_update()  # noqa: SLF001 - first use of a topic
+            partitions = self._consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the end offsets now, before the test acts
+            await self._consumer.position(tp)
+        return self
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def poll(self) -> list[tuple[str, dict[str, Any]]]:
+        batch = await self._consumer.getmany(timeout_ms=100)
+        for records in batch.values():
+            for r in records:
+                self.records.append(((r.key or b"").decode(), events.decode(r.value)))
+        return self.records
+
+    def matching(self, **fields: Any) -> list[dict[str, Any]]:
+        return [v for _, v in self.records if all(v.get(k) == want for k, want in fields.items())]
+
+    async def wait_for(self, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
+        async def found() -> list[dict[str, Any]]:
+            await self.poll()
+            return self.matching(**fields)
+
+        return (await wait_until(found, timeout=timeout, what=f"{self.topic} record with {fields}"))[0]

@@ -1,0 +1,168 @@
+"""The running system for integration and end-to-end tests: sandbox, subscriber, matcher, renewer as
+real processes against the real Kafka and PostgreSQL that `make test` started."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+import jwt
+
+from services.core import events
+from services.core.config import Settings, load_settings
+from services.core.kafka import Publisher
+from tests.support.procs import MAILSYNC, Proc, free_port
+
+
+def infra_env() -> dict[str, str]:
+    missing = [n for n in ("MAILSYNC_KAFKA_BOOTSTRAP", "MAILSYNC_DATABASE_URL") if not os.environ.get(n)]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} not set: run the suite with `make test`, which starts "
+                           "Kafka and PostgreSQL and sets them")
+    return {n: os.environ[n] for n in ("MAILSYNC_KAFKA_BOOTSTRAP", "MAILSYNC_DATABASE_URL")}
+
+
+def service_env(sandbox_url: str, public_url: str, **extra: str) -> dict[str, str]:
+    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    env = dict(os.environ)
+    env.update(infra_env())
+    env.update({
+        "MAILSYNC_GRAPH_URL": f"{sandbox_url}/v1.0", "MAILSYNC_LOGIN_URL": sandbox_url,
+        "MAILSYNC_CLIENT_ID": "6f1c6d1e-0000-4000-8000-000000000001",
+        "MAILSYNC_CLIENT_SECRET": secrets.token_urlsafe(24), "MAILSYNC_PUBLIC_URL": public_url,
+        "MAILSYNC_TOKEN_KEYS": f"k1:{key}", "MAILSYNC_API_TOKEN": secrets.token_urlsafe(24),
+        "MAILSYNC_SESSION_SECRET": secrets.token_urlsafe(32), "MAILSYNC_HTTP_HOST": "127.0.0.1",
+        "MAILSYNC_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Mailbox:
+    user_id: str  # the CRM's user id
+    account_id: str
+    graph_id: str  # the sandbox (Graph) user id
+    address: str
+    tenant_id: str
+    connection_id: str = ""
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    sandbox_url: str
+    api_url: str
+    procs: dict[str, Proc] = field(default_factory=dict)
+    settings: Settings | None = None
+    publisher: Publisher | None = None
+    http: aiohttp.ClientSession | None = None
+    pool: asyncpg.Pool | None = None
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.env['MAILSYNC_API_TOKEN']}"}
+
+    def session_token(self, user_id: str, account_id: str, ttl_s: int = 3600) -> str:
+        return jwt.encode({"sub": user_id, "account_id": account_id, "exp": int(time.time()) + ttl_s},
+                          self.env["MAILSYNC_SESSION_SECRET"], algorithm="HS256")
+
+    async def sandbox(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        assert self.http is not None
+        async with self.http.request(method, f"{self.sandbox_url}{path}", json=body) as resp:
+            assert resp.status < 300, f"sandbox {method} {path}: {resp.status} {await resp.text()}"
+            return await resp.json(content_type=None) if resp.status != 204 else None
+
+    async def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        assert self.http is not None
+        async with self.http.request(method, f"{self.api_url}{path}", json=body, headers=self.api_headers) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def publish_directory(self, *records: dict[str, Any]) -> None:
+        assert self.publisher is not None
+        await self.publisher.publish_many(events.DIRECTORY, [(r["account_id"], r) for r in records])
+
+    def new_account(self) -> str:
+        return f"acct-{uuid.uuid4().hex[:10]}"
+
+    async def add_contact(self, account_id: str, *emails: str, client_id: str | None = None) -> str:
+        contact_id = f"contact-{uuid.uuid4().hex[:10]}"
+        await self.publish_directory(events.envelope("contact.upserted", {
+            "contact_id": contact_id, "account_id": account_id, "client_id": client_id, "emails": list(emails)}))
+        return contact_id
+
+    async def wait_contact(self, contact_id: str) -> None:
+        from tests.support.wait import wait_until
+
+        assert self.pool is not None
+        pool = self.pool
+
+        async def present() -> bool:
+            return bool(await pool.fetchval("SELECT 1 FROM contacts WHERE contact_id = $1", contact_id))
+
+        await wait_until(present, what=f"contact {contact_id} in the directory")
+
+    async def new_mailbox(self, account_id: str, *, aliases: tuple[str, ...] = (), connect: bool = True,
+                          tenant_id: str | None = None) -> Mailbox:
+        user_id = f"user-{uuid.uuid4().hex[:10]}"
+        mailbox = Mailbox(user_id=user_id, account_id=account_id, graph_id=str(uuid.uuid4()),
+                          address=f"{user_id}@{account_id}.example", tenant_id=tenant_id or str(uuid.uuid4()))
+        await self.sandbox("POST", "/sandbox/mailboxes", {
+            "user_id": mailbox.graph_id, "tenant_id": mailbox.tenant_id, "address": mailbox.address,
+            "aliases": list(aliases), "display_name": user_id, "auto_consent": True})
+        await self.publish_directory(events.envelope("user.upserted", {
+            "user_id": user_id, "account_id": account_id, "email": mailbox.address, "aliases": list(aliases)}))
+        if connect:
+            mailbox.connection_id = await self.connect(mailbox)
+        return mailbox
+
+    async def connect(self, mailbox: Mailbox) -> str:
+        """The real OAuth path: start → sandbox authorize (auto-consent) → callback → settings page."""
+        async with aiohttp.ClientSession() as browser:
+            async with browser.get(f"{self.api_url}/oauth/microsoft365/start",
+                                   params={"session": self.session_token(mailbox.user_id, mailbox.account_id),
+                                           "login_hint": mailbox.address}) as resp:
+                assert resp.status == 200 and "notice=connected" in str(resp.url), \
+                    f"connect failed: {resp.status} {resp.url}"
+        status, view = await self.api("GET", f"/api/v1/users/{mailbox.user_id}/connection")
+        assert status == 200 and view["status"] == "connected", view
+        return str(view["connection_id"])
+
+    async def deliver(self, mailbox: Mailbox, **message: Any) -> str:
+        message.setdefault("folder", "inbox")
+        message.setdefault("to", [mailbox.address])
+        message.setdefault("subject", "Hello")
+        message.setdefault("body", "Body text")
+        message.setdefault("internet_message_id", f"<{uuid.uuid4()}@test.example>")
+        created = await self.sandbox("POST", f"/sandbox/mailboxes/{mailbox.graph_id}/messages", message)
+        return str(message["internet_message_id"]) if created else ""
+
+
+def start_stack() -> Stack:
+    sandbox_port, api_port = free_port(), free_port()
+    sandbox_url, api_url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{api_port}"
+    env = service_env(sandbox_url, api_url)
+    stack = Stack(env=env, sandbox_url=sandbox_url, api_url=api_url)
+    try:
+        for cmd in ("migrate", "topics"):
+            Proc(cmd, [*MAILSYNC, cmd], env).popen.wait(120)
+        sandbox = stack.procs["sandbox"] = Proc("sandbox", [*MAILSYNC, "sandbox", "--port", str(sandbox_port)], env)
+        sandbox.wait_for_line(r"sandbox listening on")
+        for name, port in (("subscriber", api_port), ("matcher", free_port()), ("renewer", free_port())):
+            proc = stack.procs[name] = Proc(name, [*MAILSYNC, name], {**env, "MAILSYNC_HTTP_PORT": str(port)})
+            proc.wait_http_ok(f"http://127.0.0.1:{port}/readyz")
+    except BaseException:
+        stop_stack(stack)
+        raise
+    return stack
+
+
+def stop_stack(stack: Stack) -> dict[str, int]:
+    return {name: proc.stop() for name, proc in reversed(list(stack.procs.items()))}
