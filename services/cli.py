@@ -123,6 +123,41 @@ def cmd_rotate_keys(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from services.core.db.pool import create_pool
+    from services.core.diagnose import DiagnoseError, diagnose, parse_headers
+
+    try:
+        facts = parse_headers(Path(args.headers).read_text(errors="replace")) if args.headers else None
+    except (OSError, DiagnoseError) as exc:
+        print(f"mailsync diagnose: {exc}", file=sys.stderr)
+        return 2
+
+    async def go() -> dict[str, Any]:
+        pool = await create_pool(_infra_settings(), max_size=2)
+        try:
+            return await diagnose(pool, args.user, args.internet_message_id, facts)
+        finally:
+            await pool.close()
+
+    try:
+        result = asyncio.run(go())
+    except (LookupError, DiagnoseError) as exc:
+        print(f"mailsync diagnose: {exc}", file=sys.stderr)
+        return 2
+    print(f"decision: {result['decision']}" + (f"  (folder {result['folder']})" if result.get("folder") else ""))
+    for reason in result["reasons"]:
+        print(f"  - [{reason['code']}] {reason['detail']}")
+    if result.get("engagement_id"):
+        print(f"engagement: {result['engagement_id']}")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
@@ -146,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="every connection's health in a table").set_defaults(func=cmd_status)
     sub.add_parser("rotate-keys", help="re-encrypt stored tokens with the primary key").set_defaults(
         func=cmd_rotate_keys)
+    diag = sub.add_parser("diagnose", help="why a message is or is not on the timeline")
+    diag.add_argument("--user", required=True, help="the user id whose mailbox should hold the message")
+    which = diag.add_mutually_exclusive_group(required=True)
+    which.add_argument("--internet-message-id")
+    which.add_argument("--headers", help="a file holding the message's raw Internet headers")
+    diag.add_argument("--json", action="store_true", help="also print the API's JSON")
+    diag.set_defaults(func=cmd_diagnose)
     demo = sub.add_parser("demo", help="seed a demo account / deliver a trickle of demo mail")
     demo.add_argument("action", choices=["seed", "trickle"])
     demo.set_defaults(func=cmd_demo)

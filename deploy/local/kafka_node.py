@@ -21,7 +21,19 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from procs import CACHE, REPO, Proc, StackError, file_contains, free_ports, log, run_logged, spawn, wait_until
+from procs import (
+    CACHE,
+    REPO,
+    Proc,
+    StackError,
+    file_contains,
+    file_size,
+    free_ports,
+    log,
+    run_logged,
+    spawn,
+    wait_until,
+)
 
 KAFKA_DIR = REPO / "deploy" / "local" / "kafka"
 POM = KAFKA_DIR / "pom.xml"
@@ -184,6 +196,7 @@ class KafkaNode:
         self.port, self.controller_port = free_ports(2)
         self.proc: Proc | None = None
         self.format_s = 0.0
+        self._log_offset = 0
 
     @property
     def bootstrap(self) -> str:
@@ -216,10 +229,12 @@ class KafkaNode:
             render(KAFKA_DIR / "log4j2.properties.tmpl", {"level": os.environ.get("MAILSYNC_KAFKA_LOG_LEVEL", "INFO")})
         )
         t0 = time.monotonic()
-        shutil.rmtree(self.data_dir)
-        shutil.copytree(self._formatted_template(), self.data_dir)
+        if not (self.data_dir / "meta.properties").exists():  # a restart keeps the data (same ports too)
+            shutil.rmtree(self.data_dir)
+            shutil.copytree(self._formatted_template(), self.data_dir)
         self.format_s = time.monotonic() - t0
         heap = os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx512m")
+        self._log_offset = file_size(self.log_path)
         self.proc = spawn(
             "kafka",
             self._java("kafka.Kafka", str(props), heap=f"{heap} -XX:+UseG1GC -XX:MaxGCPauseMillis=20"),
@@ -274,7 +289,7 @@ class KafkaNode:
         proc = self.proc
         return wait_until(
             "kafka",
-            lambda: file_contains(self.log_path, READY_LINE) and _metadata_ok(self.port),
+            lambda: file_contains(self.log_path, READY_LINE, self._log_offset) and _metadata_ok(self.port),
             timeout,
             alive=proc.dead_reason,
         )

@@ -96,9 +96,18 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(f"    | {line}" for line in out) if out else f"(log {path} is empty)"
 
 
-def file_contains(path: Path, needle: str) -> bool:
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def file_contains(path: Path, needle: str, offset: int = 0) -> bool:
+    """Whether `needle` appears in the file after byte `offset` (a restart appends to the same log)."""
     try:
         with path.open("rb") as f:
+            f.seek(offset)
             return needle.encode() in f.read()
     except OSError:
         return False
@@ -154,6 +163,22 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
+def descendants(root: int) -> list[int]:
+    """Live descendants of `root` (PostgreSQL's backends setsid() into their own groups, so groups miss them)."""
+    tree: dict[int, list[int]] = {}
+    for pid in all_pids():
+        st = proc_stat(pid)
+        if st is not None and st[0] != "Z":
+            tree.setdefault(st[1], []).append(pid)
+    out: list[int] = []
+    todo = [root]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def children_of(ppid: int) -> list[int]:
     out = []
     for pid in all_pids():
@@ -185,11 +210,15 @@ class ProcRecord:
         st = proc_stat(self.pid)
         return st is not None and st[3] == self.starttime and st[0] != "Z"
 
-    def group(self) -> list[int]:
-        """Members of the process group this record leads (pgid == leader pid, new session)."""
+    def members(self) -> list[int]:
+        """Live processes of this record: its process group (pgid == leader pid, new session) and,
+        while the leader lives, all its descendants."""
         if not self.ours():
             return []
-        return group_members(self.pid)
+        found = set(group_members(self.pid))
+        if self.leader_alive():
+            found |= {self.pid, *descendants(self.pid)}
+        return sorted(found)
 
     def ours(self) -> bool:
         """True while the pid still designates our process (or its group lingers on)."""
@@ -317,11 +346,14 @@ def stop_all(records: Sequence[ProcRecord], popens: Iterable[subprocess.Popen[by
     pending = list(live)
     while pending and time.monotonic() < give_up:
         reap()
-        pending = [r for r in pending if r.group()]
+        pending = [r for r in pending if r.members()]
         now = time.monotonic()
         for r in pending:
             if r.pid not in killed and now - start > r.grace:
-                log(f"{r.name} did not stop within {r.grace:.0f}s; sending SIGKILL to its process group")
+                log(f"{r.name} did not stop within {r.grace:.0f}s; SIGKILL to its processes")
+                for pid in r.members():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(r.pid, signal.SIGKILL)
                 killed.add(r.pid)
@@ -330,7 +362,7 @@ def stop_all(records: Sequence[ProcRecord], popens: Iterable[subprocess.Popen[by
     reap()
     survivors = []
     for r in live:
-        members = r.group()
+        members = r.members()
         if members:
             survivors.append(f"{r.name}: pids {members}")
     return survivors

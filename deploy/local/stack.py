@@ -176,7 +176,7 @@ def service_env(infra: Infra, sec: dict[str, str], sandbox: str, api: str) -> di
 
 
 def running_records() -> list[ProcRecord]:
-    return [r for r in (ProcRecord.from_json(d) for d in read_state()["procs"]) if r.group()]
+    return [r for r in (ProcRecord.from_json(d) for d in read_state()["procs"]) if r.members()]
 
 
 def up(timeout: float) -> dict[str, Any]:
@@ -319,7 +319,7 @@ def down(quiet: bool = False) -> int:
     infra_names = {"kafka", "postgres"}
     services = [r for r in records if r.name not in infra_names]
     infra = [r for r in records if r.name in infra_names]
-    live = [r.name for r in records if r.group()]
+    live = [r.name for r in records if r.members()]
     if live:
         log(f"stopping {', '.join(live)}")
     t0 = time.monotonic()

@@ -45,6 +45,8 @@ class Settings:
     graph_concurrency_per_mailbox: int = 4
     clientstate_cache_s: float = 60.0
     renewer_tick_s: float = 30.0
+    rematch_window_days: int = 90
+    webhook_publish_timeout_s: float = 2.5
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
@@ -134,5 +136,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, service: str = "") ->
         matcher_batch_size=_int(env, "MAILSYNC_MATCHER_BATCH_SIZE", 100, minimum=1),
         graph_concurrency_per_mailbox=_int(env, "MAILSYNC_GRAPH_CONCURRENCY", 4, minimum=1),
         clientstate_cache_s=float(_int(env, "MAILSYNC_CLIENTSTATE_CACHE_S", 60, minimum=0)),
+        rematch_window_days=_int(env, "MAILSYNC_REMATCH_WINDOW_DAYS", 90, minimum=0),
         renewer_tick_s=float(_int(env, "MAILSYNC_RENEWER_TICK_S", 30, minimum=1)),
+        # Graph gives up after 3 s: a notification Kafka cannot take in time is answered 503.
+        webhook_publish_timeout_s=float(_int(env, "MAILSYNC_WEBHOOK_PUBLISH_TIMEOUT_MS", 2500, minimum=100)) / 1000,
     )

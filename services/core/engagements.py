@@ -13,6 +13,7 @@ import asyncpg
 
 from services.core import events
 from services.core.domain import MailMessage, MatchResult
+from services.core.kafka import Publisher
 
 
 def engagement_id_for(account_id: str, internet_message_id: str) -> str:
@@ -43,19 +44,23 @@ async def record_decision(
     conn: asyncpg.Connection, *, account_id: str, user_id: str, connection_id: str, message: MailMessage,
     result: MatchResult, source: str, engagement_id: str | None,
 ) -> None:
+    addresses = sorted({p.address for p in result.participants})
+    domains = sorted({a.rpartition("@")[2] for a in addresses})
     await conn.execute(
         """INSERT INTO match_decisions (user_id, message_key, account_id, connection_id, message_id,
                   internet_message_id, decision, reasons, folder, direction, participants, occurred_at,
-                  engagement_id, source)
-           VALUES ($1, $2, $3, $4::uuid, $5, $6, $7, $8, $9, $10, $11, $12, $13::uuid, $14)
+                  engagement_id, source, subject, conversation_id, participant_addresses, participant_domains)
+           VALUES ($1, $2, $3, $4::uuid, $5, $6, $7, $8, $9, $10, $11, $12, $13::uuid, $14, $15, $16, $17, $18)
            ON CONFLICT (user_id, message_key) DO UPDATE SET message_id = $5, decision = $7, reasons = $8,
                   folder = $9, direction = $10, participants = $11, occurred_at = $12,
                   engagement_id = coalesce($13::uuid, match_decisions.engagement_id), source = $14,
+                  subject = $15, conversation_id = $16, participant_addresses = $17, participant_domains = $18,
                   decided_at = now()""",
         user_id, message_key(message), account_id, connection_id, message.message_id,
         message.internet_message_id or None, result.decision.value,
-        [{"code": r.code, "detail": r.detail} for r in result.reasons], message.folder, result.direction.value,
-        participants_json(result), occurred_at(message), engagement_id, source)
+        [{"code": r.code, "detail": r.detail} for r in result.reasons], message.folder,
+        result.direction.value, participants_json(result), occurred_at(message), engagement_id, source,
+        message.subject, message.conversation_id, addresses, domains)
 
 
 async def record_unseen(
@@ -172,3 +177,14 @@ async def contact_timeline(pool: asyncpg.Pool, contact_id: str, *, limit: int, b
     } for r in page]
     next_before = encode_cursor(page[-1]["occurred_at"], str(page[-1]["engagement_id"])) if len(rows) > limit else None
     return {"engagements": items, "next_before": next_before}
+
+
+async def publish_created(pool: asyncpg.Pool, publisher: Publisher, engagement_ids: list[str]) -> None:
+    """Publish engagement.created (stable event ids), then mark them published. A crash in between
+    republishes the same events on redelivery: consumers dedupe by event_id."""
+    records = []
+    for engagement_id in engagement_ids:
+        event = await created_event(pool, engagement_id)
+        records.append((event["account_id"], event))
+    await publisher.publish_many(events.ENGAGEMENTS, records)
+    await mark_published(pool, engagement_ids)

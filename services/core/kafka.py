@@ -23,14 +23,14 @@ class PublishError(Exception):
 class Publisher:
     """An idempotent, acks=all producer; `publish` returns only once the broker acknowledged."""
 
-    def __init__(self, settings: Settings, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, settings: Settings, *, timeout_s: float = 30.0) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
             client_id=settings.kafka_client_id,
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
-            request_timeout_ms=int(timeout_s * 1000),
+            request_timeout_ms=30_000,
             retry_backoff_ms=100,
         )
         self._timeout_s = timeout_s
@@ -95,10 +95,15 @@ async def ensure_topics(settings: Settings, *, replication_factor: int = 1) -> l
         created = []
         for topic in wanted:
             try:
-                await admin.create_topics([topic])
-                created.append(topic.name)
+                response = await admin.create_topics([topic])
             except TopicAlreadyExistsError:
-                pass  # another replica won the race
+                continue  # another replica won the race
+            for name, code, *rest in response.topic_errors:
+                if code == TopicAlreadyExistsError.errno:
+                    continue  # metadata lagged behind a creation that already happened
+                if code != 0:
+                    raise KafkaError(f"creating topic {name} failed: error {code} {rest[0] if rest else ''}")
+                created.append(name)
         return created
     finally:
         await admin.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
@@ -22,6 +23,7 @@ from services.core.runtime import Readiness, serve
 from services.matcher.consumer import DirectoryBatch, NotificationBatch
 from services.matcher.folders import FolderResolver
 from services.matcher.handler import MatcherDeps
+from services.matcher.rematch import Rematcher
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ async def run(settings: Settings) -> None:
     directory = consumer(settings, events.DIRECTORY, group=f"{settings.matcher_group}-directory")
     notifications = consumer(settings, events.NOTIFICATIONS, group=settings.matcher_group,
                              max_poll_interval_ms=600_000)
+    rematcher = Rematcher(pool, publisher, window=timedelta(days=settings.rematch_window_days))
     liveness = Liveness()
     stop = asyncio.Event()
     app = web.Application()
@@ -46,7 +49,7 @@ async def run(settings: Settings) -> None:
         await directory.start()
         await notifications.start()
         workers = [
-            asyncio.create_task(run_batches(directory, DirectoryBatch(pool), publisher=publisher, stop=stop,
+            asyncio.create_task(run_batches(directory, DirectoryBatch(pool, rematcher), publisher=publisher, stop=stop,
                                             max_records=500)),
             asyncio.create_task(run_batches(notifications, NotificationBatch(deps, publisher), publisher=publisher,
                                             stop=stop, liveness=liveness, max_records=settings.matcher_batch_size)),

@@ -7,29 +7,36 @@ import logging
 
 import asyncpg
 
-from services.core import engagements, events
+from services.core import engagements
 from services.core.consuming import Record
 from services.core.events import BadEvent
 from services.core.kafka import Publisher
-from services.matcher.directory import apply_directory_event
+from services.matcher.directory import DirectoryChange, apply_directory_event
 from services.matcher.handler import Handled, MatcherDeps, Outcome, handle_message_changed
+from services.matcher.rematch import Rematcher
 
 log = logging.getLogger(__name__)
 
 
 class DirectoryBatch:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """Applies directory records; then re-matches the mail they concern (late contacts)."""
+
+    def __init__(self, pool: asyncpg.Pool, rematcher: Rematcher) -> None:
         self._pool = pool
+        self._rematcher = rematcher
 
     async def __call__(self, records: list[Record]) -> list[tuple[Record, str]]:
         poison: list[tuple[Record, str]] = []
+        changes: list[DirectoryChange] = []
         async with self._pool.acquire() as conn:
             for record in records:
                 try:
                     async with conn.transaction():
-                        await apply_directory_event(conn, record.value)
+                        changes.append(await apply_directory_event(conn, record.value))
                 except BadEvent as exc:
                     poison.append((record, str(exc)))
+        for change in changes:
+            await self._rematcher.apply(change)
         return poison
 
 
@@ -56,16 +63,5 @@ class NotificationBatch:
         to_publish = sorted({res.engagement_id for res in results
                              if isinstance(res, Handled) and res.needs_publish and res.engagement_id})
         if to_publish:
-            await publish_engagements(self._deps.pool, self._publisher, to_publish)
+            await engagements.publish_created(self._deps.pool, self._publisher, to_publish)
         return poison
-
-
-async def publish_engagements(pool: asyncpg.Pool, publisher: Publisher, engagement_ids: list[str]) -> None:
-    """Publish engagement.created (stable event ids), then mark them published. A crash in between
-    republishes the same events on redelivery: consumers dedupe by event_id."""
-    records = []
-    for engagement_id in engagement_ids:
-        event = await engagements.created_event(pool, engagement_id)
-        records.append((event["account_id"], event))
-    await publisher.publish_many(events.ENGAGEMENTS, records)
-    await engagements.mark_published(pool, engagement_ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -32,15 +33,27 @@ def _domain(raw: str) -> str:
     return domain
 
 
+@dataclass(frozen=True)
+class DirectoryChange:
+    """What a record may change for already-seen mail: re-match these, unlink that contact."""
+
+    account_id: str
+    addresses: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()
+    deleted_contact: str | None = None
+    kinds: tuple[str, ...] = field(default=())
+
+
 async def _account(conn: asyncpg.Connection, account_id: str) -> None:
     await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
 
 
-async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any]) -> str:
-    """Apply one record inside the caller's transaction; returns its type. Raises BadEvent."""
+async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any]) -> DirectoryChange:
+    """Apply one record inside the caller's transaction. Raises BadEvent."""
     kind = event["type"]
     account_id = require_str(event, "account_id")
     await _account(conn, account_id)
+    change = DirectoryChange(account_id, kinds=(kind,))
     if kind == "user.upserted":
         user_id = require_str(event, "user_id")
         email = _normalised([require_str(event, "email")], "email")[0]
@@ -58,6 +71,7 @@ async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any])
             "INSERT INTO user_addresses (user_id, account_id, address, source) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT DO NOTHING",
             [(user_id, account_id, email, "primary")] + [(user_id, account_id, a, "alias") for a in aliases])
+        change = DirectoryChange(account_id, addresses=frozenset([email, *aliases]), kinds=(kind,))
     elif kind == "user.deleted":
         user_id = require_str(event, "user_id")
         await conn.execute("UPDATE users SET deleted_at = now() WHERE user_id = $1 AND account_id = $2",
@@ -79,9 +93,11 @@ async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any])
         await conn.executemany(
             "INSERT INTO contact_addresses (contact_id, account_id, address, is_primary) VALUES ($1, $2, $3, $4)",
             [(contact_id, account_id, a, i == 0) for i, a in enumerate(emails)])
+        change = DirectoryChange(account_id, addresses=frozenset(emails), kinds=(kind,))
     elif kind == "contact.deleted":
-        await conn.execute("DELETE FROM contacts WHERE contact_id = $1 AND account_id = $2",
-                           require_str(event, "contact_id"), account_id)
+        contact_id = require_str(event, "contact_id")
+        await conn.execute("DELETE FROM contacts WHERE contact_id = $1 AND account_id = $2", contact_id, account_id)
+        change = DirectoryChange(account_id, deleted_contact=contact_id, kinds=(kind,))
     elif kind == "client.upserted":
         client_id = require_str(event, "client_id")
         domains = sorted({_domain(d) for d in str_list(event, "domains")})
@@ -97,6 +113,7 @@ async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any])
         await conn.executemany(
             "INSERT INTO client_domains (client_id, account_id, domain) VALUES ($1, $2, $3)",
             [(client_id, account_id, d) for d in domains])
+        change = DirectoryChange(account_id, domains=frozenset(domains), kinds=(kind,))
     elif kind == "blocklist.upserted":
         entries: list[tuple[str, str]] = []
         for raw in str_list(event, "entries"):
@@ -104,10 +121,14 @@ async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any])
                 entries.append((_normalised([raw], "entries")[0], "address"))
             else:
                 entries.append((_domain(raw), "domain"))
-        await conn.execute("DELETE FROM blocklist_entries WHERE account_id = $1", account_id)
+        before = {r["entry"]: r["kind"] for r in await conn.fetch(
+            "DELETE FROM blocklist_entries WHERE account_id = $1 RETURNING entry, kind", account_id)}
         await conn.executemany(
             "INSERT INTO blocklist_entries (account_id, entry, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             [(account_id, e, k) for e, k in entries])
+        lifted = {e: k for e, k in before.items() if e not in {entry for entry, _ in entries}}
+        change = DirectoryChange(account_id, addresses=frozenset(e for e, k in lifted.items() if k == "address"),
+                                 domains=frozenset(e for e, k in lifted.items() if k == "domain"), kinds=(kind,))
     elif kind == "account.upserted":
         domain_matching = event.get("domain_matching", False)
         if not isinstance(domain_matching, bool):
@@ -116,4 +137,4 @@ async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any])
         await conn.execute("UPDATE accounts SET domain_matching = $2, name = $3 WHERE account_id = $1",
                            account_id, domain_matching, name)
     # Unknown types are skipped: consumers accept what newer producers add.
-    return str(kind)
+    return change

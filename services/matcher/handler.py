@@ -12,6 +12,7 @@ from prometheus_client import Counter
 
 from services.core import engagements
 from services.core.connections import NotConnected, TokenService, get_connection
+from services.core.directory_lookup import load_snapshot, owner_addresses
 from services.core.domain import Decision, MailboxOwner
 from services.core.events import BadEvent, require_str
 from services.core.graph.client import GraphClient
@@ -19,7 +20,6 @@ from services.core.graph.errors import AccessTokenRejected, GraphError, NotFound
 from services.core.matching import addresses_to_look_up, decide
 from services.matcher.folders import FolderResolver
 from services.matcher.graph_message import UnusableMessage, parse_message
-from services.matcher.lookup import load_snapshot, owner_addresses
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from services.core import engagements as engagement_queries
 from services.core.connections import NotConnected
+from services.core.diagnose import DiagnoseError, diagnose, parse_headers
 from services.core.domain import ConnectionStatus
 from services.core.subscriptions import delete_connection_subscriptions
 from services.subscriber.keys import GRAPH, POOL, SETTINGS, STATUS, TOKENS
@@ -124,7 +125,37 @@ async def get_contact_engagements(request: web.Request) -> web.Response:
     return web.json_response(page)
 
 
+async def _diagnose(request: web.Request, user_id: str, imid: str | None, raw_headers: str | None) -> web.Response:
+    try:
+        facts = parse_headers(raw_headers) if raw_headers is not None else None
+        return web.json_response(await diagnose(request.app[POOL], user_id, imid, facts))
+    except DiagnoseError as exc:
+        return api_error(400, "bad_request", str(exc))
+    except LookupError as exc:
+        return api_error(404, "not_found", str(exc))
+
+
+async def get_diagnose(request: web.Request) -> web.Response:
+    user_id, imid = request.query.get("user_id"), request.query.get("internet_message_id")
+    if not user_id or not imid:
+        return api_error(400, "bad_request", "user_id and internet_message_id are required")
+    return await _diagnose(request, user_id, imid, None)
+
+
+async def post_diagnose(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return api_error(400, "bad_request", "body must be JSON: {\"user_id\", \"headers\"}")
+    if not isinstance(body, dict) or not isinstance(body.get("user_id"), str) or not isinstance(
+            body.get("headers"), str):
+        return api_error(400, "bad_request", "user_id and headers (the raw Internet headers) are required strings")
+    return await _diagnose(request, body["user_id"], None, body["headers"])
+
+
 def add_api_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/users/{user_id}/connection", get_connection)
     app.router.add_post("/api/v1/connections/{connection_id}/disconnect", post_disconnect)
     app.router.add_get("/api/v1/contacts/{contact_id}/engagements", get_contact_engagements)
+    app.router.add_get("/api/v1/diagnose", get_diagnose)
+    app.router.add_post("/api/v1/diagnose", post_diagnose)

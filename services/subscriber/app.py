@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> web.Application:
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(settings)
-        publisher = Publisher(settings)
+        publisher = Publisher(settings, timeout_s=settings.webhook_publish_timeout_s)
         await publisher.start()
         session = aiohttp.ClientSession()
         app[POOL], app[PUBLISHER], app[HTTP] = pool, publisher, session

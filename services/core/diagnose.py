@@ -1,0 +1,122 @@
+"""Why is (or isn't) this email on the timeline? Answers from the stored decision, or, for mail the
+mailbox never reported, from the connection's state at the time plus what matching would decide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.parser import HeaderParser
+from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
+
+import asyncpg
+
+from services.core import reasons
+from services.core.directory_lookup import load_snapshot, owner_addresses
+from services.core.domain import EmailAddress, MailboxOwner, MailMessage
+from services.core.matching import addresses_to_look_up, decide
+
+MAX_HEADERS = 256 * 1024
+
+
+class DiagnoseError(ValueError):
+    """Bad input: answered 400 / a clear CLI line."""
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    internet_message_id: str
+    subject: str
+    sent_at: datetime | None
+    from_: EmailAddress | None
+    sender: EmailAddress | None
+    to: tuple[EmailAddress, ...]
+    cc: tuple[EmailAddress, ...]
+    reply_to: tuple[EmailAddress, ...]
+
+
+def _addresses(values: list[str]) -> tuple[EmailAddress, ...]:
+    return tuple(EmailAddress(address=a, name=n) for n, a in getaddresses(values) if a)
+
+
+def parse_headers(raw: str) -> HeaderFacts:
+    """Raw Internet headers as pasted from a mail client (standard library parser)."""
+    if len(raw) > MAX_HEADERS:
+        raise DiagnoseError("headers are larger than 256 KiB")
+    headers = HeaderParser().parsestr(raw.lstrip(), headersonly=True)
+    message_id = (headers.get("Message-ID") or headers.get("Message-Id") or "").strip()
+    if not message_id:
+        raise DiagnoseError("the headers have no Message-ID line; paste the message's full Internet headers")
+    sent_at = None
+    if headers.get("Date"):
+        try:
+            sent_at = parsedate_to_datetime(str(headers["Date"]))
+            if sent_at.tzinfo is None:
+                sent_at = sent_at.replace(tzinfo=UTC)
+        except (TypeError, ValueError):
+            sent_at = None
+    froms = _addresses(headers.get_all("From", []))
+    senders = _addresses(headers.get_all("Sender", []))
+    return HeaderFacts(
+        internet_message_id=message_id, subject=str(headers.get("Subject", "")), sent_at=sent_at,
+        from_=froms[0] if froms else None, sender=senders[0] if senders else None,
+        to=_addresses(headers.get_all("To", [])), cc=_addresses(headers.get_all("Cc", [])),
+        reply_to=_addresses(headers.get_all("Reply-To", [])))
+
+
+def _reason(code: str, detail: str) -> dict[str, str]:
+    return {"code": code, "detail": detail}
+
+
+async def _status_at(pool: asyncpg.Pool, connection_id: Any, when: datetime | None) -> str | None:
+    if when is None:
+        return None
+    status: str | None = await pool.fetchval(
+        "SELECT status FROM connection_events WHERE connection_id = $1 AND at <= $2 ORDER BY at DESC LIMIT 1",
+        connection_id, when)
+    return status
+
+
+async def diagnose(pool: asyncpg.Pool, user_id: str, internet_message_id: str | None = None,
+                   headers: HeaderFacts | None = None) -> dict[str, Any]:
+    imid = internet_message_id or (headers.internet_message_id if headers else "")
+    if not imid:
+        raise DiagnoseError("give an internet_message_id or the message's headers")
+    user = await pool.fetchrow("SELECT user_id, account_id FROM users WHERE user_id = $1", user_id)
+    if user is None:
+        raise LookupError(f"no user {user_id!r}")
+    row = await pool.fetchrow(
+        "SELECT decision, reasons, folder, engagement_id, decided_at, source FROM match_decisions"
+        " WHERE user_id = $1 AND account_id = $2 AND message_key = $3", user_id, user["account_id"], imid)
+    if row is not None:
+        return {"decision": row["decision"], "reasons": row["reasons"], "folder": row["folder"],
+                "engagement_id": str(row["engagement_id"]) if row["engagement_id"] else None,
+                "decided_at": row["decided_at"].isoformat(), "source": row["source"]}
+    connection = await pool.fetchrow(
+        "SELECT connection_id, status, reason, last_synced_at, mailbox_addresses FROM mailbox_connections"
+        " WHERE user_id = $1", user_id)
+    found: list[dict[str, str]] = [{"code": reasons.ReasonCode.NOT_SEEN.value,
+                                     "detail": reasons.not_seen(imid).detail}]
+    if connection is None:
+        found.append(_reason("never_connected", "This user has never connected a mailbox to mailsync."))
+    else:
+        at_time = await _status_at(pool, connection["connection_id"], headers.sent_at if headers else None)
+        if at_time and at_time != "connected":
+            found.append(_reason("not_connected_at_the_time",
+                                 f"When this message was sent the mailbox connection was {at_time}."))
+        found.append(_reason("connection_status", f"The mailbox connection is {connection['status']} now"
+                             + (f": {connection['reason']}" if connection["reason"] else ".")
+                             + (f" Last successful sync: {connection['last_synced_at'].isoformat()}."
+                                if connection["last_synced_at"] else " It has not synced yet.")))
+    if headers is not None:
+        message = MailMessage(message_id="", internet_message_id=imid, conversation_id="", subject=headers.subject,
+                              folder="inbox", is_draft=False, received_at=headers.sent_at, sent_at=headers.sent_at,
+                              from_=headers.from_, sender=headers.sender, to=headers.to, cc=headers.cc,
+                              reply_to=headers.reply_to)
+        owner = MailboxOwner(user_id, user["account_id"], await owner_addresses(
+            pool, user_id, tuple(connection["mailbox_addresses"]) if connection else ()))
+        snapshot = await load_snapshot(pool, user["account_id"], addresses_to_look_up(message, owner))
+        would = decide(message, owner, snapshot)
+        found.append(_reason("would_be", f"If mailsync sees this message it would be {would.decision.value}: "
+                             + "; ".join(r.detail for r in would.reasons[:2])))
+    return {"decision": "not_seen", "reasons": found, "folder": None, "engagement_id": None}
