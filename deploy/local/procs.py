@@ -96,6 +96,17 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(f"    | {line}" for line in out) if out else f"(log {path} is empty)"
 
 
+def problems(path: Path, lines: int = 20) -> str:
+    """The last warnings and errors of a log (a shutdown's tail says nothing about a failure earlier)."""
+    words = (" WARN ", " ERROR ", " FATAL ", "WARNING:", "ERROR:", "FATAL:", "PANIC:")
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log at {path}: {exc.strerror})"
+    found = [line for line in text.splitlines() if any(w in line for w in words)][-lines:]
+    return "\n".join(f"    | {line}" for line in found) if found else "    (no warnings or errors)"
+
+
 def file_size(path: Path) -> int:
     try:
         return path.stat().st_size

@@ -96,9 +96,11 @@ def cmd_infra_exec(args: argparse.Namespace) -> int:
             dest = CACHE / "logs" / rid
             infra.keep_logs(dest)
             log(f"broker and database logs kept in {dest.relative_to(REPO)}")
-            if failed_infra or os.environ.get("CI"):
-                for name in ("kafka.log", "postgres.log"):
+            for name in ("kafka.log", "postgres.log"):
+                if failed_infra:
                     log(f"last lines of {name}:\n{tail(dest / name, 25)}")
+                elif os.environ.get("CI"):
+                    log(f"warnings and errors in {name}:\n{procs.problems(dest / name)}")
         shutil.rmtree(run_dir, ignore_errors=True)
     return rc
 

@@ -46,6 +46,10 @@ class Settings:
     clientstate_cache_s: float = 60.0
     renewer_tick_s: float = 30.0
     rematch_window_days: int = 90
+    poll_interval_s: int = 3600
+    relist_window_h: int = 48
+    backfill_first_h: int = 24
+    backfill_cap_days: int = 60
     webhook_publish_timeout_s: float = 2.5
 
 
@@ -136,6 +140,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, service: str = "") ->
         matcher_batch_size=_int(env, "MAILSYNC_MATCHER_BATCH_SIZE", 100, minimum=1),
         graph_concurrency_per_mailbox=_int(env, "MAILSYNC_GRAPH_CONCURRENCY", 4, minimum=1),
         clientstate_cache_s=float(_int(env, "MAILSYNC_CLIENTSTATE_CACHE_S", 60, minimum=0)),
+        poll_interval_s=_int(env, "MAILSYNC_POLL_INTERVAL_S", 3600, minimum=1),
+        relist_window_h=_int(env, "MAILSYNC_RELIST_WINDOW_H", 48, minimum=1),
+        backfill_first_h=_int(env, "MAILSYNC_BACKFILL_FIRST_H", 24, minimum=0),
+        backfill_cap_days=_int(env, "MAILSYNC_BACKFILL_CAP_DAYS", 60, minimum=1),
         rematch_window_days=_int(env, "MAILSYNC_REMATCH_WINDOW_DAYS", 90, minimum=0),
         renewer_tick_s=float(_int(env, "MAILSYNC_RENEWER_TICK_S", 30, minimum=1)),
         # Graph gives up after 3 s: a notification Kafka cannot take in time is answered 503.

@@ -108,6 +108,9 @@ async def handle_message_changed(event: dict[str, Any], deps: MatcherDeps) -> Ha
         stored = await engagements.store_engagement(conn, **common, message=message, result=result, source=source)
     if stored.created:
         ENGAGEMENTS_CREATED.inc()
+        if isinstance(event.get("job_id"), str):
+            await deps.pool.execute("UPDATE sync_jobs SET engagements_created = engagements_created + 1"
+                                    " WHERE job_id::text = $1", event["job_id"])
     return Handled(Outcome.MATCHED, stored.engagement_id, stored.needs_publish)
 
 

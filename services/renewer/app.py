@@ -1,10 +1,11 @@
-"""Wiring of the renewer: the lifecycle consumer and the renewal schedule."""
+"""Wiring of the renewer: lifecycle consumer, and the loops that keep every mailbox complete."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import aiohttp
@@ -21,6 +22,8 @@ from services.core.graph.identity import IdentityClient
 from services.core.kafka import Publisher, consumer
 from services.core.observability import Liveness, add_health_routes
 from services.core.runtime import Readiness, serve
+from services.renewer.delta import PollDeps, claim_due, poll_claimed
+from services.renewer.jobs import claim_job, run_job
 from services.renewer.lifecycle import LifecycleBatch
 from services.renewer.subscriptions import RenewerDeps, renew_due
 from services.renewer.tokens import refresh_due
@@ -28,20 +31,22 @@ from services.renewer.tokens import refresh_due
 log = logging.getLogger(__name__)
 
 
-async def renewal_loop(deps: RenewerDeps, stop: asyncio.Event, liveness: Liveness) -> None:
+async def every(tick_s: float, stop: asyncio.Event, work: Callable[[], Awaitable[object]], name: str,
+                liveness: Liveness | None = None) -> None:
+    """Run `work`, then wait a tick (or less, if stopping); a failure is logged, never fatal."""
     while not stop.is_set():
-        liveness.tick()
+        if liveness:
+            liveness.tick()
         try:
-            await refresh_due(deps.pool, deps.tokens, tick=timedelta(seconds=deps.settings.renewer_tick_s))
-            await renew_due(deps)
+            await work()
         except Exception:
-            log.exception("renewal pass failed")
+            log.exception(f"{name} pass failed")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=deps.settings.renewer_tick_s)
+            await asyncio.wait_for(stop.wait(), timeout=tick_s)
 
 
 async def run(settings: Settings) -> None:
-    pool = await create_pool(settings)
+    pool = await create_pool(settings, max_size=15)
     publisher = Publisher(settings)
     await publisher.start()
     session = aiohttp.ClientSession()
@@ -49,16 +54,40 @@ async def run(settings: Settings) -> None:
     tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings),
                           StatusReporter(pool, publisher))
     deps = RenewerDeps(pool=pool, graph=graph, tokens=tokens, settings=settings)
+    polls = PollDeps(pool=pool, graph=graph, tokens=tokens, publisher=publisher,
+                     interval=timedelta(seconds=settings.poll_interval_s),
+                     relist_window=timedelta(hours=settings.relist_window_h))
     lifecycle = consumer(settings, events.LIFECYCLE, group="mailsync-renewer-lifecycle")
     liveness = Liveness()
     stop = asyncio.Event()
+    tick = settings.renewer_tick_s
+    parallel = asyncio.Semaphore(8)
+
+    async def maintain() -> None:
+        await refresh_due(pool, tokens, tick=timedelta(seconds=tick))
+        await renew_due(deps)
+
+    async def poll() -> None:
+        async def one(connection_id: str) -> None:
+            async with parallel:
+                await poll_claimed(polls, connection_id)
+
+        claimed = await claim_due(pool, limit=50, lease=timedelta(minutes=10))
+        await asyncio.gather(*(one(c) for c in claimed))
+
+    async def jobs() -> None:
+        while not stop.is_set() and (job := await claim_job(pool)) is not None:
+            await run_job(polls, job)
+
     app = web.Application()
     add_health_routes(app, Readiness(settings, pool), liveness)
     try:
         await lifecycle.start()
         workers = [
             asyncio.create_task(run_batches(lifecycle, LifecycleBatch(deps), publisher=publisher, stop=stop)),
-            asyncio.create_task(renewal_loop(deps, stop, liveness)),
+            asyncio.create_task(every(tick, stop, maintain, "maintenance", liveness)),
+            asyncio.create_task(every(tick, stop, poll, "delta poll")),
+            asyncio.create_task(every(tick, stop, jobs, "sync jobs")),
         ]
 
         async def until_worker_dies() -> None:

@@ -31,6 +31,7 @@ from services.subscriber.keys import (
     TRUST,
 )
 from services.subscriber.settings_page import add_settings_routes
+from services.subscriber.sync_api import add_sync_routes
 from services.subscriber.trust import SubscriptionTrust
 
 MAX_BODY = 1024 * 1024  # Graph batches stay far below this; larger bodies get 413
@@ -72,4 +73,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/oauth/microsoft365/callback", oauth.callback)
     add_settings_routes(app)
     add_api_routes(app)
+    add_sync_routes(app)
     return app

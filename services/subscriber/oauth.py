@@ -7,10 +7,12 @@ import hmac
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 
 from services.core.addresses import normalize_address, parse_proxy_addresses
+from services.core.config import Settings
 from services.core.domain import ConnectionStatus
 from services.core.graph.errors import GraphError, classify_authorize_error
 from services.core.graph.identity import pkce_pair
@@ -98,6 +100,16 @@ async def _record_refusal(request: web.Request, user_id: str, account_id: str, s
     await request.app[STATUS].set_status(str(connection_id), status, reason, error_code)
 
 
+async def queue_backfill(conn: Any, settings: Settings, connection_id: str, last_synced_at: datetime | None) -> None:
+    """A first connection imports the last day; a reconnect imports the whole gap (up to a cap)."""
+    now = datetime.now(UTC)
+    since = last_synced_at if last_synced_at else now - timedelta(hours=settings.backfill_first_h)
+    since = max(since, now - timedelta(days=settings.backfill_cap_days))
+    if since < now:
+        await conn.execute("INSERT INTO sync_jobs (connection_id, kind, since, until)"
+                           " VALUES ($1::uuid, 'backfill', $2, $3)", connection_id, since, now)
+
+
 async def connect_mailbox(request: web.Request, user_id: str, account_id: str, code: str, verifier: str) -> str:
     app = request.app
     tokens = await app[IDENTITY].exchange_code(code, verifier, redirect_uri(request))
@@ -110,6 +122,8 @@ async def connect_mailbox(request: web.Request, user_id: str, account_id: str, c
     async with pool.acquire() as conn:
         async with conn.transaction():
             await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
+            previous = await conn.fetchrow(
+                "SELECT last_synced_at FROM mailbox_connections WHERE user_id = $1", user_id)
             connection_id = str(await conn.fetchval(
                 """INSERT INTO mailbox_connections (account_id, user_id, tenant_id, graph_user_id, mailbox_address,
                                                     mailbox_addresses, connected_at)
@@ -119,6 +133,8 @@ async def connect_mailbox(request: web.Request, user_id: str, account_id: str, c
                    RETURNING connection_id""",
                 account_id, user_id, tenant_id, graph_user_id, address, aliases))
             await app[TOKENS].store(conn, connection_id, tokens)
+            await queue_backfill(conn, app[SETTINGS], connection_id,
+                                 previous["last_synced_at"] if previous else None)
         await app[STATUS].set_status(connection_id, ConnectionStatus.CONNECTED, None, None)
         # Reconnect replaces subscriptions instead of orphaning them.
         await delete_connection_subscriptions(conn, app[GRAPH], token=tokens.access_token,

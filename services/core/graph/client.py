@@ -20,10 +20,12 @@ from tenacity.wait import wait_base
 from services.core.graph.errors import (
     AccessTokenRejected,
     Classified,
+    DeltaExpired,
     GraphError,
     NotFound,
     Severity,
     classify_graph_response,
+    is_sync_state_lost,
     retry_after_seconds,
 )
 
@@ -119,6 +121,8 @@ class GraphClient:
                     if resp.status == 429:
                         GRAPH_THROTTLED.inc()
                     classified = classify_graph_response(resp.status, payload)
+                    if is_sync_state_lost(resp.status, classified.error_code):
+                        raise DeltaExpired(classified, resp.status, resp.headers.get("Location"))
                     if resp.status == 404:
                         raise NotFound(classified, resp.status)
                     if resp.status == 401:
@@ -139,6 +143,27 @@ class GraphClient:
     async def get_folder(self, token: str, user: str, folder: str) -> dict[str, Any]:
         path = f"/users/{quote(user, safe='@')}/mailFolders/{quote(folder, safe='')}"
         return await self.request("GET", path, token, mailbox=user, params={"$select": "id,displayName"})
+
+    async def get_page(self, token: str, user: str, url: str, *, page_size: int = 50) -> dict[str, Any]:
+        """One page of a list or delta query, from a nextLink/deltaLink or a first URL (query inline)."""
+        return await self.request("GET", url, token, mailbox=user,
+                                  headers={"Prefer": f'odata.maxpagesize={page_size}, IdType="ImmutableId"'})
+
+    async def list_folders(self, token: str, user: str) -> list[dict[str, Any]]:
+        """Every mail folder, child folders included (inbox rules file mail into nested folders)."""
+        found: list[dict[str, Any]] = []
+        pending = [f"/users/{quote(user, safe='@')}/mailFolders"]
+        while pending and len(found) < 5000:
+            url: str | None = pending.pop() + "?$top=250&$select=id,displayName,childFolderCount"
+            while url:
+                page = await self.get_page(token, user, url, page_size=250)
+                for folder in page.get("value", []):
+                    found.append(folder)
+                    if folder.get("childFolderCount"):
+                        pending.append(f"/users/{quote(user, safe='@')}/mailFolders/{quote(folder['id'], safe='')}"
+                                       "/childFolders")
+                url = page.get("@odata.nextLink")
+        return found
 
     async def get_me(self, token: str) -> dict[str, Any]:
         return await self.request(

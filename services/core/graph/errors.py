@@ -67,6 +67,18 @@ class NotFound(GraphError):
     """404: the message, folder or subscription is gone."""
 
 
+class DeltaExpired(GraphError):
+    """410 Gone or `syncStateNotFound`: the stored delta state is gone; restart the folder."""
+
+    def __init__(self, classified: Classified, status: int | None, location: str | None) -> None:
+        super().__init__(classified, status)
+        self.location = location
+
+
+def is_sync_state_lost(status: int, code: str) -> bool:
+    return status == 410 or code.lower() in ("syncstatenotfound", "syncstateinvalid", "resyncrequired")
+
+
 class AccessTokenRejected(GraphError):
     """401 from Graph: refresh the token once, then the identity platform decides."""
 

@@ -1,0 +1,141 @@
+"""The hourly safety net: a delta query per folder (all but drafts, junk, deleted items, outbox),
+delta links stored per folder, anything not yet seen sent to the matcher."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote, urlencode
+
+import asyncpg
+from prometheus_client import Counter
+
+from services.core.connections import Connection, TokenService, get_connection
+from services.core.graph.client import GraphClient
+from services.core.graph.errors import DeltaExpired, NotFound
+from services.core.kafka import Publisher
+from services.core.schedule import iso, next_poll_at
+from services.renewer.notify import publish_found
+
+log = logging.getLogger(__name__)
+
+EXCLUDED = ("drafts", "junkemail", "deleteditems", "outbox")
+POLLS = Counter("mailsync_delta_polls_total", "Mailbox delta polls by outcome", ["outcome"])
+FOUND = Counter("mailsync_delta_found_total", "Messages the delta poll found that push had not delivered")
+RESTARTS = Counter("mailsync_delta_restarts_total", "Folders restarted after their delta state expired")
+
+
+@dataclass
+class PollDeps:
+    pool: asyncpg.Pool
+    graph: GraphClient
+    tokens: TokenService
+    publisher: Publisher
+    interval: timedelta
+    relist_window: timedelta  # how far back a first or restarted folder looks
+
+
+def first_delta_url(user: str, folder_id: str, since: datetime) -> str:
+    query = urlencode({"$select": "id", "$filter": f"receivedDateTime ge {iso(since)}"}, safe="$")
+    return f"/users/{quote(user, safe='@')}/mailFolders/{quote(folder_id, safe='')}/messages/delta?{query}"
+
+
+async def _run_delta(deps: PollDeps, token: str, user: str, url: str) -> tuple[list[str], str | None]:
+    """Follow nextLinks to the deltaLink; returns the ids created or changed and the new deltaLink."""
+    ids: list[str] = []
+    link: str | None = url
+    while link:
+        page = await deps.graph.get_page(token, user, link)
+        ids.extend(str(item["id"]) for item in page.get("value", []) if "@removed" not in item and "id" in item)
+        if "@odata.deltaLink" in page:
+            return ids, str(page["@odata.deltaLink"])
+        link = page.get("@odata.nextLink")
+    return ids, None
+
+
+async def _unknown(pool: asyncpg.Pool, connection_id: str, ids: list[str]) -> list[str]:
+    if not ids:
+        return []
+    known = {r["message_id"] for r in await pool.fetch(
+        "SELECT message_id FROM match_decisions WHERE connection_id = $1::uuid AND message_id = ANY($2::text[])",
+        connection_id, ids)}
+    return sorted({i for i in ids if i not in known})
+
+
+async def poll_mailbox(deps: PollDeps, connection: Connection) -> int:
+    """One delta pass over every included folder; returns how many unseen messages were sent on."""
+    assert connection.graph_user_id is not None
+    cid, user = connection.connection_id, connection.graph_user_id
+    token = await deps.tokens.access_token(cid)
+    excluded: set[str] = set()
+    for name in EXCLUDED:
+        try:
+            excluded.add(str((await deps.graph.get_folder(token, user, name))["id"]))
+        except NotFound:
+            continue
+    cursors = {r["folder_id"]: r for r in await deps.pool.fetch(
+        "SELECT folder_id, delta_link, last_polled_at FROM delta_cursors WHERE connection_id = $1::uuid", cid)}
+    now = datetime.now(UTC)
+    sent = 0
+    for folder in await deps.graph.list_folders(token, user):
+        folder_id = str(folder["id"])
+        if folder_id in excluded:
+            continue
+        cursor = cursors.get(folder_id)
+        bounded = first_delta_url(user, folder_id, now - deps.relist_window)
+        restarted = False
+        try:
+            ids, link = await _run_delta(deps, token, user, (cursor and cursor["delta_link"]) or bounded)
+        except DeltaExpired:
+            # Expired delta state: re-list this folder over a bounded window only.
+            RESTARTS.inc()
+            restarted = True
+            since = (cursor["last_polled_at"] if cursor and cursor["last_polled_at"] else now) - deps.relist_window
+            ids, link = await _run_delta(deps, token, user, first_delta_url(user, folder_id, since))
+        unseen = await _unknown(deps.pool, cid, ids)
+        await publish_found(deps.publisher, connection_id=cid, account_id=connection.account_id,
+                            message_ids=unseen, source="delta")
+        sent += len(unseen)
+        await deps.pool.execute(
+            """INSERT INTO delta_cursors (connection_id, folder_id, folder_name, delta_link, last_polled_at, restarts)
+               VALUES ($1::uuid, $2, $3, $4, now(), $5)
+               ON CONFLICT (connection_id, folder_id) DO UPDATE SET folder_name = $3, delta_link = $4,
+                      last_polled_at = now(), restarts = delta_cursors.restarts + $5""",
+            cid, folder_id, str(folder.get("displayName", "")), link, int(restarted))
+    FOUND.inc(sent)
+    return sent
+
+
+async def claim_due(pool: asyncpg.Pool, *, limit: int, lease: timedelta) -> list[str]:
+    """Mailboxes due for a poll, leased so no other replica polls them meanwhile."""
+    rows = await pool.fetch(
+        """UPDATE mailbox_connections SET poll_lease_until = now() + $2::interval
+            WHERE connection_id IN (
+                  SELECT connection_id FROM mailbox_connections
+                   WHERE status = 'connected' AND graph_user_id IS NOT NULL
+                     AND coalesce(next_poll_at, now()) <= now()
+                     AND (poll_lease_until IS NULL OR poll_lease_until < now())
+                   ORDER BY next_poll_at NULLS FIRST LIMIT $1 FOR UPDATE SKIP LOCKED)
+        RETURNING connection_id""", limit, lease)
+    return [str(r["connection_id"]) for r in rows]
+
+
+async def poll_claimed(deps: PollDeps, connection_id: str) -> None:
+    connection = await get_connection(deps.pool, connection_id)
+    outcome = "ok"
+    try:
+        if connection is not None and connection.status == "connected":
+            await poll_mailbox(deps, connection)
+    except Exception as exc:  # one mailbox's failure never stops the others
+        outcome = "failed"
+        log.warning("delta poll failed", extra={"connection_id": connection_id, "error": type(exc).__name__})
+    finally:
+        now = datetime.now(UTC)
+        await deps.pool.execute(
+            """UPDATE mailbox_connections SET poll_lease_until = NULL, next_poll_at = $2,
+                      last_polled_at = CASE WHEN $3 THEN now() ELSE last_polled_at END,
+                      last_synced_at = CASE WHEN $3 THEN now() ELSE last_synced_at END
+                WHERE connection_id = $1::uuid""",
+            connection_id, next_poll_at(connection_id, now, deps.interval), outcome == "ok")
+        POLLS.labels(outcome).inc()

@@ -1,0 +1,101 @@
+"""Back-fill after (re)connect and back-syncs on request: list messages by receivedDateTime windows,
+newest first, storing the cursor after every page so a crashed job resumes where it stopped."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import asyncpg
+from prometheus_client import Counter
+
+from services.core.connections import NotConnected, get_connection
+from services.core.graph.errors import GraphError
+from services.core.schedule import estimate_total, iso
+from services.renewer.delta import PollDeps, _unknown
+from services.renewer.notify import publish_found
+
+log = logging.getLogger(__name__)
+
+JOBS = Counter("mailsync_sync_jobs_total", "Back-fill and back-sync jobs by kind and outcome", ["kind", "outcome"])
+WINDOW = timedelta(days=1)
+LEASE = timedelta(minutes=2)
+
+
+def window_url(user: str, start: Any, end: Any) -> str:
+    query = urlencode({"$select": "id,receivedDateTime", "$top": "100",
+                       "$filter": f"receivedDateTime ge {iso(start)} and receivedDateTime lt {iso(end)}"}, safe="$")
+    return f"/users/{quote(user, safe='@')}/messages?{query}"
+
+
+async def claim_job(pool: asyncpg.Pool) -> asyncpg.Record | None:
+    return await pool.fetchrow(
+        """UPDATE sync_jobs SET status = 'running', lease_until = now() + $1::interval, updated_at = now()
+            WHERE job_id = (SELECT job_id FROM sync_jobs
+                             WHERE status IN ('queued', 'running') AND (lease_until IS NULL OR lease_until < now())
+                             ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING *""", LEASE)
+
+
+async def run_job(deps: PollDeps, job: asyncpg.Record) -> None:
+    job_id, kind = str(job["job_id"]), job["kind"]
+    connection = await get_connection(deps.pool, str(job["connection_id"]))
+    try:
+        if connection is None or connection.graph_user_id is None or connection.status != "connected":
+            raise NotConnected(str(job["connection_id"]), connection.status if connection else "unknown")
+        await _run(deps, job, connection.graph_user_id, connection.account_id)
+    except NotConnected as exc:
+        await _finish(deps.pool, job_id, "failed", f"the mailbox is {exc.status}; reconnect it and start again")
+        JOBS.labels(kind, "failed").inc()
+    except GraphError as exc:
+        if exc.transient:
+            # Leave it running: the lease lapses and a renewer resumes from the stored cursor.
+            log.warning("sync job paused by a transient error", extra={"job_id": job_id})
+            return
+        await _finish(deps.pool, job_id, "failed", f"Microsoft Graph refused the listing ({exc.classified.error_code})")
+        JOBS.labels(kind, "failed").inc()
+    else:
+        JOBS.labels(kind, "done").inc()
+
+
+async def _finish(pool: asyncpg.Pool, job_id: str, status: str, error: str | None) -> None:
+    await pool.execute("UPDATE sync_jobs SET status = $2, error = $3, lease_until = NULL, updated_at = now()"
+                       " WHERE job_id = $1::uuid", job_id, status, error)
+
+
+async def _run(deps: PollDeps, job: asyncpg.Record, user: str, account_id: str) -> None:
+    job_id, since, until = str(job["job_id"]), job["since"], job["until"]
+    token = await deps.tokens.access_token(str(job["connection_id"]))
+    cursor = job["window_start"] or until
+    link: str | None = job["next_link"]
+    seen = job["messages_seen"]
+    while cursor > since:
+        start = max(since, cursor - WINDOW)
+        url: str | None = link or window_url(user, start, cursor)
+        while url:
+            page = await deps.graph.get_page(token, user, url, page_size=100)
+            ids = [str(m["id"]) for m in page.get("value", []) if "id" in m]
+            if not job["dry_run"]:
+                if job["kind"] == "backfill":
+                    ids = await _unknown(deps.pool, str(job["connection_id"]), ids)
+                await publish_found(deps.publisher, connection_id=str(job["connection_id"]), account_id=account_id,
+                                    message_ids=ids, source=job["kind"], job_id=job_id)
+            seen += len(page.get("value", []))
+            url = page.get("@odata.nextLink")
+            await _progress(deps.pool, job_id, cursor, url, seen, estimate_total(seen, until - cursor, until - since))
+            token = await deps.tokens.access_token(str(job["connection_id"]))  # long jobs outlive a token
+        cursor, link = start, None
+        await _progress(deps.pool, job_id, cursor, None, seen, estimate_total(seen, until - cursor, until - since))
+    await deps.pool.execute(
+        "UPDATE sync_jobs SET status = 'done', estimated_total = messages_seen, lease_until = NULL, updated_at = now()"
+        " WHERE job_id = $1::uuid", job_id)
+
+
+async def _progress(pool: asyncpg.Pool, job_id: str, window_start: Any, next_link: str | None, seen: int,
+                    estimate: int) -> None:
+    await pool.execute(
+        """UPDATE sync_jobs SET window_start = $2, next_link = $3, messages_seen = $4, estimated_total = $5,
+                  lease_until = now() + $6::interval, updated_at = now() WHERE job_id = $1::uuid""",
+        job_id, window_start, next_link, seen, estimate, LEASE)

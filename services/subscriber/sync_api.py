@@ -1,0 +1,100 @@
+"""Sync now, back-syncs and their progress (service API)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from services.subscriber.api import api_error
+from services.subscriber.keys import POOL
+
+MAX_RANGE_DAYS = 3650
+
+
+def _uuid(raw: str) -> str | None:
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return None
+
+
+def _when(body: dict[str, Any], key: str) -> datetime:
+    raw = body.get(key)
+    if not isinstance(raw, str):
+        raise ValueError(f"{key} must be an ISO-8601 date-time string")
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{key} is not an ISO-8601 date-time: {raw[:40]!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def _connection(request: web.Request) -> tuple[str, str] | web.Response:
+    connection_id = _uuid(request.match_info["connection_id"])
+    row = connection_id and await request.app[POOL].fetchrow(
+        "SELECT connection_id, status FROM mailbox_connections WHERE connection_id = $1::uuid", connection_id)
+    if not row:
+        return api_error(404, "not_found", "no such connection")
+    return str(row["connection_id"]), row["status"]
+
+
+async def post_sync(request: web.Request) -> web.Response:
+    found = await _connection(request)
+    if isinstance(found, web.Response):
+        return found
+    connection_id, status = found
+    if status != "connected":
+        return api_error(409, "not_connected", f"the mailbox is {status}; reconnect it first")
+    await request.app[POOL].execute(
+        "UPDATE mailbox_connections SET next_poll_at = now() WHERE connection_id = $1::uuid", connection_id)
+    return web.json_response({"connection_id": connection_id, "status": "queued"}, status=202)
+
+
+async def post_backsync(request: web.Request) -> web.Response:
+    found = await _connection(request)
+    if isinstance(found, web.Response):
+        return found
+    connection_id, status = found
+    try:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        since, until = _when(body, "since"), _when(body, "until")
+        dry_run = body.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise ValueError("dry_run must be true or false")
+    except ValueError as exc:
+        return api_error(400, "bad_request", str(exc))
+    if since >= until:
+        return api_error(400, "bad_request", "since must be before until")
+    if (until - since).days > MAX_RANGE_DAYS:
+        return api_error(400, "bad_request", f"a back-sync covers at most {MAX_RANGE_DAYS} days")
+    if status != "connected":
+        return api_error(409, "not_connected", f"the mailbox is {status}; reconnect it first")
+    job_id = await request.app[POOL].fetchval(
+        "INSERT INTO sync_jobs (connection_id, kind, since, until, dry_run) VALUES ($1::uuid, 'backsync', $2, $3, $4)"
+        " RETURNING job_id", connection_id, since, until, dry_run)
+    return web.json_response({"backsync_id": str(job_id)}, status=202)
+
+
+async def get_backsync(request: web.Request) -> web.Response:
+    job_id = _uuid(request.match_info["backsync_id"])
+    row = job_id and await request.app[POOL].fetchrow("SELECT * FROM sync_jobs WHERE job_id = $1::uuid", job_id)
+    if not row:
+        return api_error(404, "not_found", "no such back-sync")
+    status = "running" if row["status"] == "running" else row["status"]
+    return web.json_response({
+        "backsync_id": str(row["job_id"]), "connection_id": str(row["connection_id"]), "kind": row["kind"],
+        "status": status, "since": row["since"].isoformat(), "until": row["until"].isoformat(),
+        "dry_run": row["dry_run"], "messages_seen": row["messages_seen"],
+        "engagements_created": row["engagements_created"], "estimated_total": row["estimated_total"],
+        "error": row["error"], "updated_at": row["updated_at"].isoformat()})
+
+
+def add_sync_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/connections/{connection_id}/sync", post_sync)
+    app.router.add_post("/api/v1/connections/{connection_id}/backsyncs", post_backsync)
+    app.router.add_get("/api/v1/backsyncs/{backsync_id}", get_backsync)
