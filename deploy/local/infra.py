@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import json
+import os
 import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import procs
 from kafka_node import KafkaNode, ensure_jars
 from postgres_node import PostgresNode
-from procs import ProcRecord, StackError, log
+from procs import CACHE, ProcRecord, StackError, log
+
+RUNS = CACHE / "run"
 
 
 class Interrupts:
@@ -71,6 +78,32 @@ class Infra:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.kafka = KafkaNode(run_dir, log_dir)
         self.pg = PostgresNode(log_dir, db_password or secrets.token_hex(16))
+        self._lock = threading.Lock()
+        self._tracked: list[ProcRecord] = []
+        self._save()
+
+    def track(self, popen: subprocess.Popen[bytes], name: str) -> None:
+        """Note a process we run under this infra (the command), for the stale-run sweep only."""
+        st = procs.proc_stat(popen.pid)
+        self._tracked.append(
+            ProcRecord(name=name, pid=popen.pid, starttime=st[3] if st else 0, log="", signal_tree=True)
+        )
+        self._save()
+
+    def _save(self) -> None:
+        """run_dir/procs.json: lets a later run clean up after us if this launcher is killed (-9)."""
+        me = procs.proc_stat(os.getpid())
+        with self._lock:
+            (self.run_dir / "procs.json").write_text(
+                json.dumps(
+                    {
+                        "owner_pid": os.getpid(),
+                        "owner_starttime": me[3] if me else 0,
+                        "procs": [r.to_json() for r in self._tracked + self.records()],
+                        "dirs": self.data_dirs(),
+                    }
+                )
+            )
 
     @property
     def env(self) -> dict[str, str]:
@@ -80,6 +113,7 @@ class Infra:
         t0 = time.monotonic()
         fetched = ensure_jars(self.log_dir)
         self.kafka.start()
+        self._save()
         self.kafka.wait_ready(timeout)
         total = time.monotonic() - t0
         jars = f"jars fetched {fetched:.1f}s" if fetched is not None else "jars cached"
@@ -90,7 +124,10 @@ class Infra:
 
     def _start_pg(self, timeout: float) -> str:
         t0 = time.monotonic()
-        self.pg.start()
+        try:
+            self.pg.start()
+        finally:
+            self._save()
         self.pg.wait_ready(timeout)
         return (
             f"postgres ready in {time.monotonic() - t0:.1f}s at 127.0.0.1:{self.pg.port} "
@@ -136,3 +173,39 @@ class Infra:
         dest.mkdir(parents=True, exist_ok=True)
         for f in self.log_dir.glob("*.log"):
             shutil.copy2(f, dest / f.name)
+
+
+def sweep_stale_runs(referenced: Collection[str] = ()) -> None:
+    """Stop and delete what earlier runs left behind when their launcher was killed (-9, OOM, lost CI runner).
+
+    A run directory is stale when its launcher is gone and `.mailsync/pids.json` (a detached `up`) does not
+    list it. Runs of live launchers (parallel `make test`s) are left alone.
+    """
+    if not RUNS.is_dir():
+        return
+    for run_dir in sorted(RUNS.iterdir()):
+        if not run_dir.is_dir() or str(run_dir) in referenced:
+            continue
+        try:
+            data = json.loads((run_dir / "procs.json").read_text())
+            owner, owner_start = int(data["owner_pid"]), int(data["owner_starttime"])
+        except (OSError, ValueError, KeyError, TypeError):
+            data, owner, owner_start = {}, _pid_from_name(run_dir.name), None
+        st = procs.proc_stat(owner) if owner else None
+        if st is not None and st[0] != "Z" and owner_start in (None, st[3]):
+            continue  # its launcher still runs
+        records = [ProcRecord.from_json(d) for d in data.get("procs", [])]
+        live = [r.name for r in records if r.members()]
+        survivors = procs.stop_all(records)
+        for d in [*data.get("dirs", []), str(run_dir)]:
+            shutil.rmtree(d, ignore_errors=True)
+        if live:
+            log(f"cleaned up stale run {run_dir.name} (its launcher died): stopped {', '.join(live)}")
+        if survivors:
+            log(f"could not stop leftovers of {run_dir.name}: {survivors}")
+
+
+def _pid_from_name(name: str) -> int:
+    with contextlib.suppress(ValueError, IndexError):
+        return int(name.rsplit("-", 1)[1])
+    return 0

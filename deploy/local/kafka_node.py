@@ -26,6 +26,7 @@ from procs import (
     REPO,
     Proc,
     StackError,
+    apt_install,
     file_contains,
     file_size,
     free_ports,
@@ -71,9 +72,9 @@ def ensure_jars(log_dir: Path) -> float | None:
     """Fetch the broker's jars if absent or stale (pom.xml changed). Returns seconds spent, or None if cached."""
     if jars_ready():
         return None
-    for tool in ("java", "mvn"):
-        if shutil.which(tool) is None:
-            raise StackError(f"kafka: `{tool}` not found on PATH (needs Java 17+ and Maven to fetch the broker)")
+    missing = [pkg for tool, pkg in (("java", "openjdk-17-jre-headless"), ("mvn", "maven")) if not shutil.which(tool)]
+    if missing:
+        apt_install(missing, log_dir, "kafka: needs Java 17+ and Maven to fetch and run the broker")
     with _lock(CACHE / "kafka" / ".lock"):
         if jars_ready():  # another run fetched them while we waited
             return None

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from procs import Proc, StackError, free_ports, log, run_logged, spawn, wait_until
+from procs import Proc, StackError, apt_install, free_ports, run_logged, spawn, wait_until
 
 PG_GLOB = "/usr/lib/postgresql/*/bin/initdb"
 
@@ -54,31 +54,16 @@ def ensure_postgres(log_dir: Path) -> Path:
     dirs = _bindirs()
     if dirs:
         return dirs[0]
-    if os.geteuid() != 0:
-        raise StackError(
-            "postgres: no server binaries (/usr/lib/postgresql/*/bin/initdb). "
-            "Install Debian's package as root: apt-get install -y postgresql"
-        )
-    start = time.monotonic()
-    log("postgres: installing Debian's postgresql package (apt-get) ...")
-    # Don't let the package create and start its own `main` cluster: we only need the binaries.
-    dropin = Path("/etc/postgresql-common/createcluster.d/00-mailsync-no-main-cluster.conf")
-    dropin.parent.mkdir(parents=True, exist_ok=True)
-    if not dropin.exists():
-        dropin.write_text("create_main_cluster = false\n")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    run_logged("postgres: apt-get update", ["apt-get", "update"], log_dir / "apt.log", env, timeout=600)
-    run_logged(
-        "postgres: apt-get install postgresql",
-        ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
-        log_dir / "apt.log",
-        env,
-        timeout=900,
-    )
+    if os.geteuid() == 0:
+        # Don't let the package create and start its own `main` cluster: we only need the binaries.
+        dropin = Path("/etc/postgresql-common/createcluster.d/00-mailsync-no-main-cluster.conf")
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        if not dropin.exists():
+            dropin.write_text("create_main_cluster = false\n")
+    apt_install(["postgresql"], log_dir, f"postgres: no server binaries ({PG_GLOB})")
     dirs = _bindirs()
     if not dirs:
         raise StackError(f"postgres: installed the package but found no {PG_GLOB}")
-    log(f"postgres: installed in {time.monotonic() - start:.1f}s")
     return dirs[0]
 
 

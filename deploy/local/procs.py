@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -209,13 +210,14 @@ class ProcRecord:
     log: str
     stop_signal: int = int(signal.SIGTERM)
     grace: float = 15.0
+    signal_tree: bool = False  # send the stop signal to every descendant too (not a group leader)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ProcRecord:
-        return cls(**{k: d[k] for k in ("name", "pid", "starttime", "log", "stop_signal", "grace")})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def leader_alive(self) -> bool:
         st = proc_stat(self.pid)
@@ -334,9 +336,35 @@ def run_logged(
     return stdout
 
 
+_APT = threading.Lock()
+
+
+def apt_install(packages: Sequence[str], log_dir: Path, why: str) -> None:
+    """Install Debian packages (root only); StackError naming `why` otherwise."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise StackError(f"{why}; install as root: apt-get install -y {' '.join(packages)}")
+    with _APT:
+        _apt_install(packages, log_dir, why)
+
+
+def _apt_install(packages: Sequence[str], log_dir: Path, why: str) -> None:
+    start = time.monotonic()
+    log(f"{why}: installing {' '.join(packages)} (apt-get) ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run_logged("apt-get update", ["apt-get", "update"], log_dir / "apt.log", env, timeout=600)
+    run_logged(
+        f"apt-get install {' '.join(packages)}",
+        ["apt-get", "install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600", *packages],
+        log_dir / "apt.log",
+        env,
+        timeout=900,
+    )
+    log(f"installed {' '.join(packages)} in {time.monotonic() - start:.1f}s")
+
+
 def stop_all(records: Sequence[ProcRecord], popens: Iterable[subprocess.Popen[bytes]] = ()) -> list[str]:
-    """Stop these processes together: stop signal to each leader, wait up to its grace,
-    then SIGKILL its whole group. Returns descriptions of anything that survived."""
+    """Stop these processes together: stop signal to each leader, wait up to its grace, then SIGKILL
+    its group and every descendant seen at the start. Returns descriptions of anything that survived."""
     popen_list = list(popens)
 
     def reap() -> None:
@@ -344,27 +372,43 @@ def stop_all(records: Sequence[ProcRecord], popens: Iterable[subprocess.Popen[by
             p.poll()
 
     live = [r for r in records if r.ours()]
+    # Descendants may be reparented away once their parent exits: remember them (with start times).
+    seen: dict[int, list[tuple[int, int]]] = {
+        r.pid: [(pid, st[3]) for pid in r.members() if (st := proc_stat(pid)) is not None] for r in live
+    }
+
+    def remaining(r: ProcRecord) -> list[int]:
+        left = set(r.members())
+        for pid, started in seen[r.pid]:
+            st = proc_stat(pid)
+            if st is not None and st[3] == started and st[0] != "Z":
+                left.add(pid)
+        return sorted(left)
+
+    def send(pids: Iterable[int], sig: int) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
     for r in live:
-        if r.leader_alive():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(r.pid, r.stop_signal)
-        else:  # leader already gone: ask the rest of its group politely
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(r.pid, signal.SIGTERM)
+        if r.signal_tree:
+            send(remaining(r), r.stop_signal)
+        elif r.leader_alive():
+            send([r.pid], r.stop_signal)
+        else:  # leader already gone: ask the rest politely
+            send(remaining(r), signal.SIGTERM)
     start = time.monotonic()
     give_up = start + max((r.grace for r in live), default=0.0) + 10.0
     killed: set[int] = set()
     pending = list(live)
     while pending and time.monotonic() < give_up:
         reap()
-        pending = [r for r in pending if r.members()]
+        pending = [r for r in pending if remaining(r)]
         now = time.monotonic()
         for r in pending:
             if r.pid not in killed and now - start > r.grace:
                 log(f"{r.name} did not stop within {r.grace:.0f}s; SIGKILL to its processes")
-                for pid in r.members():
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, signal.SIGKILL)
+                send(remaining(r), signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(r.pid, signal.SIGKILL)
                 killed.add(r.pid)
@@ -373,9 +417,9 @@ def stop_all(records: Sequence[ProcRecord], popens: Iterable[subprocess.Popen[by
     reap()
     survivors = []
     for r in live:
-        members = r.members()
-        if members:
-            survivors.append(f"{r.name}: pids {members}")
+        left = remaining(r)
+        if left:
+            survivors.append(f"{r.name}: pids {left}")
     return survivors
 
 

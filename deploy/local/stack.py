@@ -22,11 +22,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import procs
-from infra import Infra, Interrupts
+from infra import Infra, Interrupts, sweep_stale_runs
 from procs import CACHE, REPO, Proc, ProcRecord, StackError, free_ports, http_status, log, spawn, tail
 
 STATE = REPO / ".mailsync"
@@ -62,6 +63,7 @@ def cmd_infra_exec(args: argparse.Namespace) -> int:
     interrupts = Interrupts()
     interrupts.install()
     procs.become_subreaper()
+    sweep_stale_runs(referenced=read_state().get("dirs", []))
     rid = run_id()
     run_dir = CACHE / "run" / rid
     infra = Infra(run_dir, run_dir / "logs")
@@ -78,10 +80,14 @@ def cmd_infra_exec(args: argparse.Namespace) -> int:
                 child = subprocess.Popen(cmd, env=env)
             except OSError as exc:
                 raise StackError(f"cannot run {cmd[0]}: {exc}") from None
+            infra.track(child, "command")
             rc = interrupts.wait_child(child)
     except StackError as exc:
-        failed_infra = True
-        log(f"FAILED: {exc}")
+        if interrupts:
+            rc = 130
+        else:
+            failed_infra = True
+            log(f"FAILED: {exc}")
     finally:
         orphans = procs.kill_orphans(exclude=infra.pids())
         if orphans:
@@ -92,7 +98,7 @@ def cmd_infra_exec(args: argparse.Namespace) -> int:
             rc = rc or 1
         if args.keep_logs:
             infra.keep_logs(Path(args.keep_logs))
-        if rc != 0 or failed_infra:
+        if (rc != 0 and not interrupts) or failed_infra:
             dest = CACHE / "logs" / rid
             infra.keep_logs(dest)
             log(f"broker and database logs kept in {dest.relative_to(REPO)}")
@@ -105,7 +111,7 @@ def cmd_infra_exec(args: argparse.Namespace) -> int:
     return rc
 
 
-def no_proxy(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+def no_proxy(env: Mapping[str, str]) -> dict[str, str]:
     """Never send loopback traffic through a proxy the CI machine may set."""
     current = env.get("NO_PROXY") or env.get("no_proxy") or ""
     value = ",".join(x for x in (current, "127.0.0.1", "localhost") if x)
@@ -191,6 +197,7 @@ def up(timeout: float) -> dict[str, Any]:
             return stack
         raise StackError(f"a previous stack is partly running ({', '.join(r.name for r in live)}): run `make down`")
     down(quiet=True)
+    sweep_stale_runs()
     shutil.rmtree(LOGS, ignore_errors=True)
     sec = load_secrets()
     bin_ = mailsync_bin()

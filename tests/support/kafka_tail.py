@@ -21,7 +21,7 @@ class Tail:
         await self._consumer.start()
         partitions = self._consumer.partitions_for_topic(self.topic)
         if not partitions:
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001 - first use of a topic
+            await self._consumer._client.force_metadata_update()
             partitions = self._consumer.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)

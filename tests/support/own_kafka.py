@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "local"))
 
-from kafka_node import KafkaNode  # noqa: E402 - the stack's own broker launcher
+from kafka_node import KafkaNode
 
 
 class PrivateKafka:

@@ -16,7 +16,7 @@ import asyncpg
 import jwt
 
 from services.core import events
-from services.core.config import Settings, load_settings
+from services.core.config import Settings
 from services.core.kafka import Publisher
 from tests.support.procs import MAILSYNC, Proc, free_port
 
@@ -125,11 +125,10 @@ class Stack:
 
     async def connect(self, mailbox: Mailbox) -> str:
         """The real OAuth path: start → sandbox authorize (auto-consent) → callback → settings page."""
-        async with aiohttp.ClientSession() as browser:
-            async with browser.get(f"{self.api_url}/oauth/microsoft365/start",
-                                   params={"session": self.session_token(mailbox.user_id, mailbox.account_id),
-                                           "login_hint": mailbox.address}) as resp:
-                assert resp.status == 200 and "notice=connected" in str(resp.url), \
+        async with aiohttp.ClientSession() as browser, browser.get(f"{self.api_url}/oauth/microsoft365/start",
+                               params={"session": self.session_token(mailbox.user_id, mailbox.account_id),
+                                       "login_hint": mailbox.address}) as resp:
+            assert resp.status == 200 and "notice=connected" in str(resp.url), \
                     f"connect failed: {resp.status} {resp.url}"
         status, view = await self.api("GET", f"/api/v1/users/{mailbox.user_id}/connection")
         assert status == 200 and view["status"] == "connected", view
