@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from prometheus_client import Counter
@@ -13,7 +14,7 @@ from prometheus_client import Counter
 from services.core import events
 from services.core.crypto import TokenBox
 from services.core.domain import ConnectionStatus
-from services.core.graph.errors import GraphError, Severity
+from services.core.graph.errors import AccessTokenRejected, GraphError, Severity
 from services.core.graph.identity import IdentityClient, TokenSet
 from services.core.kafka import Publisher, PublishError
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_REFRESHES = Counter("mailsync_token_refreshes_total", "Token refreshes by outcome", ["outcome"])
 REFRESH_AHEAD = timedelta(minutes=5)
+T = TypeVar("T")
 
 
 class NotConnected(Exception):
@@ -131,6 +133,20 @@ class TokenService:
                 WHERE connection_id = $1::uuid""",
             connection_id, access, refresh, tokens.expires_at, list(tokens.scopes),
         )
+
+    async def call(self, connection_id: str, fn: Callable[[str], Awaitable[T]]) -> T:
+        """Run a Graph call with the mailbox's token; a 401 (revoked early, as continuous access
+        evaluation does) gets one forced refresh, whose outcome decides the mailbox's status."""
+        token = await self.access_token(connection_id)
+        try:
+            return await fn(token)
+        except AccessTokenRejected:
+            token = await self.access_token(connection_id, force_refresh=True)
+            try:
+                return await fn(token)
+            except AccessTokenRejected as exc:
+                await self.mark_failed(connection_id, exc)
+                raise NotConnected(connection_id, ConnectionStatus.RECONNECT_REQUIRED.value) from exc
 
     async def access_token(self, connection_id: str, *, force_refresh: bool = False) -> str:
         token, _ = await self.access_token_with_expiry(connection_id, force_refresh=force_refresh)

@@ -16,7 +16,7 @@ from services.core.directory_lookup import load_snapshot, owner_addresses
 from services.core.domain import Decision, MailboxOwner
 from services.core.events import BadEvent, require_str
 from services.core.graph.client import GraphClient
-from services.core.graph.errors import AccessTokenRejected, GraphError, NotFound
+from services.core.graph.errors import GraphError, NotFound
 from services.core.matching import addresses_to_look_up, decide
 from services.matcher.folders import FolderResolver
 from services.matcher.graph_message import UnusableMessage, parse_message
@@ -52,13 +52,10 @@ class Handled:
 
 
 async def _fetch(deps: MatcherDeps, connection_id: str, mailbox: str, message_id: str) -> tuple[str, dict[str, Any]]:
-    token = await deps.tokens.access_token(connection_id)
-    try:
+    async def get(token: str) -> tuple[str, dict[str, Any]]:
         return token, await deps.graph.get_message(token, mailbox, message_id)
-    except AccessTokenRejected:
-        # Revoked early (continuous access evaluation): one forced refresh decides.
-        token = await deps.tokens.access_token(connection_id, force_refresh=True)
-        return token, await deps.graph.get_message(token, mailbox, message_id)
+
+    return await deps.tokens.call(connection_id, get)
 
 
 async def handle_message_changed(event: dict[str, Any], deps: MatcherDeps) -> Handled:

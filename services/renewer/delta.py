@@ -11,9 +11,9 @@ from urllib.parse import quote, urlencode
 import asyncpg
 from prometheus_client import Counter
 
-from services.core.connections import Connection, TokenService, get_connection
+from services.core.connections import Connection, NotConnected, TokenService, get_connection
 from services.core.graph.client import GraphClient
-from services.core.graph.errors import DeltaExpired, NotFound
+from services.core.graph.errors import AccessTokenRejected, DeltaExpired, NotFound
 from services.core.kafka import Publisher
 from services.core.schedule import iso, next_poll_at
 from services.renewer.notify import publish_found
@@ -64,10 +64,18 @@ async def _unknown(pool: asyncpg.Pool, connection_id: str, ids: list[str]) -> li
 
 
 async def poll_mailbox(deps: PollDeps, connection: Connection) -> int:
+    """One delta pass; a token Graph revoked early gets one forced refresh (which decides the status)."""
+    try:
+        return await _poll(deps, connection, await deps.tokens.access_token(connection.connection_id))
+    except AccessTokenRejected:
+        token = await deps.tokens.access_token(connection.connection_id, force_refresh=True)
+        return await _poll(deps, connection, token)
+
+
+async def _poll(deps: PollDeps, connection: Connection, token: str) -> int:
     """One delta pass over every included folder; returns how many unseen messages were sent on."""
     assert connection.graph_user_id is not None
     cid, user = connection.connection_id, connection.graph_user_id
-    token = await deps.tokens.access_token(cid)
     excluded: set[str] = set()
     for name in EXCLUDED:
         try:
@@ -127,6 +135,8 @@ async def poll_claimed(deps: PollDeps, connection_id: str) -> None:
     try:
         if connection is not None and connection.status == "connected":
             await poll_mailbox(deps, connection)
+    except NotConnected:
+        outcome = "not_connected"  # the token service recorded and published why
     except Exception as exc:  # one mailbox's failure never stops the others
         outcome = "failed"
         log.warning("delta poll failed", extra={"connection_id": connection_id, "error": type(exc).__name__})

@@ -12,7 +12,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from services.core.connections import NotConnected, get_connection
-from services.core.graph.errors import GraphError
+from services.core.graph.errors import AccessTokenRejected, GraphError
 from services.core.schedule import estimate_total, iso
 from services.renewer.delta import PollDeps, _unknown
 from services.renewer.notify import publish_found
@@ -45,7 +45,12 @@ async def run_job(deps: PollDeps, job: asyncpg.Record) -> None:
     try:
         if connection is None or connection.graph_user_id is None or connection.status != "connected":
             raise NotConnected(str(job["connection_id"]), connection.status if connection else "unknown")
-        await _run(deps, job, connection.graph_user_id, connection.account_id)
+        try:
+            await _run(deps, job, connection.graph_user_id, connection.account_id)
+        except AccessTokenRejected:
+            await deps.tokens.access_token(str(job["connection_id"]), force_refresh=True)
+            await _run(deps, await deps.pool.fetchrow("SELECT * FROM sync_jobs WHERE job_id = $1", job["job_id"]),
+                       connection.graph_user_id, connection.account_id)
     except NotConnected as exc:
         await _finish(deps.pool, job_id, "failed", f"the mailbox is {exc.status}; reconnect it and start again")
         JOBS.labels(kind, "failed").inc()

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from services.core import events
+from tests.support.asyncapi import validate
 from tests.support.stack import Stack
 from tests.support.wait import wait_until
 
@@ -31,6 +32,7 @@ async def test_mail_from_a_contact_becomes_one_engagement_and_one_event(stack: S
     imid = await stack.deliver(mailbox, **{"from": "Jane Doe <Jane.Doe@ACME.example>", "subject": "Renewal"})
 
     event = await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid)
+    validate(event)  # the feed's consumers rely on docs/asyncapi.yaml
     rows = await _engagement_rows(db, account, imid)
     assert len(rows) == 1
     assert str(rows[0]["engagement_id"]) == event["engagement_id"]

@@ -19,6 +19,7 @@ from services.core import events
 from services.core.config import Settings
 from services.core.kafka import Publisher
 from tests.support.procs import MAILSYNC, Proc, free_port
+from tests.support.wait import wait_until
 
 
 def infra_env() -> dict[str, str]:
@@ -99,15 +100,16 @@ class Stack:
         return contact_id
 
     async def wait_contact(self, contact_id: str) -> None:
-        from tests.support.wait import wait_until
+        await self.wait_row("SELECT 1 FROM contacts WHERE contact_id = $1", contact_id, what=f"contact {contact_id}")
 
+    async def wait_row(self, sql: str, *args: Any, what: str, timeout: float = 20.0) -> Any:
         assert self.pool is not None
         pool = self.pool
 
-        async def present() -> bool:
-            return bool(await pool.fetchval("SELECT 1 FROM contacts WHERE contact_id = $1", contact_id))
+        async def present() -> Any:
+            return await pool.fetchrow(sql, *args)
 
-        await wait_until(present, what=f"contact {contact_id} in the directory")
+        return await wait_until(present, what=what, timeout=timeout)
 
     async def new_mailbox(self, account_id: str, *, aliases: tuple[str, ...] = (), connect: bool = True,
                           tenant_id: str | None = None) -> Mailbox:
@@ -119,6 +121,7 @@ class Stack:
             "aliases": list(aliases), "display_name": user_id, "auto_consent": True})
         await self.publish_directory(events.envelope("user.upserted", {
             "user_id": user_id, "account_id": account_id, "email": mailbox.address, "aliases": list(aliases)}))
+        await self.wait_row("SELECT 1 FROM users WHERE user_id = $1", user_id, what=f"user {user_id}")
         if connect:
             mailbox.connection_id = await self.connect(mailbox)
         return mailbox
