@@ -41,6 +41,8 @@ def service_env(sandbox_url: str, public_url: str, **extra: str) -> dict[str, st
         "MAILSYNC_TOKEN_KEYS": f"k1:{key}", "MAILSYNC_API_TOKEN": secrets.token_urlsafe(24),
         "MAILSYNC_SESSION_SECRET": secrets.token_urlsafe(32), "MAILSYNC_HTTP_HOST": "127.0.0.1",
         "MAILSYNC_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+        # Intervals shortened so the renewer's work is observable within a test.
+        "MAILSYNC_RENEWER_TICK_S": "1",
     })
     env.update(extra)
     return env

@@ -1,0 +1,114 @@
+"""The renewer makes the system complete by construction: polls, lifecycle, back-fill, back-sync."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.support.stack import Stack
+from tests.support.wait import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+
+def ago(**delta: float) -> str:
+    return (datetime.now(UTC) - timedelta(**delta)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def contact_and_mailbox(stack: Stack, address: str):
+    account = stack.new_account()
+    contact = await stack.add_contact(account, address)
+    await stack.wait_contact(contact)
+    return account, contact, await stack.new_mailbox(account)
+
+
+async def test_with_every_notification_dropped_the_poll_still_finds_the_mail(stack: Stack, engagements_tail):
+    _account, contact, mailbox = await contact_and_mailbox(stack, "dropped@client.example")
+    await stack.sandbox("POST", "/sandbox/faults", {"notification_drop_rate": 1.0})
+    try:
+        imids = [await stack.deliver(mailbox, folder=folder, **{"from": "dropped@client.example"})
+                 for folder in ("inbox", "inbox", "Clients/Acme")]
+        status, _ = await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/sync")
+        assert status == 202
+        for imid in imids:
+            event = await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=40)
+            assert event["source"] in ("delta", "backfill") and event["contact_ids"] == [contact]
+    finally:
+        await stack.sandbox("POST", "/sandbox/faults", {"reset": True})
+
+
+async def test_a_removed_subscription_is_recreated_and_the_gap_caught_up(stack: Stack, db, engagements_tail):
+    _account, contact, mailbox = await contact_and_mailbox(stack, "gap@client.example")
+    old = await db.fetchval("SELECT subscription_id FROM subscriptions WHERE connection_id = $1::uuid",
+                            mailbox.connection_id)
+    await stack.sandbox("POST", "/sandbox/lifecycle", {"subscription_id": old, "event": "subscriptionRemoved"})
+    imid = await stack.deliver(mailbox, **{"from": "gap@client.example"})  # no live subscription: no push
+
+    new = await stack.wait_row("SELECT subscription_id FROM subscriptions WHERE connection_id = $1::uuid"
+                               " AND subscription_id <> $2", mailbox.connection_id, old, what="a new subscription")
+    assert new["subscription_id"] != old
+    event = await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=40)
+    assert event["contact_ids"] == [contact]
+
+
+async def test_reconnect_after_two_weeks_imports_the_whole_gap(stack: Stack, db, engagements_tail):
+    _account, _contact, mailbox = await contact_and_mailbox(stack, "longgap@client.example")
+    status, _ = await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/disconnect")
+    assert status == 200
+    # The last successful sync was two weeks ago; mail kept arriving since.
+    await db.execute("UPDATE mailbox_connections SET last_synced_at = now() - interval '15 days'"
+                     " WHERE connection_id = $1::uuid", mailbox.connection_id)
+    imids = [await stack.deliver(mailbox, received_at=ago(days=d), **{"from": "longgap@client.example"})
+             for d in (14, 10, 6, 2, 0.1)]
+    await stack.connect(mailbox)
+    for imid in imids:
+        await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=60)
+    job = await db.fetchrow("SELECT * FROM sync_jobs WHERE connection_id = $1::uuid AND kind = 'backfill'"
+                            " ORDER BY created_at DESC LIMIT 1", mailbox.connection_id)
+    assert job["since"] <= datetime.now(UTC) - timedelta(days=14)
+
+
+async def test_a_backsync_reports_progress_and_completes(stack: Stack, engagements_tail):
+    _account, _contact, mailbox = await contact_and_mailbox(stack, "history@client.example")
+    await stack.sandbox("POST", "/sandbox/faults", {"notification_drop_rate": 1.0})  # only the back-sync sees them
+    try:
+        old = [await stack.deliver(mailbox, received_at=ago(days=d), **{"from": "history@client.example"})
+               for d in (40, 35, 31)]
+        await stack.deliver(mailbox, received_at=ago(days=50), **{"from": "history@client.example"})  # outside
+    finally:
+        await stack.sandbox("POST", "/sandbox/faults", {"reset": True})
+    status, dry = await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/backsyncs",
+                                  {"since": ago(days=45), "until": ago(days=30), "dry_run": True})
+    assert status == 202
+
+    async def finished(backsync_id: str) -> dict | None:
+        _, view = await stack.api("GET", f"/api/v1/backsyncs/{backsync_id}")
+        return view if view["status"] in ("done", "failed") else None
+
+    view = await wait_until(lambda: finished(dry["backsync_id"]), timeout=40, what="the dry run")
+    assert view["status"] == "done" and view["messages_seen"] == 3 and view["estimated_total"] == 3
+    await engagements_tail.poll()
+    assert not [e for e in engagements_tail.records if e[1].get("internet_message_id") in old]
+
+    status, real = await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/backsyncs",
+                                   {"since": ago(days=45), "until": ago(days=30)})
+    view = await wait_until(lambda: finished(real["backsync_id"]), timeout=40, what="the back-sync")
+    assert view["status"] == "done" and view["messages_seen"] == 3
+    for imid in old:
+        event = await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=40)
+        assert event["source"] == "backsync"
+
+    async def counted() -> dict | None:
+        _, view = await stack.api("GET", f"/api/v1/backsyncs/{real['backsync_id']}")
+        return view if view["engagements_created"] == 3 else None
+
+    await wait_until(counted, what="three engagements counted on the back-sync")
+
+
+@pytest.mark.parametrize("body", [{}, {"since": "yesterday", "until": "now"},
+                                  {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}])
+async def test_backsync_input_is_checked(stack: Stack, body):
+    mailbox = await stack.new_mailbox(stack.new_account())
+    status, error = await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/backsyncs", body)
+    assert status == 400 and error["error"]["message"]
