@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STACK  := $(PY) deploy/local/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: all venv test run up down lint bench clean distclean
+.PHONY: all venv browser test run up down lint bench clean distclean
 
 all: test
 
@@ -31,7 +31,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-test: venv
+# The browser test drives Debian's Chromium (no browser download); installed here when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "browser: installing Debian's chromium (apt-get)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "browser: chromium is missing; install Debian's chromium package" >&2; exit 1; fi; }
+
+test: venv browser
 	$(STACK) infra-exec -- $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 run: venv

@@ -114,13 +114,13 @@ class Stack:
         return await wait_until(present, what=what, timeout=timeout)
 
     async def new_mailbox(self, account_id: str, *, aliases: tuple[str, ...] = (), connect: bool = True,
-                          tenant_id: str | None = None) -> Mailbox:
+                          tenant_id: str | None = None, auto_consent: bool = True) -> Mailbox:
         user_id = f"user-{uuid.uuid4().hex[:10]}"
         mailbox = Mailbox(user_id=user_id, account_id=account_id, graph_id=str(uuid.uuid4()),
                           address=f"{user_id}@{account_id}.example", tenant_id=tenant_id or str(uuid.uuid4()))
         await self.sandbox("POST", "/sandbox/mailboxes", {
             "user_id": mailbox.graph_id, "tenant_id": mailbox.tenant_id, "address": mailbox.address,
-            "aliases": list(aliases), "display_name": user_id, "auto_consent": True})
+            "aliases": list(aliases), "display_name": user_id, "auto_consent": auto_consent})
         await self.publish_directory(events.envelope("user.upserted", {
             "user_id": user_id, "account_id": account_id, "email": mailbox.address, "aliases": list(aliases)}))
         await self.wait_row("SELECT 1 FROM users WHERE user_id = $1", user_id, what=f"user {user_id}")
