@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 STACK  := $(PY) deploy/local/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: all venv browser test run up down lint bench clean distclean
+.PHONY: all venv browser k8s test run up down lint bench clean distclean
 
 all: test
 
@@ -56,6 +56,10 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict deploy/local/*.py
+
+# Render every kustomize overlay and validate it (builds kustomize into .cache/bin on first use; needs Go >= 1.26).
+k8s: venv
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/k8s
 
 bench: venv
 	$(STACK) infra-exec -- $(PY) -m tests.bench
