@@ -158,6 +158,23 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backsync(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from services.core.backsync_cli import follow_backsync
+
+    try:
+        since, until = (datetime.fromisoformat(v.replace("Z", "+00:00")) for v in (args.since, args.until))
+    except ValueError as exc:
+        print(f"mailsync backsync: --since/--until must be ISO-8601 date-times ({exc})", file=sys.stderr)
+        return 2
+    since, until = (v if v.tzinfo else v.replace(tzinfo=UTC) for v in (since, until))
+    if since >= until:
+        print("mailsync backsync: --since must be before --until", file=sys.stderr)
+        return 2
+    return asyncio.run(follow_backsync(_infra_settings(), args.connection, since, until, args.dry_run))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
@@ -181,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="every connection's health in a table").set_defaults(func=cmd_status)
     sub.add_parser("rotate-keys", help="re-encrypt stored tokens with the primary key").set_defaults(
         func=cmd_rotate_keys)
+    backsync = sub.add_parser("backsync", help="queue a back-sync of a date range and follow its progress")
+    backsync.add_argument("--connection", required=True, help="the connection id")
+    backsync.add_argument("--since", required=True, help="ISO-8601 start (inclusive)")
+    backsync.add_argument("--until", required=True, help="ISO-8601 end (exclusive)")
+    backsync.add_argument("--dry-run", action="store_true", help="only count the messages")
+    backsync.set_defaults(func=cmd_backsync)
     diag = sub.add_parser("diagnose", help="why a message is or is not on the timeline")
     diag.add_argument("--user", required=True, help="the user id whose mailbox should hold the message")
     which = diag.add_mutually_exclusive_group(required=True)

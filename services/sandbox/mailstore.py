@@ -64,11 +64,13 @@ class MailStore:
     def __init__(self) -> None:
         self.mailboxes: dict[str, Mailbox] = {}
         self._by_address: dict[str, str] = {}
+        self._ids: dict[str, str] = {}  # lower-cased user id -> user id
         self.listeners: list[Listener] = []
 
     def clear(self) -> None:
         self.mailboxes.clear()
         self._by_address.clear()
+        self._ids.clear()
 
     # --- mailboxes ------------------------------------------------------------------------
 
@@ -100,6 +102,7 @@ class MailStore:
             mailbox = Mailbox(user_id=user_id, tenant_id=tenant_id, address=address, aliases=list(aliases),
                               display_name=display_name, auto_consent=auto_consent)
             self.mailboxes[user_id] = mailbox
+            self._ids[user_id.lower()] = user_id
             created = True
         for candidate in mailbox.addresses():
             self._by_address[candidate.lower()] = user_id
@@ -110,9 +113,9 @@ class MailStore:
         found = self.mailboxes.get(ref)
         if found is not None:
             return found
-        by_id = {k.lower(): v for k, v in self.mailboxes.items()}.get(ref.lower())
-        if by_id is not None:
-            return by_id
+        user_id = self._ids.get(ref.lower())
+        if user_id is not None:
+            return self.mailboxes[user_id]
         owner = self._by_address.get(ref.lower())
         mailbox = self.mailboxes.get(owner) if owner else None
         return mailbox if mailbox is not None and mailbox.address.lower() == ref.lower() else None
