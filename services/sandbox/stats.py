@@ -51,7 +51,10 @@ class Stats:
         self.token_endpoint = TokenEndpointCounts()
 
     def clear(self) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.mailboxes.clear()
+        self.endpoints.clear()
+        self.notifications = NotificationCounts()
+        self.token_endpoint = TokenEndpointCounts()
 
     def notification(self, mailbox: str, outcome: str, count: int = 1) -> None:
         for counts in (self.notifications, self.mailboxes[mailbox].notifications):

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.bench import intake, matcher_cost, memory, end_to_end, polling
+from tests.bench import end_to_end, intake, matcher_cost, memory, polling
 from tests.bench.harness import BenchStack
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,81 @@
+"""Outlook's throttling, per application and mailbox: requests per 10 minutes and concurrent requests.
+
+Every request counts against the window, throttled ones too (as Graph documents), so a client that
+ignores `Retry-After` stays throttled. A request that arrives before the `Retry-After` last given to
+the same application for the same mailbox has elapsed is counted as an early retry.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from services.sandbox.faults import Throttle
+from services.sandbox.stats import Stats
+
+WINDOW_S = 600.0
+CONCURRENCY_RETRY_AFTER_S = 0.5
+
+
+@dataclass
+class _Key:
+    arrivals: deque[float] = field(default_factory=deque)
+    in_flight: int = 0
+    retry_not_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class Throttled:
+    message: str
+    retry_after: float
+
+    @property
+    def header(self) -> str:
+        """Whole seconds from one second up, else a fraction (Graph sends both)."""
+        if self.retry_after >= 1:
+            return str(math.ceil(self.retry_after))
+        millis = max(1, math.ceil(self.retry_after * 1000))  # rounded up: waiting that long is never early
+        return f"{millis / 1000:.3f}".rstrip("0").rstrip(".")
+
+
+class Throttler:
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+        self._keys: dict[tuple[str, str], _Key] = {}
+
+    def clear(self) -> None:
+        self._keys.clear()
+
+    def enter(self, app_id: str, mailbox: str, limits: Throttle) -> Throttled | None:
+        """Admit a request (then `leave` must follow) or say why not."""
+        now = time.monotonic()
+        key = self._keys.setdefault((app_id, mailbox), _Key())
+        counts = self._stats.mailboxes[mailbox]
+        counts.requests += 1
+        if now < key.retry_not_before:
+            counts.early_retries += 1
+        key.arrivals.append(now)
+        while key.arrivals and key.arrivals[0] <= now - WINDOW_S:
+            key.arrivals.popleft()
+        decision: Throttled | None = None
+        if len(key.arrivals) > limits.per_mailbox_per_10min:
+            # Free again once enough of the window's arrivals have aged out.
+            oldest_needed = key.arrivals[len(key.arrivals) - limits.per_mailbox_per_10min]
+            decision = Throttled("Application is over its MailboxRequestRate limit.",
+                                 max(0.001, oldest_needed + WINDOW_S - now))
+        elif key.in_flight >= limits.concurrent:
+            decision = Throttled("Application is over its MailboxConcurrency limit.", CONCURRENCY_RETRY_AFTER_S)
+        if decision is not None:
+            counts.throttled += 1
+            key.retry_not_before = max(key.retry_not_before, now + decision.retry_after)
+            return decision
+        key.in_flight += 1
+        counts.max_concurrent = max(counts.max_concurrent, key.in_flight)
+        return None
+
+    def leave(self, app_id: str, mailbox: str) -> None:
+        key = self._keys.get((app_id, mailbox))
+        if key is not None and key.in_flight > 0:
+            key.in_flight -= 1

@@ -1,0 +1,203 @@
+"""What the identity platform knows: authorization codes, access and refresh tokens, revocations,
+tenant consent policies.
+
+Access tokens look like Microsoft's (a JWT: `header.claims.signature`, signed with a per-process
+key nobody else knows) but the store, not the signature, decides whether one is valid, so a revocation
+takes effect at once (as continuous access evaluation does). Every grant carries a sequence number;
+a revocation invalidates everything issued up to it and nothing issued later (a new sign-in works).
+
+Refresh tokens rotate strictly: every use returns a new one and the used one stops working at once.
+Microsoft keeps the old one valid until it expires; the sandbox is stricter on purpose, so clients
+that lose the rotated token (or refresh the same token twice concurrently) are caught.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
+KNOWN_SCOPES = ("User.Read", "User.ReadBasic.All", "Mail.Read", "Mail.ReadBasic", "Mail.ReadWrite", "Mail.Send",
+                "MailboxSettings.Read", *OIDC_SCOPES)
+DEFAULT_GRANT = ("User.Read", "Mail.Read")  # what `.default` stands for (the app's registered permissions)
+MAIL_READ_SCOPES = frozenset({"mail.read", "mail.readwrite", "mail.readbasic"})
+CODE_LIFETIME_S = 600.0
+REFRESH_LIFETIME_S = 90 * 24 * 3600.0
+
+
+def normalize_scopes(raw: str | list[str]) -> tuple[str, ...]:
+    """Space-separated (or listed) scopes, resource prefixes dropped, known names in canonical case."""
+    items = raw.split() if isinstance(raw, str) else raw
+    canonical = {s.lower(): s for s in KNOWN_SCOPES}
+    out: list[str] = []
+    for item in items:
+        name = item.rsplit("/", 1)[-1] if item.lower().startswith(("https://", "http://")) else item
+        names = list(DEFAULT_GRANT) if name == ".default" else [canonical.get(name.lower(), name)]
+        out.extend(n for n in names if n.lower() not in {o.lower() for o in out})
+    return tuple(out)
+
+
+def graph_scopes(scopes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(s for s in scopes if s.lower() not in OIDC_SCOPES)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class Grant:
+    user_id: str
+    tenant_id: str
+    client_id: str
+    scopes: tuple[str, ...]
+    seq: int
+
+
+@dataclass
+class AuthCode:
+    grant: Grant
+    redirect_uri: str
+    challenge: str | None
+    method: str | None
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
+class AccessToken:
+    grant: Grant
+    expires_at: float
+
+
+@dataclass
+class RefreshToken:
+    grant: Grant
+    expires_at: float
+    used: bool = False
+
+
+@dataclass(frozen=True)
+class Revocation:
+    seq: int
+    reason: str
+
+
+@dataclass
+class TokenStore:
+    key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    seq: int = 0
+    codes: dict[str, AuthCode] = field(default_factory=dict)
+    access: dict[str, AccessToken] = field(default_factory=dict)
+    refresh: dict[str, RefreshToken] = field(default_factory=dict)
+    revocations: dict[str, Revocation] = field(default_factory=dict)
+    admin_consent_required: dict[str, bool] = field(default_factory=dict)  # lower-cased tenant id -> policy
+    _issued: int = 0
+
+    def clear(self) -> None:
+        for store in (self.codes, self.access, self.refresh, self.revocations, self.admin_consent_required):
+            store.clear()
+
+    def grant(self, user_id: str, tenant_id: str, client_id: str, scopes: tuple[str, ...]) -> Grant:
+        self.seq += 1
+        return Grant(user_id, tenant_id, client_id, scopes, self.seq)
+
+    def regrant(self, old: Grant, scopes: tuple[str, ...]) -> Grant:
+        return self.grant(old.user_id, old.tenant_id, old.client_id, scopes)
+
+    # --- codes --------------------------------------------------------------------------------
+
+    def issue_code(self, grant: Grant, redirect_uri: str, challenge: str | None, method: str | None) -> str:
+        self._prune()
+        code = "0.A" + secrets.token_urlsafe(96)
+        self.codes[code] = AuthCode(grant, redirect_uri, challenge, method, time.time() + CODE_LIFETIME_S)
+        return code
+
+    # --- tokens -------------------------------------------------------------------------------
+
+    def issue_access(self, grant: Grant, lifetime_s: int, *, name: str, upn: str) -> tuple[str, int]:
+        self._prune()
+        issued = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "kid": "sandbox", "x5t": "sandbox"}
+        claims = {
+            "aud": GRAPH_APP_ID, "iss": f"https://sts.windows.net/{grant.tenant_id}/", "iat": issued,
+            "nbf": issued, "exp": issued + lifetime_s, "appid": grant.client_id, "idtyp": "user",
+            "name": name, "oid": grant.user_id, "scp": " ".join(graph_scopes(grant.scopes)),
+            "sub": _b64(hashlib.sha256(f"{grant.user_id}:{grant.client_id}".encode()).digest()),
+            "tid": grant.tenant_id, "upn": upn, "uti": _b64(secrets.token_bytes(16)), "ver": "1.0",
+        }
+        signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+        signature = _b64(hmac.new(self.key, signing_input.encode(), hashlib.sha256).digest() * 8)
+        token = f"{signing_input}.{signature}"
+        self.access[token] = AccessToken(grant, time.time() + lifetime_s)
+        return token, lifetime_s
+
+    def issue_refresh(self, grant: Grant) -> str:
+        token = "0.AX" + secrets.token_urlsafe(180)
+        self.refresh[token] = RefreshToken(grant, time.time() + REFRESH_LIFETIME_S)
+        return token
+
+    def id_token(self, grant: Grant, *, name: str, upn: str) -> str:
+        issued = int(time.time())
+        claims = {
+            "aud": grant.client_id, "iss": f"https://login.microsoftonline.com/{grant.tenant_id}/v2.0",
+            "iat": issued, "nbf": issued, "exp": issued + 3600, "name": name, "oid": grant.user_id,
+            "preferred_username": upn, "email": upn, "sub": _b64(hashlib.sha256(grant.user_id.encode()).digest()),
+            "tid": grant.tenant_id, "ver": "2.0", "uti": _b64(secrets.token_bytes(16)),
+        }
+        header = {"typ": "JWT", "alg": "none"}
+        return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}."
+
+    def check_access(self, token: str) -> tuple[AccessToken | None, str]:
+        """(the token, "") when usable, else (token or None, why: missing | expired | revoked)."""
+        found = self.access.get(token)
+        if found is None:
+            return None, "missing"
+        if self.revoked(found.grant) is not None:
+            return found, "revoked"
+        if found.expires_at <= time.time():
+            return found, "expired"
+        return found, ""
+
+    # --- revocation and policy -----------------------------------------------------------------
+
+    def revoke(self, user_id: str, reason: str) -> int:
+        """Everything issued to the user so far stops working; returns how many access tokens that hit."""
+        self.seq += 1
+        self.revocations[user_id] = Revocation(self.seq, reason)
+        now = time.time()
+        return sum(1 for t in self.access.values() if t.grant.user_id == user_id and t.expires_at > now)
+
+    def revoked(self, grant: Grant) -> Revocation | None:
+        revocation = self.revocations.get(grant.user_id)
+        return revocation if revocation is not None and grant.seq <= revocation.seq else None
+
+    def consent_blocked(self, tenant_id: str) -> bool:
+        return self.admin_consent_required.get(tenant_id.lower(), False)
+
+    def _prune(self) -> None:
+        self._issued += 1
+        if self._issued % 500:
+            return
+        now = time.time()
+        for name, store in (("codes", self.codes), ("access", self.access), ("refresh", self.refresh)):
+            stale = [k for k, v in store.items() if v.expires_at + (3600 if name == "codes" else 0) < now]
+            for k in stale:
+                del store[k]
+
+
+def describe(token: AccessToken) -> dict[str, Any]:
+    return {"user_id": token.grant.user_id, "tenant_id": token.grant.tenant_id, "client_id": token.grant.client_id,
+            "scopes": list(graph_scopes(token.grant.scopes))}
+
+
+def new_trace_id() -> str:
+    return str(uuid.uuid4())
