@@ -55,7 +55,7 @@ async def test_half_the_graph_answers_throttled(stack: Stack, db, engagements_ta
     contact = await stack.add_contact(account, "throttled@client.example")
     await stack.wait_contact(contact)
     mailbox = await stack.new_mailbox(account)
-    await stack.sandbox("POST", "/sandbox/faults", {"throttle": {"per_mailbox_per_10min": 30, "concurrent": 2}})
+    await stack.sandbox("POST", "/sandbox/faults", {"throttle": {"concurrent": 1}})
     try:
         imids = [await stack.deliver(mailbox, **{"from": "throttled@client.example"}) for _ in range(20)]
         await assert_exactly_once(stack, db, engagements_tail, account, imids)

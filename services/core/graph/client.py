@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import defaultdict
 from typing import Any
 from urllib.parse import quote
@@ -47,7 +48,7 @@ class _WaitRetryAfter(wait_base):
     def __call__(self, retry_state: Any) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(exc, GraphError) and exc.retry_after is not None:
-            return exc.retry_after + random.uniform(0.0, 0.1)
+            return 0.0  # the per-mailbox gate in GraphClient holds the request until Retry-After
         return float(self._fallback(retry_state))
 
 
@@ -68,6 +69,8 @@ class GraphClient:
         self._session = session
         self._base = base_url.rstrip("/")
         self._limits: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_mailbox))
+        # After a 429, nothing goes to that mailbox before its Retry-After has passed.
+        self._not_before: dict[str, float] = {}
         self._attempts = attempts
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
@@ -107,6 +110,9 @@ class GraphClient:
         all_headers = {"Authorization": f"Bearer {token}", "Prefer": 'IdType="ImmutableId"'}
         all_headers.update(headers or {})
         async with self._limits[mailbox]:
+            wait = self._not_before.get(mailbox, 0.0) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait + random.uniform(0.0, 0.05))  # jitter: not all at once
             try:
                 async with self._session.request(
                     method, url, params=params, json=body, headers=all_headers, timeout=self._timeout
@@ -120,6 +126,9 @@ class GraphClient:
                     retry_after = retry_after_seconds(resp.headers)
                     if resp.status == 429:
                         GRAPH_THROTTLED.inc()
+                        pause = retry_after if retry_after is not None else 1.0
+                        self._not_before[mailbox] = max(self._not_before.get(mailbox, 0.0),
+                                                        time.monotonic() + pause)
                     classified = classify_graph_response(resp.status, payload)
                     if is_sync_state_lost(resp.status, classified.error_code):
                         raise DeltaExpired(classified, resp.status, resp.headers.get("Location"))
