@@ -23,19 +23,28 @@ async def handle_lifecycle(event: dict[str, Any], deps: RenewerDeps) -> None:
             "SELECT 1 FROM subscriptions WHERE subscription_id = $1 FOR UPDATE", subscription_id)
         if kind == "reauthorizationRequired":
             if known:
-                # PATCH with a fresh token reauthorizes and renews in one call.
+                # PATCH with a fresh token reauthorizes and renews in one call; delivery paused meanwhile.
                 await renew_one(deps, conn, subscription_id, connection_id)
+                await _catch_up(conn, connection_id)
         elif kind == "subscriptionRemoved":
             await conn.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
             try:
                 await recreate(deps, conn, connection_id)
             except (NotConnected, GraphError) as exc:
+                # ensure_subscriptions retries on the next tick.
                 log.warning("could not recreate subscription", extra={"connection_id": connection_id,
                                                                        "error": type(exc).__name__})
+            await _catch_up(conn, connection_id)
         elif kind == "missed":
-            log.info("notifications missed; the next delta poll catches up", extra={"connection_id": connection_id})
+            await _catch_up(conn, connection_id)
         else:
             raise BadEvent(f"unknown lifecycle_event {str(kind)[:40]!r}")
+
+
+async def _catch_up(conn: Any, connection_id: str) -> None:
+    """Mail that changed while push was paused or lost is found by a delta poll, run now."""
+    await conn.execute("UPDATE mailbox_connections SET next_poll_at = now() WHERE connection_id = $1::uuid",
+                       connection_id)
 
 
 class LifecycleBatch:

@@ -91,6 +91,33 @@ async def recreate(deps: RenewerDeps, conn: asyncpg.Connection, connection_id: s
                                       graph_user_id=connection.graph_user_id)
 
 
+async def ensure_subscriptions(deps: RenewerDeps, *, limit: int = 20) -> int:
+    """Connected mailboxes without a live subscription (its creation failed, or Graph lost it) get one,
+    and a catch-up poll for whatever arrived meanwhile."""
+    created = 0
+    async with deps.pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """SELECT c.connection_id FROM mailbox_connections c
+                WHERE c.status = 'connected' AND c.graph_user_id IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.connection_id = c.connection_id
+                                   AND s.expires_at > now())
+                ORDER BY c.updated_at LIMIT $1 FOR UPDATE SKIP LOCKED""", limit)
+        for row in rows:
+            connection_id = str(row["connection_id"])
+            await conn.execute("DELETE FROM subscriptions WHERE connection_id = $1::uuid", connection_id)
+            try:
+                await recreate(deps, conn, connection_id)
+            except (NotConnected, GraphError) as exc:
+                log.warning("could not create a subscription", extra={"connection_id": connection_id,
+                                                                       "error": type(exc).__name__})
+                continue
+            await conn.execute("UPDATE mailbox_connections SET next_poll_at = now() WHERE connection_id = $1::uuid",
+                               connection_id)
+            RENEWALS.labels("created").inc()
+            created += 1
+    return created
+
+
 async def next_expiry(pool: asyncpg.Pool) -> datetime | None:
     value: datetime | None = await pool.fetchval("SELECT min(expires_at) FROM subscriptions")
     return value
