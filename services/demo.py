@@ -89,7 +89,8 @@ async def seed() -> int:
         await publisher.publish_many(events.DIRECTORY, [(ACCOUNT, e) for e in directory_events()])
     finally:
         await publisher.stop()
-    async with aiohttp.ClientSession() as http:
+    # unsafe=True: the demo's cookies are for 127.0.0.1, which aiohttp's jar ignores by default.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         for user_id, (email, aliases, name) in USERS.items():
             await _sandbox(http, sandbox, "/sandbox/mailboxes", {
                 "user_id": graph_user_id(user_id), "tenant_id": TENANT, "address": email, "aliases": aliases,

@@ -23,10 +23,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,11 +32,11 @@ from aiohttp import web
 from yarl import URL
 
 from services.sandbox import pages
+from services.sandbox.flows import AuthRequest
 from services.sandbox.model import Mailbox
 from services.sandbox.state import SANDBOX, Sandbox
 from services.sandbox.tokens import GRAPH_APP_ID, Grant, graph_scopes, normalize_scopes
 
-FLOW_LIFETIME_S = 3600.0
 REVOCATION_ERRORS = {
     "password_reset": ("invalid_grant", 50173,
                        "The provided grant has expired due to it being revoked, a fresh auth token is needed. "
@@ -49,43 +47,6 @@ REVOCATION_ERRORS = {
                      "Due to a configuration change made by your administrator, or because you moved to a new "
                      f"location, you must use multi-factor authentication to access '{GRAPH_APP_ID}'."),
 }
-
-
-@dataclass
-class AuthRequest:
-    tenant: str
-    client_id: str
-    redirect_uri: str
-    scopes: tuple[str, ...]
-    state: str | None
-    challenge: str | None
-    method: str | None
-    login_hint: str
-    created: float
-
-
-class Flows:
-    """Sign-in pages waiting for their form post."""
-
-    def __init__(self) -> None:
-        self._flows: dict[str, AuthRequest] = {}
-
-    def clear(self) -> None:
-        self._flows.clear()
-
-    def add(self, auth: AuthRequest) -> str:
-        now = time.time()
-        for key in [k for k, v in self._flows.items() if v.created + FLOW_LIFETIME_S < now]:
-            del self._flows[key]
-        flow = secrets.token_urlsafe(24)
-        self._flows[flow] = auth
-        return flow
-
-    def get(self, flow: str) -> AuthRequest | None:
-        return self._flows.get(flow)
-
-    def pop(self, flow: str) -> None:
-        self._flows.pop(flow, None)
 
 
 def _base(request: web.Request) -> str:
@@ -230,6 +191,9 @@ def _injected_failure(request: web.Request, sb: Sandbox) -> web.Response | None:
     if status is None:
         return None
     if faults.token_endpoint_fail_count is not None:
+        if faults.token_endpoint_fail_count <= 0:
+            faults.token_endpoint_status, faults.token_endpoint_fail_count = None, None
+            return None
         faults.token_endpoint_fail_count -= 1
         if faults.token_endpoint_fail_count <= 0:
             faults.token_endpoint_status, faults.token_endpoint_fail_count = None, None

@@ -46,7 +46,7 @@ def new_message_id() -> str:
 
 
 def new_folder_id() -> str:
-    return _opaque(FOLDER_ID_PREFIX, 34) + "AAA="
+    return _opaque(FOLDER_ID_PREFIX, 33) + "AAA="
 
 
 def looks_like_id(value: str, prefix: str) -> bool:

@@ -130,7 +130,9 @@ class Stack:
 
     async def connect(self, mailbox: Mailbox) -> str:
         """The real OAuth path: start → sandbox authorize (auto-consent) → callback → settings page."""
-        async with aiohttp.ClientSession() as browser, browser.get(f"{self.api_url}/oauth/microsoft365/start",
+        jar = aiohttp.CookieJar(unsafe=True)  # the session cookie is for 127.0.0.1
+        async with aiohttp.ClientSession(cookie_jar=jar) as browser, browser.get(
+                f"{self.api_url}/oauth/microsoft365/start",
                                params={"session": self.session_token(mailbox.user_id, mailbox.account_id),
                                        "login_hint": mailbox.address}) as resp:
             assert resp.status == 200 and "notice=connected" in str(resp.url), \

@@ -1,0 +1,258 @@
+"""The control API under `/sandbox/...` (CONTRACT.md section 6): mailboxes, mail, revocations,
+tenant policies, faults, lifecycle events, tokens, subscriptions, stats, reset.
+
+Errors are 4xx `{"error": {"code", "message"}}` with codes `bad_request`, `not_found`, `conflict`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from services.sandbox import faults as fault_config
+from services.sandbox.mailstore import InputError
+from services.sandbox.model import Mailbox, Message
+from services.sandbox.state import SANDBOX, Sandbox
+from services.sandbox.timefmt import graph_time, now
+from services.sandbox.tokens import normalize_scopes
+
+GRAPH_EXPLORER_APP_ID = "de8bc8b5-d9f9-48b1-a8ad-b748da725064"
+REVOKE_REASONS = ("password_reset", "inactive", "mfa_required")
+LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
+
+routes = web.RouteTableDef()
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+class _Problem(Exception):
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError:
+        raise _Problem(error(400, "bad_request", "the body must be JSON")) from None
+    if not isinstance(body, dict):
+        raise _Problem(error(400, "bad_request", "the body must be a JSON object"))
+    return body
+
+
+def _sb(request: web.Request) -> Sandbox:
+    return request.app[SANDBOX]
+
+
+def _mailbox(request: web.Request) -> Mailbox:
+    found = _sb(request).mail.get(request.match_info["user_id"])
+    if found is None:
+        raise _Problem(error(404, "not_found", f"no mailbox {request.match_info['user_id']!r}"))
+    return found
+
+
+def _message(request: web.Request, mailbox: Mailbox) -> Message:
+    found = mailbox.messages.get(request.match_info["message_id"])
+    if found is None:
+        raise _Problem(error(404, "not_found", f"no message {request.match_info['message_id']!r}"))
+    return found
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except _Problem as exc:
+        return exc.response
+    except (InputError, fault_config.FaultError) as exc:
+        return error(400, "bad_request", str(exc))
+    return response
+
+
+def _folder_path(mailbox: Mailbox, folder_id: str) -> str:
+    parts = []
+    folder = mailbox.folders.get(folder_id)
+    while folder is not None and folder.id != mailbox.root_id:
+        parts.append(folder.display_name)
+        folder = mailbox.folders.get(folder.parent_id)
+    return "/".join(reversed(parts))
+
+
+def mailbox_json(mailbox: Mailbox, *, folders: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "user_id": mailbox.user_id, "tenant_id": mailbox.tenant_id, "address": mailbox.address,
+        "aliases": mailbox.aliases, "display_name": mailbox.display_name, "auto_consent": mailbox.auto_consent,
+        "message_count": len(mailbox.messages),
+    }
+    if folders:
+        out["folders"] = [{"id": f.id, "display_name": f.display_name, "well_known_name": f.well_known,
+                           "path": _folder_path(mailbox, f.id), "total": mailbox.count_in(f.id)[0]}
+                          for f in mailbox.folders.values() if f.id != mailbox.root_id]
+    return out
+
+
+def _message_json(mailbox: Mailbox, message: Message) -> dict[str, Any]:
+    return {"id": message.id, "folder_id": message.folder_id, "folder": _folder_path(mailbox, message.folder_id),
+            "internet_message_id": message.internet_message_id, "conversation_id": message.conversation_id,
+            "subject": message.subject, "received_at": graph_time(message.received)}
+
+
+@routes.get("/sandbox/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.post("/sandbox/mailboxes")
+async def put_mailbox(request: web.Request) -> web.Response:
+    mailbox, created = _sb(request).mail.upsert_mailbox(await _body(request))
+    return web.json_response(mailbox_json(mailbox, folders=True), status=201 if created else 200)
+
+
+@routes.get("/sandbox/mailboxes")
+async def list_mailboxes(request: web.Request) -> web.Response:
+    return web.json_response({"value": [mailbox_json(m) for m in _sb(request).mail.mailboxes.values()]})
+
+
+@routes.get("/sandbox/mailboxes/{user_id}")
+async def get_mailbox(request: web.Request) -> web.Response:
+    return web.json_response(mailbox_json(_mailbox(request), folders=True))
+
+
+@routes.post("/sandbox/mailboxes/{user_id}/messages")
+async def deliver(request: web.Request) -> web.Response:
+    mailbox = _mailbox(request)
+    message = _sb(request).mail.deliver(mailbox, await _body(request))
+    return web.json_response(_message_json(mailbox, message), status=201)
+
+
+@routes.get("/sandbox/mailboxes/{user_id}/messages")
+async def list_messages(request: web.Request) -> web.Response:
+    mailbox = _mailbox(request)
+    return web.json_response({"value": [_message_json(mailbox, m) for m in mailbox.messages.values()]})
+
+
+@routes.post("/sandbox/mailboxes/{user_id}/messages/{message_id}/move")
+async def move(request: web.Request) -> web.Response:
+    mailbox = _mailbox(request)
+    message, body = _message(request, mailbox), await _body(request)
+    if not isinstance(body.get("folder"), str) or not body["folder"]:
+        return error(400, "bad_request", "folder is required")
+    _sb(request).mail.move(mailbox, message, body["folder"])
+    return web.json_response(_message_json(mailbox, message))
+
+
+@routes.patch("/sandbox/mailboxes/{user_id}/messages/{message_id}")
+async def update(request: web.Request) -> web.Response:
+    mailbox = _mailbox(request)
+    message = _message(request, mailbox)
+    _sb(request).mail.update(mailbox, message, await _body(request))
+    return web.json_response(_message_json(mailbox, message))
+
+
+@routes.delete("/sandbox/mailboxes/{user_id}/messages/{message_id}")
+async def delete(request: web.Request) -> web.Response:
+    mailbox = _mailbox(request)
+    _sb(request).mail.delete(mailbox, _message(request, mailbox))
+    return web.Response(status=204)
+
+
+@routes.post("/sandbox/users/{user_id}/revoke")
+async def revoke(request: web.Request) -> web.Response:
+    mailbox = _mailbox(request)
+    reason = (await _body(request)).get("reason", "password_reset")
+    if reason not in REVOKE_REASONS:
+        return error(400, "bad_request", f"reason must be one of {', '.join(REVOKE_REASONS)}")
+    count = _sb(request).tokens.revoke(mailbox.user_id, reason)
+    return web.json_response({"user_id": mailbox.user_id, "reason": reason, "access_tokens_revoked": count})
+
+
+@routes.post("/sandbox/tenants/{tenant_id}/policy")
+async def policy(request: web.Request) -> web.Response:
+    tenant_id = request.match_info["tenant_id"]
+    body = await _body(request)
+    value = body.get("admin_consent_required")
+    if not isinstance(value, bool):
+        return error(400, "bad_request", "admin_consent_required must be a boolean")
+    _sb(request).tokens.admin_consent_required[tenant_id.lower()] = value
+    return web.json_response({"tenant_id": tenant_id, "admin_consent_required": value})
+
+
+@routes.get("/sandbox/faults")
+async def get_faults(request: web.Request) -> web.Response:
+    return web.json_response(_sb(request).faults.as_json())
+
+
+@routes.post("/sandbox/faults")
+async def set_faults(request: web.Request) -> web.Response:
+    sb = _sb(request)
+    sb.faults = fault_config.apply(sb.faults, await _body(request))
+    return web.json_response(sb.faults.as_json())
+
+
+@routes.post("/sandbox/lifecycle")
+async def lifecycle(request: web.Request) -> web.Response:
+    sb, body = _sb(request), await _body(request)
+    event = body.get("event")
+    if event not in LIFECYCLE_EVENTS:
+        return error(400, "bad_request", f"event must be one of {', '.join(LIFECYCLE_EVENTS)}")
+    sub = sb.subscriptions.get(str(body.get("subscription_id", "")))
+    if sub is None:
+        return error(404, "not_found", f"no live subscription {body.get('subscription_id')!r}")
+    sent = sb.notifier.lifecycle(sub, event)
+    if event == "reauthorizationRequired":
+        sub.paused = True
+    elif event == "subscriptionRemoved":
+        sb.subscriptions.remove(sub.id)
+    return web.json_response({"subscription_id": sub.id, "event": event, "sent": sent}, status=202)
+
+
+@routes.post("/sandbox/tokens")
+async def tokens(request: web.Request) -> web.Response:
+    sb, body = _sb(request), await _body(request)
+    mailbox = sb.mail.get(str(body.get("user_id", "")))
+    if mailbox is None:
+        return error(404, "not_found", f"no mailbox {body.get('user_id')!r}")
+    raw = body.get("scopes") or ["User.Read", "Mail.Read"]
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        return error(400, "bad_request", "scopes must be a list of strings")
+    client_id = str(body.get("client_id") or GRAPH_EXPLORER_APP_ID)
+    grant = sb.tokens.grant(mailbox.user_id, mailbox.tenant_id, client_id, normalize_scopes(raw))
+    token, lifetime = sb.tokens.issue_access(grant, sb.faults.access_token_lifetime_s, name=mailbox.display_name,
+                                             upn=mailbox.address)
+    return web.json_response({"access_token": token, "token_type": "Bearer", "expires_in": lifetime,
+                              "scope": " ".join(grant.scopes)})
+
+
+@routes.get("/sandbox/subscriptions")
+async def subscriptions(request: web.Request) -> web.Response:
+    return web.json_response({"value": [s.control() for s in _sb(request).subscriptions.live()]})
+
+
+@routes.post("/sandbox/subscriptions/{subscription_id}/expire")
+async def expire(request: web.Request) -> web.Response:
+    """Let a subscription run out now (Graph then answers 404 for it), without waiting 45 minutes."""
+    sb = _sb(request)
+    sub = sb.subscriptions.get(request.match_info["subscription_id"])
+    if sub is None:
+        return error(404, "not_found", "no live subscription with that id")
+    sub.expires_at = now()
+    return web.json_response({"subscription_id": sub.id, "expired": True})
+
+
+@routes.get("/sandbox/stats")
+async def stats(request: web.Request) -> web.Response:
+    sb = _sb(request)
+    return web.json_response(sb.stats.as_json(pending=sb.notifier.pending(), in_flight=sb.notifier.in_flight()))
+
+
+@routes.post("/sandbox/reset")
+async def reset(request: web.Request) -> web.Response:
+    await _sb(request).reset()
+    return web.json_response({"reset": True})
