@@ -85,6 +85,14 @@ async def handle_message_changed(event: dict[str, Any], deps: MatcherDeps) -> Ha
                                         detail="Graph no longer had this message when mailsync fetched it "
                                         "(deleted or moved before it could be read).", source=source)
         return Handled(Outcome.NOT_FOUND)
+    except GraphError as exc:
+        if exc.transient:
+            raise  # the batch is retried with back-off
+        DECISIONS.labels("not_seen", "fetch_refused").inc()
+        await engagements.record_unseen(deps.pool, **common, message_id=message_id, code="fetch_refused",
+                                        detail="Microsoft Graph refused to return this message "
+                                        f"({exc.classified.error_code}).", source=source)
+        return Handled(Outcome.NOT_FOUND)
     try:
         folder = await deps.folders.name_of(token, mailbox, str(body.get("parentFolderId") or ""))
         message = parse_message(body, folder=folder)

@@ -1,7 +1,7 @@
 """The control API under `/sandbox/...` (CONTRACT.md section 6): mailboxes, mail, revocations,
 tenant policies, faults, lifecycle events, tokens, subscriptions, stats, reset.
 
-Errors are 4xx `{"error": {"code", "message"}}` with codes `bad_request`, `not_found`, `conflict`.
+Errors are 4xx `{"error": {"code", "message"}}` with codes `bad_request` (400) and `not_found` (404).
 """
 
 from __future__ import annotations

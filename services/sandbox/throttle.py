@@ -2,7 +2,9 @@
 
 Every request counts against the window, throttled ones too (as Graph documents), so a client that
 ignores `Retry-After` stays throttled. A request that arrives before the `Retry-After` last given to
-the same application for the same mailbox has elapsed is counted as an early retry.
+the same application for the same mailbox has elapsed is counted as an early retry, unless it arrived
+within IN_FLIGHT_GRACE_S of that 429: such a request was already on the wire when the client learnt
+of the throttling (concurrent requests), so no client could have held it back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from services.sandbox.stats import Stats
 
 WINDOW_S = 600.0
 CONCURRENCY_RETRY_AFTER_S = 0.5
+IN_FLIGHT_GRACE_S = 0.05
 
 
 @dataclass
@@ -24,6 +27,7 @@ class _Key:
     arrivals: deque[float] = field(default_factory=deque)
     in_flight: int = 0
     retry_not_before: float = 0.0
+    throttled_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class Throttler:
         key = self._keys.setdefault((app_id, mailbox), _Key())
         counts = self._stats.mailboxes[mailbox]
         counts.requests += 1
-        if now < key.retry_not_before:
+        if now < key.retry_not_before and now > key.throttled_at + IN_FLIGHT_GRACE_S:
             counts.early_retries += 1
         key.arrivals.append(now)
         while key.arrivals and key.arrivals[0] <= now - WINDOW_S:
@@ -69,6 +73,8 @@ class Throttler:
             decision = Throttled("Application is over its MailboxConcurrency limit.", CONCURRENCY_RETRY_AFTER_S)
         if decision is not None:
             counts.throttled += 1
+            if now >= key.retry_not_before:
+                key.throttled_at = now
             key.retry_not_before = max(key.retry_not_before, now + decision.retry_after)
             return decision
         key.in_flight += 1

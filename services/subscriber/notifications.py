@@ -56,6 +56,8 @@ def _text(item: dict[str, Any], key: str, i: int, *, required: bool = True, limi
         raise BadPayload(f"value[{i}].{key} must be a non-empty string")
     if len(value) > limit:
         raise BadPayload(f"value[{i}].{key} is too long")
+    if "\x00" in value:
+        raise BadPayload(f"value[{i}].{key} contains a NUL character")
     return value
 
 

@@ -11,7 +11,7 @@ from tests.support.kafka_tail import Tail
 from tests.support.stack import Stack
 from tests.support.wait import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.e2e]
 
 
 async def connection(stack: Stack, user_id: str) -> dict:

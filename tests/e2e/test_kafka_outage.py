@@ -11,8 +11,9 @@ import pytest
 from tests.support.own_kafka import PrivateKafka
 from tests.support.procs import MAILSYNC, Proc, free_port
 from tests.support.stack import Stack
+from tests.support.wait import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.e2e]
 
 
 def _body(subscription_id: str, client_state: str, tenant: str) -> dict:
@@ -53,8 +54,12 @@ async def test_broker_killed_means_503_not_202(stack: Stack, db):
                 assert resp.status == 503
                 assert resp.headers.get("Retry-After")
                 assert (await resp.json())["error"]["code"] == "unavailable"
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                assert resp.status == 503
+
+            async def unready() -> bool:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    return resp.status == 503
+
+            await wait_until(unready, what="/readyz reporting Kafka unreachable")
     finally:
         if subscriber is not None:
             subscriber.stop()

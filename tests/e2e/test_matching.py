@@ -8,7 +8,7 @@ from services.core import events
 from tests.support.stack import Stack
 from tests.support.wait import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.e2e]
 
 
 async def decision_of(db, user_id: str, imid: str):

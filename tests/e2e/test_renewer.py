@@ -9,7 +9,7 @@ import pytest
 from tests.support.stack import Stack
 from tests.support.wait import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.e2e]
 
 
 def ago(**delta: float) -> str:

@@ -12,7 +12,7 @@ from playwright.async_api import Page, async_playwright, expect
 from tests.support.stack import Stack
 from tests.support.wait import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.e2e]
 
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",

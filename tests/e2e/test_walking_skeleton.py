@@ -11,7 +11,7 @@ from tests.support.asyncapi import validate
 from tests.support.stack import Stack
 from tests.support.wait import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.e2e]
 
 
 async def _engagement_rows(db, account_id: str, imid: str) -> list:

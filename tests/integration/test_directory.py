@@ -11,7 +11,7 @@ from services.core import events
 from tests.support.kafka_tail import Tail
 from tests.support.stack import Stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.integration]
 
 
 async def test_directory_records_are_applied_idempotently(stack: Stack, db):

@@ -6,10 +6,6 @@ The msgraph SDK costs ~10 ms of CPU per GET (GRAPH-FACTS.md); this hot path uses
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
-from collections import defaultdict
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +25,7 @@ from services.core.graph.errors import (
     is_sync_state_lost,
     retry_after_seconds,
 )
+from services.core.graph.limiter import MailboxLimiter
 
 GRAPH_REQUESTS = Counter("mailsync_graph_requests_total", "Graph requests by status", ["status"])
 GRAPH_THROTTLED = Counter("mailsync_graph_throttled_total", "Graph 429 answers")
@@ -63,14 +60,12 @@ class GraphClient:
         base_url: str,
         *,
         per_mailbox: int = 4,
-        attempts: int = 5,
+        attempts: int = 8,
         timeout_s: float = 20.0,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
-        self._limits: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_mailbox))
-        # After a 429, nothing goes to that mailbox before its Retry-After has passed.
-        self._not_before: dict[str, float] = {}
+        self._limits = MailboxLimiter(per_mailbox)
         self._attempts = attempts
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
@@ -109,10 +104,7 @@ class GraphClient:
     ) -> dict[str, Any]:
         all_headers = {"Authorization": f"Bearer {token}", "Prefer": 'IdType="ImmutableId"'}
         all_headers.update(headers or {})
-        async with self._limits[mailbox]:
-            wait = self._not_before.get(mailbox, 0.0) - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait + random.uniform(0.0, 0.05))  # jitter: not all at once
+        async with self._limits.slot(mailbox):
             try:
                 async with self._session.request(
                     method, url, params=params, json=body, headers=all_headers, timeout=self._timeout
@@ -126,9 +118,7 @@ class GraphClient:
                     retry_after = retry_after_seconds(resp.headers)
                     if resp.status == 429:
                         GRAPH_THROTTLED.inc()
-                        pause = retry_after if retry_after is not None else 1.0
-                        self._not_before[mailbox] = max(self._not_before.get(mailbox, 0.0),
-                                                        time.monotonic() + pause)
+                        self._limits.throttled(mailbox, retry_after)
                     classified = classify_graph_response(resp.status, payload)
                     if is_sync_state_lost(resp.status, classified.error_code):
                         raise DeltaExpired(classified, resp.status, resp.headers.get("Location"))
