@@ -25,7 +25,7 @@ from services.core.runtime import Readiness, serve
 from services.renewer.delta import PollDeps, claim_due, poll_claimed
 from services.renewer.jobs import claim_job, run_job
 from services.renewer.lifecycle import LifecycleBatch
-from services.renewer.subscriptions import RenewerDeps, ensure_subscriptions, renew_due
+from services.renewer.subscriptions import RenewerDeps, count_connections, ensure_subscriptions, renew_due
 from services.renewer.tokens import refresh_due
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ async def run(settings: Settings) -> None:
         await refresh_due(pool, tokens, tick=timedelta(seconds=tick))
         await renew_due(deps)
         await ensure_subscriptions(deps)
+        await count_connections(pool)
 
     async def poll() -> None:
         async def one(connection_id: str) -> None:

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 RENEWALS = Counter("mailsync_subscription_renewals_total", "Subscription renewals by outcome", ["outcome"])
 EXPIRING_SOON = Gauge("mailsync_subscriptions_expiring_soon", "Subscriptions inside the renewal window")
+CONNECTIONS = Gauge("mailsync_connections", "Mailbox connections by status", ["status"])
 
 
 @dataclass
@@ -89,6 +90,13 @@ async def recreate(deps: RenewerDeps, conn: asyncpg.Connection, connection_id: s
     await create_mailbox_subscription(conn, deps.graph, deps.settings, token=token, connection_id=connection_id,
                                       account_id=connection.account_id, tenant_id=connection.tenant_id or "",
                                       graph_user_id=connection.graph_user_id)
+
+
+async def count_connections(pool: asyncpg.Pool) -> None:
+    counts = {r["status"]: r["n"] for r in await pool.fetch(
+        "SELECT status, count(*) AS n FROM mailbox_connections GROUP BY status")}
+    for status in ("never_connected", "connected", "reconnect_required", "consent_required", "disconnected"):
+        CONNECTIONS.labels(status).set(counts.get(status, 0))
 
 
 async def ensure_subscriptions(deps: RenewerDeps, *, limit: int = 20) -> int:

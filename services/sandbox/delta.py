@@ -70,6 +70,7 @@ async def delta(call: GraphCall) -> GraphResponse:
     folder = find_folder(mailbox, call.args[0])
     if isinstance(folder, GraphResponse):
         return folder
+    call.sb.stats.mailboxes[mailbox.user_id].delta_requests += 1
     faults = call.sb.faults
     skip, deltatoken = call.query.get("$skiptoken"), call.query.get("$deltatoken")
     if skip or deltatoken:

@@ -227,6 +227,7 @@ async def renew(call: GraphCall) -> GraphResponse:
     if expires is not None:
         sub.expires_at = expires
         sub.paused = False
+    call.sb.stats.mailboxes[sub.user_id].subscription_renewals += 1
     return _entity(call, sub)
 
 

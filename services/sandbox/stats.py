@@ -23,6 +23,8 @@ class MailboxCounts:
     throttled: int = 0
     max_concurrent: int = 0
     early_retries: int = 0  # requests that came before a Retry-After given to the same app had elapsed
+    subscription_renewals: int = 0  # PATCHes of this mailbox's subscriptions
+    delta_requests: int = 0  # delta pages served for this mailbox's folders
     notifications: NotificationCounts = field(default_factory=NotificationCounts)
 
 

@@ -112,3 +112,82 @@ async def test_backsync_input_is_checked(stack: Stack, body):
     mailbox = await stack.new_mailbox(stack.new_account())
     status, error = await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/backsyncs", body)
     assert status == 400 and error["error"]["message"]
+
+
+async def test_an_expiring_subscription_is_renewed_before_expiry(stack: Stack, db):
+    mailbox = await stack.new_mailbox(stack.new_account())
+    sub = await db.fetchrow("SELECT subscription_id, expires_at FROM subscriptions WHERE connection_id = $1::uuid",
+                            mailbox.connection_id)
+    # It now expires in 20 minutes (inside the renewal window): the renewer must PATCH it ahead of time.
+    await db.execute("UPDATE subscriptions SET expires_at = now() + interval '20 minutes' WHERE subscription_id = $1",
+                     sub["subscription_id"])
+    renewed = await stack.wait_row(
+        "SELECT expires_at, renewed_at FROM subscriptions WHERE subscription_id = $1 AND renewed_at IS NOT NULL",
+        sub["subscription_id"], what="the renewal")
+    assert renewed["expires_at"] > datetime.now(UTC) + timedelta(days=2)  # the lifetime Graph granted
+    live = await stack.sandbox("GET", "/sandbox/subscriptions")
+    items = live["value"] if isinstance(live, dict) else live
+    assert [s["id"] for s in items if s["id"] == sub["subscription_id"]]
+
+
+async def test_a_renewal_answered_404_recreates_and_catches_up(stack: Stack, db, engagements_tail):
+    _account, contact, mailbox = await contact_and_mailbox(stack, "expired@client.example")
+    old = await db.fetchval("SELECT subscription_id FROM subscriptions WHERE connection_id = $1::uuid",
+                            mailbox.connection_id)
+    await stack.sandbox("POST", f"/sandbox/subscriptions/{old}/expire")  # Graph forgot it, silently
+    imid = await stack.deliver(mailbox, **{"from": "expired@client.example"})
+    await db.execute("UPDATE subscriptions SET expires_at = now() + interval '5 minutes' WHERE subscription_id = $1",
+                     old)
+    await stack.wait_row("SELECT 1 FROM subscriptions WHERE connection_id = $1::uuid AND subscription_id <> $2",
+                         mailbox.connection_id, old, what="the recreated subscription")
+    event = await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=40)
+    assert event["contact_ids"] == [contact]
+
+
+async def test_two_renewers_never_renew_or_poll_the_same_mailbox_twice(stack: Stack, db):
+    from tests.support.procs import MAILSYNC, Proc, free_port
+
+    port = free_port()
+    second = Proc("renewer-2", [*MAILSYNC, "renewer"], {**stack.env, "MAILSYNC_HTTP_PORT": str(port)})
+    try:
+        second.wait_http_ok(f"http://127.0.0.1:{port}/readyz")
+        account = stack.new_account()
+        boxes = [await stack.new_mailbox(account) for _ in range(8)]
+        ids = [b.connection_id for b in boxes]
+        await wait_until(lambda: db.fetchval(
+            "SELECT count(*) = 8 FROM mailbox_connections WHERE connection_id = ANY($1::uuid[])"
+            " AND last_polled_at IS NOT NULL AND poll_lease_until IS NULL", ids), what="first polls")
+        before_polls = await db.fetch("SELECT connection_id, last_polled_at FROM mailbox_connections"
+                                      " WHERE connection_id = ANY($1::uuid[])", ids)
+        stats_before = await stack.sandbox("GET", "/sandbox/stats")
+        await db.execute("UPDATE subscriptions SET expires_at = now() + interval '20 minutes'"
+                         " WHERE connection_id = ANY($1::uuid[])", ids)
+        await db.execute("UPDATE mailbox_connections SET next_poll_at = now() WHERE connection_id = ANY($1::uuid[])",
+                         ids)
+        await wait_until(lambda: db.fetchval(
+            "SELECT count(*) = 8 FROM subscriptions WHERE connection_id = ANY($1::uuid[])"
+            " AND expires_at > now() + interval '1 day'", ids), what="every renewal")
+        polled = {str(r["connection_id"]): r["last_polled_at"] for r in before_polls}
+
+        async def all_polled_again() -> bool:
+            rows = await db.fetch("SELECT connection_id, last_polled_at FROM mailbox_connections"
+                                  " WHERE connection_id = ANY($1::uuid[]) AND poll_lease_until IS NULL", ids)
+            return len(rows) == 8 and all(r["last_polled_at"] > polled[str(r["connection_id"])] for r in rows)
+
+        await wait_until(all_polled_again, what="every second poll")
+        stats_after = await stack.sandbox("GET", "/sandbox/stats")
+        for box in boxes:
+            renewals = _count(stats_after, box, "subscription_renewals") - _count(stats_before, box,
+                                                                                   "subscription_renewals")
+            assert renewals == 1, (box.graph_id, renewals)
+            # An idle mailbox's second poll costs what its first one did: one page per folder, once.
+            first_poll = _count(stats_before, box, "delta_requests")
+            second_poll = _count(stats_after, box, "delta_requests") - first_poll
+            assert second_poll == first_poll > 0, (box.graph_id, first_poll, second_poll)
+    finally:
+        assert second.stop() == 0
+
+
+def _count(stats: dict, box, key: str) -> float:
+    entry = stats.get("mailboxes", {}).get(box.graph_id, {})
+    return float(entry.get(key, 0))

@@ -64,6 +64,7 @@ class Stack:
     sandbox_url: str
     api_url: str
     procs: dict[str, Proc] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
     settings: Settings | None = None
     publisher: Publisher | None = None
     http: aiohttp.ClientSession | None = None
@@ -162,6 +163,7 @@ def start_stack() -> Stack:
         sandbox = stack.procs["sandbox"] = Proc("sandbox", [*MAILSYNC, "sandbox", "--port", str(sandbox_port)], env)
         sandbox.wait_for_line(r"sandbox listening on")
         for name, port in (("subscriber", api_port), ("matcher", free_port()), ("renewer", free_port())):
+            stack.ports[name] = port
             proc = stack.procs[name] = Proc(name, [*MAILSYNC, name], {**env, "MAILSYNC_HTTP_PORT": str(port)})
             proc.wait_http_ok(f"http://127.0.0.1:{port}/readyz")
     except BaseException:
