@@ -7,6 +7,7 @@ import re
 import pytest
 
 from tests.support.stack import Stack
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
 
@@ -37,10 +38,16 @@ async def test_counters_move_when_mail_flows(stack: Stack, engagements_tail):
     mailbox = await stack.new_mailbox(account)
     imid = await stack.deliver(mailbox, **{"from": "metrics@client.example"})
     await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid)
-    after = {s: await scrape(stack, s) for s in ("subscriber", "matcher", "renewer")}
+    after: dict[str, dict[str, float]] = {}
 
     def moved(service: str, name: str, **labels: str) -> bool:
         return total(after[service], name, **labels) > total(before[service], name, **labels)
+
+    async def committed() -> bool:  # the offset commit (and its counter) follows the publish
+        after.update({s: await scrape(stack, s) for s in ("subscriber", "matcher", "renewer")})
+        return moved("matcher", "mailsync_records_total", topic="mailsync.notifications.v1", outcome="ok")
+
+    await wait_until(committed, what="the matcher's record counter")
 
     assert moved("subscriber", "mailsync_notifications_total", endpoint="notifications", outcome="published")
     assert moved("subscriber", "mailsync_webhook_seconds_count", endpoint="notifications")
