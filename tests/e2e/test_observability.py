@@ -45,9 +45,10 @@ async def test_counters_move_when_mail_flows(stack: Stack, engagements_tail):
 
     async def committed() -> bool:  # the offset commit (and its counter) follows the publish
         after.update({s: await scrape(stack, s) for s in ("subscriber", "matcher", "renewer")})
-        return moved("matcher", "mailsync_records_total", topic="mailsync.notifications.v1", outcome="ok")
+        return moved("matcher", "mailsync_records_total", topic="mailsync.notifications.v1", outcome="ok") and \
+            total(after["renewer"], "mailsync_connections", status="connected") >= 1  # set every renewer tick
 
-    await wait_until(committed, what="the matcher's record counter")
+    await wait_until(committed, what="the matcher's record counter and the renewer's connection gauge")
 
     assert moved("subscriber", "mailsync_notifications_total", endpoint="notifications", outcome="published")
     assert moved("subscriber", "mailsync_webhook_seconds_count", endpoint="notifications")
