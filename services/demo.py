@@ -96,8 +96,10 @@ async def seed() -> int:
                 "user_id": graph_user_id(user_id), "tenant_id": TENANT, "address": email, "aliases": aliases,
                 "display_name": name, "auto_consent": True})
         token = session_token("user-alice", settings.session_secret)
+        # login_hint: the directory may not have reached the matcher yet, and the sandbox auto-consents
+        # only for a hinted address.
         async with http.get(f"{settings.public_url}/oauth/microsoft365/start",
-                            params={"session": token}) as resp:
+                            params={"session": token, "login_hint": USERS["user-alice"][0]}) as resp:
             if resp.status != 200 or "notice=connected" not in str(resp.url):
                 raise SystemExit(f"mailsync demo: connecting the demo mailbox failed ({resp.status} {resp.url})")
     print(json.dumps({"account_id": ACCOUNT, "user_id": "user-alice",

@@ -83,6 +83,12 @@ async def callback(request: web.Request) -> web.Response:
     try:
         connection_id = await connect_mailbox(request, state["user_id"], state["account_id"], code,
                                               state["code_verifier"])
+    except MissingScopes as exc:
+        await _record_refusal(request, state["user_id"], state["account_id"], ConnectionStatus.CONSENT_REQUIRED.value,
+                              f"Microsoft 365 did not grant {', '.join(exc.missing)}; mailsync needs it to read "
+                              "mail. Reconnect and accept every permission, or ask an administrator to approve "
+                              "mailsync.", "missing_scopes")
+        return _back("refused")
     except GraphError as exc:
         log.warning("connect failed", extra={"error_code": exc.classified.error_code})
         return _back("failed")
@@ -110,9 +116,27 @@ async def queue_backfill(conn: Any, settings: Settings, connection_id: str, last
                            " VALUES ($1::uuid, 'backfill', $2, $3)", connection_id, since, now)
 
 
+REQUIRED_SCOPES = ("User.Read", "Mail.Read")
+
+
+class MissingScopes(Exception):
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"missing scopes: {', '.join(missing)}")
+        self.missing = missing
+
+
+def missing_scopes(granted: tuple[str, ...]) -> list[str]:
+    """Graph returns scopes with or without the resource prefix, in any case."""
+    have = {s.rsplit("/", 1)[-1].lower() for s in granted}
+    return [s for s in REQUIRED_SCOPES if s.lower() not in have]
+
+
 async def connect_mailbox(request: web.Request, user_id: str, account_id: str, code: str, verifier: str) -> str:
     app = request.app
     tokens = await app[IDENTITY].exchange_code(code, verifier, redirect_uri(request))
+    missing = missing_scopes(tokens.scopes)
+    if missing:
+        raise MissingScopes(missing)
     me = await app[GRAPH].get_me(tokens.access_token)
     graph_user_id = str(me["id"])
     address = normalize_address(str(me.get("mail") or me.get("userPrincipalName") or ""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -56,14 +57,31 @@ def csrf_for(request: web.Request, token: str) -> str:
     return hmac.new(secret.encode(), f"csrf:{token}".encode(), hashlib.sha256).hexdigest()
 
 
+def when(iso: str | None, now: datetime | None = None) -> str:
+    """'26 Nov 2026, 21:12 UTC (3 minutes ago)' from an ISO timestamp."""
+    if not iso:
+        return "Not yet"
+    at = datetime.fromisoformat(iso).astimezone(UTC)
+    seconds = int(((now or datetime.now(UTC)) - at).total_seconds())
+    if seconds < 60:
+        ago = "just now"
+    elif seconds < 3600:
+        ago = f"{seconds // 60} minute{'s' if seconds >= 120 else ''} ago"
+    elif seconds < 86400:
+        ago = f"{seconds // 3600} hour{'s' if seconds >= 7200 else ''} ago"
+    else:
+        ago = f"{seconds // 86400} day{'s' if seconds >= 172800 else ''} ago"
+    return f"{at.strftime('%-d %b %Y, %H:%M')} UTC ({ago})"
+
+
 def render(view: dict[str, Any], *, csrf: str, notice: str | None) -> str:
     status = view["status"]
     title, explanation, tone = _STATUS_WORDS.get(status, (status, "", "neutral"))
     rows = [("Status", f'<span class="badge {tone}" id="status">{escape(title)}</span>')]
     rows.append(("Mailbox", escape(view.get("mailbox_address") or "—")))
-    rows.append(("Last successful sync", escape(view.get("last_synced_at") or "Not yet")))
+    rows.append(("Last successful sync", escape(when(view.get("last_synced_at")))))
     if view.get("connected_at"):
-        rows.append(("Connected since", escape(view["connected_at"])))
+        rows.append(("Connected since", escape(when(view["connected_at"]))))
     body_rows = "".join(f'<div class="row"><span class="label">{k}</span><span>{v}</span></div>' for k, v in rows)
     reason = ""
     if status in ("reconnect_required", "consent_required") and view.get("reason"):
