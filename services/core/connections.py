@@ -120,6 +120,9 @@ class TokenService:
         self._box = box
         self._identity = identity
         self._status = status
+        # Decrypted access tokens by connection, so a burst of messages costs no query each.
+        # Callers check the connection's status themselves; a forced refresh drops the entry.
+        self._cache: dict[str, tuple[str, datetime]] = {}
 
     def seal(self, connection_id: str, tokens: TokenSet) -> tuple[bytes, bytes]:
         return (self._box.encrypt(tokens.access_token, bound_to=connection_id),
@@ -154,10 +157,24 @@ class TokenService:
 
     async def access_token_with_expiry(self, connection_id: str, *, force_refresh: bool = False
                                        ) -> tuple[str, datetime]:
+        cached = self._cache.get(connection_id)
+        if force_refresh:
+            self._cache.pop(connection_id, None)
+        elif cached is not None and cached[1] > datetime.now(UTC) + REFRESH_AHEAD:
+            return cached
+        found = await self._from_db(connection_id, force_refresh)
+        self._cache[connection_id] = found
+        return found
+
+    def forget(self, connection_id: str) -> None:
+        self._cache.pop(connection_id, None)
+
+    async def _from_db(self, connection_id: str, force_refresh: bool) -> tuple[str, datetime]:
         row = await self._pool.fetchrow(
             "SELECT status, access_token_enc, access_expires_at FROM mailbox_connections"
             " WHERE connection_id = $1::uuid", connection_id)
         if row is None or row["status"] != ConnectionStatus.CONNECTED or row["access_token_enc"] is None:
+            self.forget(connection_id)
             raise NotConnected(connection_id, row["status"] if row else "unknown")
         if not force_refresh and row["access_expires_at"] > datetime.now(UTC) + REFRESH_AHEAD:
             return self._box.decrypt(row["access_token_enc"], bound_to=connection_id), row["access_expires_at"]

@@ -64,4 +64,10 @@ class NotificationBatch:
                              if isinstance(res, Handled) and res.needs_publish and res.engagement_id})
         if to_publish:
             await engagements.publish_created(self._deps.pool, self._publisher, to_publish)
+        synced = sorted({res.synced for res in results if isinstance(res, Handled) and res.synced})
+        if synced:
+            # Once per batch, not per message: a per-message update of the same row would serialise
+            # every concurrent message of a mailbox on that row's lock.
+            await self._deps.pool.execute(
+                "UPDATE mailbox_connections SET last_synced_at = now() WHERE connection_id = ANY($1::uuid[])", synced)
         return poison

@@ -49,6 +49,7 @@ class Handled:
     outcome: Outcome
     engagement_id: str | None = None
     needs_publish: bool = False
+    synced: str | None = None  # the connection whose mailbox answered: its last successful sync moves
 
 
 async def _fetch(deps: MatcherDeps, connection_id: str, mailbox: str, message_id: str) -> tuple[str, dict[str, Any]]:
@@ -72,6 +73,9 @@ async def handle_message_changed(event: dict[str, Any], deps: MatcherDeps) -> Ha
     mailbox = connection.graph_user_id
     common = {"account_id": connection.account_id, "user_id": connection.user_id, "connection_id": connection_id}
     try:
+        if connection.status != "connected":
+            deps.tokens.forget(connection_id)
+            raise NotConnected(connection_id, connection.status)
         token, body = await _fetch(deps, connection_id, mailbox, message_id)
     except NotConnected as exc:
         DECISIONS.labels("not_seen", "not_connected").inc()
@@ -84,7 +88,7 @@ async def handle_message_changed(event: dict[str, Any], deps: MatcherDeps) -> Ha
         await engagements.record_unseen(deps.pool, **common, message_id=message_id, code="message_not_found",
                                         detail="Graph no longer had this message when mailsync fetched it "
                                         "(deleted or moved before it could be read).", source=source)
-        return Handled(Outcome.NOT_FOUND)
+        return Handled(Outcome.NOT_FOUND, synced=connection_id)
     except GraphError as exc:
         if exc.transient:
             raise  # the batch is retried with back-off
@@ -104,19 +108,17 @@ async def handle_message_changed(event: dict[str, Any], deps: MatcherDeps) -> Ha
     result = decide(message, owner, snapshot)
     DECISIONS.labels(result.decision.value, result.reasons[0].code if result.reasons else "").inc()
     async with deps.pool.acquire() as conn, conn.transaction():
-        await conn.execute("UPDATE mailbox_connections SET last_synced_at = now() WHERE connection_id = $1::uuid",
-                           connection_id)
         if result.decision is not Decision.MATCHED:
             await engagements.record_decision(conn, **common, message=message, result=result, source=source,
                                               engagement_id=None)
-            return Handled(Outcome(result.decision.value))
+            return Handled(Outcome(result.decision.value), synced=connection_id)
         stored = await engagements.store_engagement(conn, **common, message=message, result=result, source=source)
     if stored.created:
         ENGAGEMENTS_CREATED.inc()
         if isinstance(event.get("job_id"), str):
             await deps.pool.execute("UPDATE sync_jobs SET engagements_created = engagements_created + 1"
                                     " WHERE job_id::text = $1", event["job_id"])
-    return Handled(Outcome.MATCHED, stored.engagement_id, stored.needs_publish)
+    return Handled(Outcome.MATCHED, stored.engagement_id, stored.needs_publish, synced=connection_id)
 
 
 __all__ = ["GraphError", "Handled", "MatcherDeps", "Outcome", "handle_message_changed"]

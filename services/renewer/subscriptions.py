@@ -55,7 +55,7 @@ async def renew_due(deps: RenewerDeps, *, limit: int = 50) -> int:
 
 async def renew_one(deps: RenewerDeps, conn: asyncpg.Connection, subscription_id: str, connection_id: str) -> bool:
     connection = await get_connection(conn, connection_id)
-    if connection is None or connection.graph_user_id is None:
+    if connection is None or connection.graph_user_id is None or connection.status != "connected":
         return False
     try:
         token = await deps.tokens.access_token(connection_id)
@@ -84,8 +84,8 @@ async def renew_one(deps: RenewerDeps, conn: asyncpg.Connection, subscription_id
 
 async def recreate(deps: RenewerDeps, conn: asyncpg.Connection, connection_id: str) -> None:
     connection = await get_connection(conn, connection_id)
-    if connection is None or connection.graph_user_id is None:
-        return
+    if connection is None or connection.graph_user_id is None or connection.status != "connected":
+        return  # a mailbox that is not connected gets no subscription
     token = await deps.tokens.access_token(connection_id)
     await create_mailbox_subscription(conn, deps.graph, deps.settings, token=token, connection_id=connection_id,
                                       account_id=connection.account_id, tenant_id=connection.tenant_id or "",

@@ -94,6 +94,7 @@ async def disconnect_connection(app: web.Application, connection_id: str) -> boo
         token = None  # no usable grant: the subscriptions die with their expiry at Graph
     await delete_connection_subscriptions(pool, app[GRAPH], token=token, connection_id=connection_id,
                                           graph_user_id=row["graph_user_id"] or "")
+    app[TOKENS].forget(connection_id)
     await pool.execute(
         "UPDATE mailbox_connections SET access_token_enc = NULL, refresh_token_enc = NULL,"
         " access_expires_at = NULL, updated_at = now() WHERE connection_id = $1::uuid", connection_id)

@@ -14,22 +14,33 @@ SECONDS = 6
 
 
 async def _at_rate(bench: BenchStack, tail: Tail, mailbox, rate: int) -> list[float]:
+    """Deliver at `rate` per second while a reader notes when each engagement.created arrives."""
     sent: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    sending = True
+
+    async def read() -> None:
+        deadline = None
+        while deadline is None or (len(arrived) < len(sent) and time.perf_counter() < deadline):
+            for _, event in await tail.poll():
+                imid = event.get("internet_message_id")
+                if imid and imid not in arrived and event.get("type") == "engagement.created":
+                    arrived[imid] = time.perf_counter()
+            tail.records.clear()
+            if not sending and deadline is None:
+                deadline = time.perf_counter() + 60
+
+    reader = asyncio.create_task(read())
     interval = 1 / rate
     start = time.perf_counter()
     for i in range(rate * SECONDS):
         await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
+        before = time.perf_counter()
         imid = await bench.stack.deliver(mailbox, **{"from": "e2e@bench-client.example"})
-        sent[imid] = time.perf_counter()
-    latencies: dict[str, float] = {}
-    deadline = time.perf_counter() + 60
-    while len(latencies) < len(sent) and time.perf_counter() < deadline:
-        for _, event in await tail.poll():
-            imid = event.get("internet_message_id")
-            if imid in sent and imid not in latencies and event.get("type") == "engagement.created":
-                latencies[imid] = time.perf_counter() - sent[imid]
-    lost = len(sent) - len(latencies)
-    return list(latencies.values()) + [float("inf")] * lost
+        sent[imid] = before
+    sending = False
+    await reader
+    return [arrived[i] - t if i in arrived else float("inf") for i, t in sent.items()]
 
 
 async def run(bench: BenchStack) -> dict[str, float | str]:
