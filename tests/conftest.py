@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-import aiohttp
 import asyncpg
 import pytest
 import pytest_asyncio
 
-from services.core.config import load_settings
-from services.core.db.pool import create_pool
-from services.core.kafka import Publisher
 from tests.support.kafka_tail import Tail
-from tests.support.stack import Stack, start_stack, stop_stack
+from tests.support.stack import Stack, close_clients, open_clients, start_stack, stop_stack
 
 
 @pytest.fixture(scope="session")
@@ -27,15 +23,8 @@ def stack_processes() -> Iterator[Stack]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def stack(stack_processes: Stack) -> AsyncIterator[Stack]:
-    stack_processes.settings = load_settings(stack_processes.env, service="tests")
-    stack_processes.publisher = Publisher(stack_processes.settings)
-    await stack_processes.publisher.start()
-    stack_processes.http = aiohttp.ClientSession()
-    stack_processes.pool = await create_pool(stack_processes.settings)
-    yield stack_processes
-    await stack_processes.pool.close()
-    await stack_processes.http.close()
-    await stack_processes.publisher.stop()
+    yield await open_clients(stack_processes)
+    await close_clients(stack_processes)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

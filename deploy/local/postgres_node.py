@@ -91,6 +91,7 @@ class PostgresNode:
         self.proc: Proc | None = None
         self.bindir: Path | None = None
         self.initdb_s = 0.0
+        self._argv: list[str] = []
 
     @property
     def url(self) -> str:
@@ -119,6 +120,12 @@ class PostgresNode:
         argv = [str(self.bindir / "postgres"), "-D", str(data)]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
+        self._argv = argv
+        self._spawn()
+
+    def _spawn(self) -> None:
+        assert self.base is not None
+        argv = self._argv
         self.proc = spawn(
             "postgres",
             argv,
@@ -167,6 +174,14 @@ class PostgresNode:
             timeout=60,
         )
         return waited
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Fast shutdown and start again on the same data and port (chaos tests)."""
+        assert self.proc is not None
+        self.proc.popen.send_signal(2)
+        self.proc.popen.wait(timeout)
+        self._spawn()
+        wait_until("postgres", self._accepting, timeout, interval=0.05, alive=self.proc.dead_reason)
 
     def remove_data(self) -> None:
         if self.base is not None:

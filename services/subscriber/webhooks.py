@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
@@ -25,6 +26,10 @@ from services.subscriber.notifications import (
 from services.subscriber.trust import SubscriptionTrust
 
 log = logging.getLogger(__name__)
+
+# PostgreSQL unreachable or restarting: answered 503 (Graph retries), never 500.
+STORE_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError,
+              asyncpg.exceptions.AdminShutdownError, TimeoutError)
 
 WEBHOOK_LATENCY = Histogram("mailsync_webhook_seconds", "Webhook answer time", ["endpoint"],
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
@@ -76,8 +81,13 @@ async def _notifications(request: web.Request) -> web.Response:
         return _bad(str(exc))
     trust: SubscriptionTrust = request.app[TRUST]
     records: list[tuple[str, dict[str, Any]]] = []
-    for item in items:
-        known = await trust.trusted(item.tenant_id, item.subscription_id, item.client_state)
+    try:
+        trusted = [await trust.trusted(i.tenant_id, i.subscription_id, i.client_state) for i in items]
+    except STORE_DOWN:
+        # Cannot tell genuine from forged without the database: nothing is stored, so Graph must retry.
+        NOTIFICATIONS.labels("notifications", "unavailable").inc(len(items))
+        return _unavailable()
+    for item, known in zip(items, trusted, strict=True):
         if known is None:
             NOTIFICATIONS.labels("notifications", "untrusted").inc()
             log.warning("untrusted notification ignored", extra={"subscription_id": item.subscription_id[:80]})
@@ -114,8 +124,12 @@ async def handle_lifecycle(request: web.Request) -> web.Response:
             return _bad(str(exc))
         trust: SubscriptionTrust = request.app[TRUST]
         records: list[tuple[str, dict[str, Any]]] = []
-        for item in items:
-            known = await trust.trusted(item.tenant_id, item.subscription_id, item.client_state)
+        try:
+            trusted = [await trust.trusted(i.tenant_id, i.subscription_id, i.client_state) for i in items]
+        except STORE_DOWN:
+            NOTIFICATIONS.labels("lifecycle", "unavailable").inc(len(items))
+            return _unavailable()
+        for item, known in zip(items, trusted, strict=True):
             if known is None:
                 NOTIFICATIONS.labels("lifecycle", "untrusted").inc()
                 continue

@@ -9,7 +9,7 @@ import time
 from tests.bench.harness import BenchStack, percentile
 from tests.support.kafka_tail import Tail
 
-RATES = (5, 20, 50)
+RATES = (5, 20, 50, 100, 200)
 SECONDS = 6
 
 

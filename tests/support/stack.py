@@ -16,7 +16,7 @@ import asyncpg
 import jwt
 
 from services.core import events
-from services.core.config import Settings
+from services.core.config import Settings, load_settings
 from services.core.kafka import Publisher
 from tests.support.procs import MAILSYNC, Proc, free_port
 from tests.support.wait import wait_until
@@ -152,24 +152,49 @@ class Stack:
         return str(message["internet_message_id"]) if created else ""
 
 
-def start_stack() -> Stack:
+def start_stack(infra: dict[str, str] | None = None, prefix: str = "") -> Stack:
+    """Migrations, topics, the sandbox and the three services; `infra` overrides Kafka/PostgreSQL."""
     sandbox_port, api_port = free_port(), free_port()
     sandbox_url, api_url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{api_port}"
-    env = service_env(sandbox_url, api_url)
+    env = {**service_env(sandbox_url, api_url), **(infra or {})}
     stack = Stack(env=env, sandbox_url=sandbox_url, api_url=api_url)
     try:
         for cmd in ("migrate", "topics"):
-            Proc(cmd, [*MAILSYNC, cmd], env).popen.wait(120)
-        sandbox = stack.procs["sandbox"] = Proc("sandbox", [*MAILSYNC, "sandbox", "--port", str(sandbox_port)], env)
+            code = Proc(prefix + cmd, [*MAILSYNC, cmd], env).popen.wait(120)
+            assert code == 0, f"mailsync {cmd} failed ({code})"
+        sandbox = stack.procs["sandbox"] = Proc(prefix + "sandbox", [*MAILSYNC, "sandbox", "--port", str(sandbox_port)],
+                                                env)
         sandbox.wait_for_line(r"sandbox listening on")
         for name, port in (("subscriber", api_port), ("matcher", free_port()), ("renewer", free_port())):
             stack.ports[name] = port
-            proc = stack.procs[name] = Proc(name, [*MAILSYNC, name], {**env, "MAILSYNC_HTTP_PORT": str(port)})
+            proc = stack.procs[name] = Proc(prefix + name, [*MAILSYNC, name],
+                                            {**env, "MAILSYNC_HTTP_PORT": str(port)})
             proc.wait_http_ok(f"http://127.0.0.1:{port}/readyz")
     except BaseException:
         stop_stack(stack)
         raise
     return stack
+
+
+async def open_clients(stack: Stack) -> Stack:
+    """The test side's own clients of the stack: settings, a publisher, HTTP, a database pool."""
+    from services.core.db.pool import create_pool
+
+    stack.settings = load_settings(stack.env, service="tests")
+    stack.publisher = Publisher(stack.settings)
+    await stack.publisher.start()
+    stack.http = aiohttp.ClientSession()
+    stack.pool = await create_pool(stack.settings)
+    return stack
+
+
+async def close_clients(stack: Stack) -> None:
+    if stack.pool is not None:
+        await stack.pool.close()
+    if stack.http is not None:
+        await stack.http.close()
+    if stack.publisher is not None:
+        await stack.publisher.stop()
 
 
 def stop_stack(stack: Stack) -> dict[str, int]:
