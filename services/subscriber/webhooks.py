@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -16,14 +16,16 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from services.core import events
-from services.core.kafka import Publisher, PublishError
+from services.core.kafka import PublishError
 from services.subscriber.keys import PUBLISHER, TRUST
 from services.subscriber.notifications import (
     BadPayload,
+    ChangeNotification,
+    LifecycleNotification,
     parse_change_notifications,
     parse_lifecycle_notifications,
 )
-from services.subscriber.trust import SubscriptionTrust
+from services.subscriber.trust import KnownSubscription, SubscriptionTrust
 
 log = logging.getLogger(__name__)
 
@@ -62,90 +64,72 @@ def _unavailable() -> web.Response:
         status=503, headers={"Retry-After": "5"})
 
 
-async def handle_notifications(request: web.Request) -> web.Response:
-    started = time.perf_counter()
-    try:
-        return await _notifications(request)
-    finally:
-        WEBHOOK_LATENCY.labels("notifications").observe(time.perf_counter() - started)
+Notification = ChangeNotification | LifecycleNotification
 
 
-async def _notifications(request: web.Request) -> web.Response:
+def _change_record(item: Notification, known: KnownSubscription) -> dict[str, Any]:
+    assert isinstance(item, ChangeNotification)
+    # Stable across Graph's redeliveries of the same change, so consumers can deduplicate.
+    event_id = events.stable_event_id("message.changed", item.subscription_id, item.message_id,
+                                      item.change_type, item.etag)
+    return events.envelope("message.changed", {
+        "connection_id": known.connection_id, "account_id": known.account_id,
+        "subscription_id": known.subscription_id, "message_id": item.message_id,
+        "change_type": item.change_type, "source": "webhook"}, event_id=event_id)
+
+
+def _lifecycle_record(item: Notification, known: KnownSubscription) -> dict[str, Any]:
+    assert isinstance(item, LifecycleNotification)
+    return events.envelope("subscription.lifecycle", {
+        "connection_id": known.connection_id, "account_id": known.account_id,
+        "subscription_id": item.subscription_id, "lifecycle_event": item.lifecycle_event})
+
+
+async def _intake(request: web.Request, endpoint: str, parse: Callable[[Any], Sequence[Notification]],
+                  topic: str, record: Callable[[Notification, KnownSubscription], dict[str, Any]]) -> web.Response:
+    """Handshake, parse (400), trust (untrusted: counted, dropped), publish (202 only once Kafka acked)."""
     handshake = _validation(request)
     if handshake is not None:
         return handshake
     try:
-        items = parse_change_notifications(await _json_body(request))
+        items = parse(await _json_body(request))
     except BadPayload as exc:
-        NOTIFICATIONS.labels("notifications", "bad_request").inc()
+        NOTIFICATIONS.labels(endpoint, "bad_request").inc()
         return _bad(str(exc))
     trust: SubscriptionTrust = request.app[TRUST]
-    records: list[tuple[str, dict[str, Any]]] = []
     try:
         trusted = [await trust.trusted(i.tenant_id, i.subscription_id, i.client_state) for i in items]
     except STORE_DOWN:
         # Cannot tell genuine from forged without the database: nothing is stored, so Graph must retry.
-        NOTIFICATIONS.labels("notifications", "unavailable").inc(len(items))
+        NOTIFICATIONS.labels(endpoint, "unavailable").inc(len(items))
         return _unavailable()
+    records: list[tuple[str, dict[str, Any]]] = []
     for item, known in zip(items, trusted, strict=True):
         if known is None:
-            NOTIFICATIONS.labels("notifications", "untrusted").inc()
+            NOTIFICATIONS.labels(endpoint, "untrusted").inc()
             log.warning("untrusted notification ignored", extra={"subscription_id": item.subscription_id[:80]})
             continue
-        event_id = events.stable_event_id("message.changed", item.subscription_id, item.message_id,
-                                          item.change_type, item.etag)
-        records.append((known.connection_id, events.envelope("message.changed", {
-            "connection_id": known.connection_id, "account_id": known.account_id,
-            "subscription_id": known.subscription_id, "message_id": item.message_id,
-            "change_type": item.change_type, "source": "webhook",
-        }, event_id=event_id)))
+        if isinstance(item, LifecycleNotification) and item.lifecycle_event == "subscriptionRemoved":
+            trust.forget(item.subscription_id)
+        records.append((known.connection_id, record(item, known)))
     if records:
-        publisher: Publisher = request.app[PUBLISHER]
         try:
-            await publisher.publish_many(events.NOTIFICATIONS, records)
+            await request.app[PUBLISHER].publish_many(topic, records)
         except PublishError as exc:
-            NOTIFICATIONS.labels("notifications", "unavailable").inc(len(records))
+            NOTIFICATIONS.labels(endpoint, "unavailable").inc(len(records))
             log.error("notifications not acknowledged by Kafka", extra={"error": str(exc)})
             return _unavailable()
-        NOTIFICATIONS.labels("notifications", "published").inc(len(records))
+        NOTIFICATIONS.labels(endpoint, "published").inc(len(records))
     return web.Response(status=202)
 
 
+async def handle_notifications(request: web.Request) -> web.Response:
+    with WEBHOOK_LATENCY.labels("notifications").time():
+        return await _intake(request, "notifications", parse_change_notifications, events.NOTIFICATIONS,
+                             _change_record)
+
+
 async def handle_lifecycle(request: web.Request) -> web.Response:
-    started = time.perf_counter()
-    try:
-        handshake = _validation(request)
-        if handshake is not None:
-            return handshake
-        try:
-            items = parse_lifecycle_notifications(await _json_body(request))
-        except BadPayload as exc:
-            NOTIFICATIONS.labels("lifecycle", "bad_request").inc()
-            return _bad(str(exc))
-        trust: SubscriptionTrust = request.app[TRUST]
-        records: list[tuple[str, dict[str, Any]]] = []
-        try:
-            trusted = [await trust.trusted(i.tenant_id, i.subscription_id, i.client_state) for i in items]
-        except STORE_DOWN:
-            NOTIFICATIONS.labels("lifecycle", "unavailable").inc(len(items))
-            return _unavailable()
-        for item, known in zip(items, trusted, strict=True):
-            if known is None:
-                NOTIFICATIONS.labels("lifecycle", "untrusted").inc()
-                continue
-            if item.lifecycle_event == "subscriptionRemoved":
-                trust.forget(item.subscription_id)
-            records.append((known.connection_id, events.envelope("subscription.lifecycle", {
-                "connection_id": known.connection_id, "account_id": known.account_id,
-                "subscription_id": item.subscription_id, "lifecycle_event": item.lifecycle_event,
-            })))
-        if records:
-            try:
-                await request.app[PUBLISHER].publish_many(events.LIFECYCLE, records)
-            except PublishError:
-                NOTIFICATIONS.labels("lifecycle", "unavailable").inc(len(records))
-                return _unavailable()
-            NOTIFICATIONS.labels("lifecycle", "published").inc(len(records))
-        return web.Response(status=202)
-    finally:
-        WEBHOOK_LATENCY.labels("lifecycle").observe(time.perf_counter() - started)
+    with WEBHOOK_LATENCY.labels("lifecycle").time():
+        return await _intake(request, "lifecycle", parse_lifecycle_notifications, events.LIFECYCLE,
+                             _lifecycle_record)

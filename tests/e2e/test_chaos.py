@@ -47,6 +47,7 @@ async def test_matcher_killed_mid_batch(stack: Stack, db, engagements_tail):
     stack.procs["matcher"] = Proc("matcher-restarted", [*MAILSYNC, "matcher"],
                                   {**stack.env, "MAILSYNC_HTTP_PORT": str(port)})
     stack.procs["matcher"].wait_http_ok(f"http://127.0.0.1:{port}/readyz")
+    stack.ports["matcher"] = port
     await assert_exactly_once(stack, db, engagements_tail, account, imids)
 
 
