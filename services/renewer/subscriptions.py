@@ -101,28 +101,38 @@ async def count_connections(pool: asyncpg.Pool) -> None:
 
 async def ensure_subscriptions(deps: RenewerDeps, *, limit: int = 20) -> int:
     """Connected mailboxes without a live subscription (its creation failed, or Graph lost it) get one,
-    and a catch-up poll for whatever arrived meanwhile."""
+    and a catch-up poll for whatever arrived meanwhile.
+
+    Claimed with a session advisory lock, not a row lock: creating the subscription may refresh the
+    mailbox's token, which locks the connection row itself."""
+    candidates = await deps.pool.fetch(
+        """SELECT c.connection_id FROM mailbox_connections c
+            WHERE c.status = 'connected' AND c.graph_user_id IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.connection_id = c.connection_id
+                               AND s.expires_at > now())
+            ORDER BY c.updated_at LIMIT $1""", limit)
     created = 0
-    async with deps.pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            """SELECT c.connection_id FROM mailbox_connections c
-                WHERE c.status = 'connected' AND c.graph_user_id IS NOT NULL
-                  AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.connection_id = c.connection_id
-                                   AND s.expires_at > now())
-                ORDER BY c.updated_at LIMIT $1 FOR UPDATE SKIP LOCKED""", limit)
-        for row in rows:
-            connection_id = str(row["connection_id"])
-            await conn.execute("DELETE FROM subscriptions WHERE connection_id = $1::uuid", connection_id)
+    for row in candidates:
+        connection_id = str(row["connection_id"])
+        async with deps.pool.acquire() as conn:
+            key = f"mailsync:subscribe:{connection_id}"
+            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key):
+                continue  # another replica is on it
             try:
+                if await conn.fetchval("SELECT 1 FROM subscriptions WHERE connection_id = $1::uuid"
+                                       " AND expires_at > now()", connection_id):
+                    continue  # created meanwhile
+                await conn.execute("DELETE FROM subscriptions WHERE connection_id = $1::uuid", connection_id)
                 await recreate(deps, conn, connection_id)
+                await conn.execute("UPDATE mailbox_connections SET next_poll_at = now()"
+                                   " WHERE connection_id = $1::uuid", connection_id)
+                RENEWALS.labels("created").inc()
+                created += 1
             except (NotConnected, GraphError) as exc:
                 log.warning("could not create a subscription", extra={"connection_id": connection_id,
                                                                        "error": type(exc).__name__})
-                continue
-            await conn.execute("UPDATE mailbox_connections SET next_poll_at = now() WHERE connection_id = $1::uuid",
-                               connection_id)
-            RENEWALS.labels("created").inc()
-            created += 1
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
     return created
 
 

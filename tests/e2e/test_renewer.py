@@ -191,3 +191,21 @@ async def test_two_renewers_never_renew_or_poll_the_same_mailbox_twice(stack: St
 def _count(stats: dict, box, key: str) -> float:
     entry = stats.get("mailboxes", {}).get(box.graph_id, {})
     return float(entry.get(key, 0))
+
+
+async def test_expired_delta_state_restarts_only_that_folder_with_a_bounded_relist(stack: Stack, db, engagements_tail):
+    _account, contact, mailbox = await contact_and_mailbox(stack, "delta410@client.example")
+    await stack.wait_row("SELECT 1 FROM delta_cursors WHERE connection_id = $1::uuid AND delta_link IS NOT NULL",
+                         mailbox.connection_id, what="delta links from the first poll")
+    await stack.sandbox("POST", "/sandbox/faults", {"expire_delta_tokens": True, "notification_drop_rate": 1.0})
+    try:
+        imid = await stack.deliver(mailbox, **{"from": "delta410@client.example"})
+        status, _ = await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/sync")
+        assert status == 202
+        event = await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=40)
+        assert event["source"] == "delta" and event["contact_ids"] == [contact]
+        restarted = await db.fetchval("SELECT sum(restarts) FROM delta_cursors WHERE connection_id = $1::uuid",
+                                      mailbox.connection_id)
+        assert restarted >= 1
+    finally:
+        await stack.sandbox("POST", "/sandbox/faults", {"reset": True})
