@@ -1,0 +1,34 @@
+"""The PostgreSQL-backed credential drives the msgraph SDK (azure-core's AsyncTokenCredential)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
+from msgraph import GraphRequestAdapter, GraphServiceClient
+
+from services.core.connections import StatusReporter, TokenService
+from services.core.credential import ConnectionCredential
+from services.core.crypto import TokenBox
+from services.core.graph.identity import IdentityClient
+from tests.support.stack import Stack
+
+pytestmark = [pytest.mark.integration]
+
+
+async def test_sdk_reads_the_mailbox_owner_through_the_stored_tokens(stack: Stack):
+    mailbox = await stack.new_mailbox(stack.new_account())
+    assert stack.settings is not None and stack.pool is not None and stack.publisher is not None
+    async with aiohttp.ClientSession() as session:
+        tokens = TokenService(stack.pool, TokenBox(stack.settings.token_keys), IdentityClient(session, stack.settings),
+                              StatusReporter(stack.pool, stack.publisher))
+        credential = ConnectionCredential(tokens, mailbox.connection_id)
+        host = urlsplit(stack.settings.graph_url).hostname or ""
+        auth = AzureIdentityAuthenticationProvider(credential, scopes=["https://graph.microsoft.com/.default"],
+                                                   allowed_hosts=[host])
+        adapter = GraphRequestAdapter(auth)
+        adapter.base_url = stack.settings.graph_url
+        me = await GraphServiceClient(request_adapter=adapter).me.get()
+    assert me is not None and me.mail == mailbox.address and me.id == mailbox.graph_id
