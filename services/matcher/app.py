@@ -33,7 +33,10 @@ async def run(settings: Settings) -> None:
     publisher = Publisher(settings)
     await publisher.start()
     session = aiohttp.ClientSession()
-    graph = GraphClient(session, settings.graph_url, per_mailbox=settings.graph_concurrency_per_mailbox)
+    # The live path gets most of Outlook's 10,000 requests/10 min per mailbox; the renewer's bulk work
+    # (polls, back-fills, back-syncs) and the subscriber share the rest.
+    graph = GraphClient(session, settings.graph_url, per_mailbox=settings.graph_concurrency_per_mailbox,
+                        budget_per_10min=6000)
     status = StatusReporter(pool, publisher)
     tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings), status)
     deps = MatcherDeps(pool=pool, graph=graph, tokens=tokens, folders=FolderResolver(graph))

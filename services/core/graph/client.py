@@ -60,12 +60,13 @@ class GraphClient:
         base_url: str,
         *,
         per_mailbox: int = 4,
+        budget_per_10min: int = 2000,
         attempts: int = 8,
         timeout_s: float = 20.0,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
-        self._limits = MailboxLimiter(per_mailbox)
+        self._limits = MailboxLimiter(per_mailbox, budget_per_10min=budget_per_10min)
         self._attempts = attempts
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 

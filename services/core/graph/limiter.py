@@ -3,8 +3,8 @@
 At most `per_mailbox` requests in flight per mailbox (Outlook allows 4). After a 429 nothing is
 sent to that mailbox before its Retry-After, and for a cool-down period only one request at a time:
 a client that keeps sending 4 after a concurrency 429 just collects more 429s. And a request budget
-per mailbox per 10 minutes (default 2,000 per process, a fifth of Outlook's 10,000) so that a
-back-sync or a burst never drives a mailbox into throttling that would delay its live mail.
+per mailbox per 10 minutes (the matcher 6,000, the renewer and the subscriber 2,000 each: together
+under Outlook's 10,000), so a back-sync or a burst never drives a mailbox into throttling.
 """
 
 from __future__ import annotations
