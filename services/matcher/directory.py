@@ -44,6 +44,20 @@ class DirectoryChange:
     kinds: tuple[str, ...] = field(default=())
 
 
+_OWNER_SQL = {
+    "user": "SELECT account_id FROM users WHERE user_id = $1",
+    "contact": "SELECT account_id FROM contacts WHERE contact_id = $1",
+    "client": "SELECT account_id FROM clients WHERE client_id = $1",
+}
+
+
+async def _same_account(conn: asyncpg.Connection, kind: str, entity_id: str, account_id: str) -> None:
+    """Ids are global: a record must never move a user, contact or client into another tenant."""
+    owner = await conn.fetchval(_OWNER_SQL[kind], entity_id)
+    if owner is not None and owner != account_id:
+        raise BadEvent(f"{kind} {entity_id} belongs to another account")
+
+
 async def _account(conn: asyncpg.Connection, account_id: str) -> None:
     await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
 
@@ -58,9 +72,7 @@ async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any])
         user_id = require_str(event, "user_id")
         email = _normalised([require_str(event, "email")], "email")[0]
         aliases = [a for a in _normalised(str_list(event, "aliases"), "aliases") if a != email]
-        owner = await conn.fetchval("SELECT account_id FROM users WHERE user_id = $1", user_id)
-        if owner is not None and owner != account_id:
-            raise BadEvent(f"user {user_id} belongs to another account")
+        await _same_account(conn, "user", user_id, account_id)
         await conn.execute(
             """INSERT INTO users (user_id, account_id, email) VALUES ($1, $2, $3)
                ON CONFLICT (user_id) DO UPDATE SET email = $3, deleted_at = NULL, updated_at = now()""",
@@ -82,9 +94,7 @@ async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any])
         client_id = event.get("client_id")
         if client_id is not None and not isinstance(client_id, str):
             raise BadEvent("client_id must be a string or null")
-        owner = await conn.fetchval("SELECT account_id FROM contacts WHERE contact_id = $1", contact_id)
-        if owner is not None and owner != account_id:
-            raise BadEvent(f"contact {contact_id} belongs to another account")
+        await _same_account(conn, "contact", contact_id, account_id)
         await conn.execute(
             """INSERT INTO contacts (contact_id, account_id, client_id) VALUES ($1, $2, $3)
                ON CONFLICT (contact_id) DO UPDATE SET client_id = $3, updated_at = now()""",
@@ -102,9 +112,7 @@ async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any])
         client_id = require_str(event, "client_id")
         domains = sorted({_domain(d) for d in str_list(event, "domains")})
         name = event.get("name") if isinstance(event.get("name"), str) else ""
-        owner = await conn.fetchval("SELECT account_id FROM clients WHERE client_id = $1", client_id)
-        if owner is not None and owner != account_id:
-            raise BadEvent(f"client {client_id} belongs to another account")
+        await _same_account(conn, "client", client_id, account_id)
         await conn.execute(
             """INSERT INTO clients (client_id, account_id, name) VALUES ($1, $2, $3)
                ON CONFLICT (client_id) DO UPDATE SET name = $3, updated_at = now()""",

@@ -53,3 +53,19 @@ async def test_poison_records_go_to_the_dlq_and_the_consumer_keeps_going(stack: 
     finally:
         await producer.stop()
         await dlq.stop()
+
+
+async def test_a_record_cannot_move_a_contact_into_another_account(stack: Stack, db):
+    dlq = await Tail(stack.env["MAILSYNC_KAFKA_BOOTSTRAP"], "crm.directory.v1.dlq").start()
+    try:
+        first, second = stack.new_account(), stack.new_account()
+        contact = await stack.add_contact(first, "owner@tenant-a.example")
+        await stack.wait_contact(contact)
+        await stack.publish_directory(events.envelope("contact.upserted", {
+            "contact_id": contact, "account_id": second, "client_id": None, "emails": ["thief@tenant-b.example"]}))
+        dead = await dlq.wait_for(type="dlq.record", key=second)
+        assert "belongs to another account" in dead["error"]
+        rows = await db.fetch("SELECT account_id, address FROM contact_addresses WHERE contact_id = $1", contact)
+        assert [(r["account_id"], r["address"]) for r in rows] == [(first, "owner@tenant-a.example")]
+    finally:
+        await dlq.stop()
