@@ -4,8 +4,9 @@ delta links stored per folder, anything not yet seen sent to the matcher."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import asyncpg
@@ -13,7 +14,7 @@ from prometheus_client import Counter
 
 from services.core.connections import Connection, NotConnected, TokenService, get_connection
 from services.core.graph.client import GraphClient
-from services.core.graph.errors import AccessTokenRejected, DeltaExpired, NotFound
+from services.core.graph.errors import AccessTokenRejected, DeltaExpired, GraphError, NotFound
 from services.core.kafka import Publisher
 from services.core.schedule import iso, next_poll_at
 from services.renewer.notify import publish_found
@@ -21,6 +22,7 @@ from services.renewer.notify import publish_found
 log = logging.getLogger(__name__)
 
 EXCLUDED = ("drafts", "junkemail", "deleteditems", "outbox")
+BATCH = 20
 POLLS = Counter("mailsync_delta_polls_total", "Mailbox delta polls by outcome", ["outcome"])
 FOUND = Counter("mailsync_delta_found_total", "Messages the delta poll found that push had not delivered")
 RESTARTS = Counter("mailsync_delta_restarts_total", "Folders restarted after their delta state expired")
@@ -34,6 +36,7 @@ class PollDeps:
     publisher: Publisher
     interval: timedelta
     relist_window: timedelta  # how far back a first or restarted folder looks
+    excluded_ids: dict[str, set[str]] = field(default_factory=dict)
 
 
 def first_delta_url(user: str, folder_id: str, since: datetime) -> str:
@@ -72,35 +75,61 @@ async def poll_mailbox(deps: PollDeps, connection: Connection) -> int:
         return await _poll(deps, connection, token)
 
 
+async def _excluded_folder_ids(deps: PollDeps, token: str, user: str) -> set[str]:
+    """Ids of drafts, junk, deleted items and outbox: they never change, so asked once per mailbox."""
+    known = deps.excluded_ids.get(user)
+    if known is None:
+        known = set()
+        for name in EXCLUDED:
+            try:
+                known.add(str((await deps.graph.get_folder(token, user, name))["id"]))
+            except NotFound:
+                continue
+        deps.excluded_ids[user] = known
+    return known
+
+
+def _page_ids(page: dict[str, Any]) -> list[str]:
+    return [str(item["id"]) for item in page.get("value", []) if "@removed" not in item and "id" in item]
+
+
 async def _poll(deps: PollDeps, connection: Connection, token: str) -> int:
-    """One delta pass over every included folder; returns how many unseen messages were sent on."""
+    """One delta pass over every included folder; returns how many unseen messages were sent on.
+
+    The first page of every folder goes out in JSON batches of 20 (an idle folder needs nothing
+    more); later pages and restarts follow one by one."""
     assert connection.graph_user_id is not None
     cid, user = connection.connection_id, connection.graph_user_id
-    excluded: set[str] = set()
-    for name in EXCLUDED:
-        try:
-            excluded.add(str((await deps.graph.get_folder(token, user, name))["id"]))
-        except NotFound:
-            continue
+    excluded = await _excluded_folder_ids(deps, token, user)
     cursors = {r["folder_id"]: r for r in await deps.pool.fetch(
         "SELECT folder_id, delta_link, last_polled_at FROM delta_cursors WHERE connection_id = $1::uuid", cid)}
     now = datetime.now(UTC)
+    folders = [f for f in await deps.graph.list_folders(token, user) if str(f["id"]) not in excluded]
+    starts = [(cursors[str(f["id"])]["delta_link"] if str(f["id"]) in cursors else None)
+              or first_delta_url(user, str(f["id"]), now - deps.relist_window) for f in folders]
+    firsts: list[dict[str, Any] | GraphError] = []
+    for chunk in range(0, len(starts), BATCH):
+        firsts += await deps.graph.batch_get(token, user, starts[chunk:chunk + BATCH])
     sent = 0
-    for folder in await deps.graph.list_folders(token, user):
+    for folder, first in zip(folders, firsts, strict=True):
         folder_id = str(folder["id"])
-        if folder_id in excluded:
-            continue
         cursor = cursors.get(folder_id)
-        bounded = first_delta_url(user, folder_id, now - deps.relist_window)
         restarted = False
-        try:
-            ids, link = await _run_delta(deps, token, user, (cursor and cursor["delta_link"]) or bounded)
-        except DeltaExpired:
+        if isinstance(first, DeltaExpired):
             # Expired delta state: re-list this folder over a bounded window only.
             RESTARTS.inc()
             restarted = True
             since = (cursor["last_polled_at"] if cursor and cursor["last_polled_at"] else now) - deps.relist_window
             ids, link = await _run_delta(deps, token, user, first_delta_url(user, folder_id, since))
+        elif isinstance(first, NotFound):
+            continue  # the folder went away between the listing and its delta
+        elif isinstance(first, GraphError):
+            raise first
+        else:
+            ids, link = _page_ids(first), first.get("@odata.deltaLink")
+            if "@odata.nextLink" in first:
+                more, link = await _run_delta(deps, token, user, str(first["@odata.nextLink"]))
+                ids += more
         unseen = await _unknown(deps.pool, cid, ids)
         await publish_found(deps.publisher, connection_id=cid, account_id=connection.account_id,
                             message_ids=unseen, source="delta")

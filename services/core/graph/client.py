@@ -149,6 +149,54 @@ class GraphClient:
         return await self.request("GET", url, token, mailbox=user,
                                   headers={"Prefer": f'odata.maxpagesize={page_size}, IdType="ImmutableId"'})
 
+    async def batch_get(self, token: str, user: str, urls: list[str], *, page_size: int = 50,
+                        attempts: int = 6) -> list[dict[str, Any] | GraphError]:
+        """GET up to 20 URLs of one mailbox in one JSON `$batch`. Graph throttles each step on its own and
+        the SDKs do not retry inner failures: retried here after the longest inner Retry-After.
+        Returns, per URL, the body or the error its step ended with."""
+        if len(urls) > 20:
+            raise ValueError("a $batch holds at most 20 requests")
+        results: list[dict[str, Any] | GraphError | None] = [None] * len(urls)
+        pending = list(range(len(urls)))
+        prefer = f'odata.maxpagesize={page_size}, IdType="ImmutableId"'
+        stalled = 0  # rounds in a row in which no step completed: the retry budget
+        while pending:
+            body = {"requests": [{"id": str(i), "method": "GET", "url": self._relative(urls[i]),
+                                  "headers": {"Prefer": prefer}} for i in pending]}
+            envelope = await self.request("POST", "/$batch", token, mailbox=user, json=body)
+            retry: list[int] = []
+            longest: float | None = None
+            for step in envelope.get("responses", []):
+                i = int(step.get("id", -1))
+                if i not in pending:
+                    continue
+                status = int(step.get("status", 500))
+                payload = step.get("body") if isinstance(step.get("body"), dict) else None
+                headers = {str(k): str(v) for k, v in (step.get("headers") or {}).items()}
+                if status < 300:
+                    results[i] = payload or {}
+                    continue
+                error = _step_error(status, payload, headers)
+                if error.transient and stalled < attempts - 1:
+                    retry.append(i)
+                    if error.retry_after is not None:
+                        longest = max(longest or 0.0, error.retry_after)
+                else:
+                    results[i] = error
+            answered = {str(s.get("id")) for s in envelope.get("responses", [])}
+            before = len(pending)
+            pending = sorted(set(retry) | {i for i in pending if str(i) not in answered})
+            stalled = stalled + 1 if len(pending) == before else 0
+            if pending:
+                self._limits.throttled(user, longest if longest is not None else 0.5 * 2 ** stalled)
+        return [r if r is not None else GraphError(Classified(Severity.TRANSIENT, "batch_exhausted",
+                                                              "Graph kept refusing a batch step."))
+                for r in results]
+
+    def _relative(self, url: str) -> str:
+        """$batch steps are relative to the API version: `/users/...`, not the absolute link."""
+        return url[len(self._base):] if url.startswith(self._base) else url
+
     async def list_folders(self, token: str, user: str) -> list[dict[str, Any]]:
         """Every mail folder, child folders included (inbox rules file mail into nested folders)."""
         found: list[dict[str, Any]] = []
@@ -183,6 +231,17 @@ class GraphClient:
     async def delete_subscription(self, token: str, user: str, subscription_id: str) -> None:
         path = f"/subscriptions/{quote(subscription_id, safe='')}"
         await self.request("DELETE", path, token, mailbox=user)
+
+
+def _step_error(status: int, payload: dict[str, Any] | None, headers: dict[str, str]) -> GraphError:
+    classified = classify_graph_response(status, payload)
+    if is_sync_state_lost(status, classified.error_code):
+        return DeltaExpired(classified, status, headers.get("Location"))
+    if status == 404:
+        return NotFound(classified, status)
+    if status == 401:
+        return AccessTokenRejected(classified, status)
+    return GraphError(classified, status, retry_after_seconds(headers))
 
 
 async def _json_or_none(resp: aiohttp.ClientResponse) -> dict[str, Any] | None:
