@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +18,29 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 _SECRET_KEYS = ("token", "secret", "password", "authorization", "client_state", "code")
 
 
+# The request or Kafka record being handled: every log line written while handling it carries it.
+CORRELATION: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
+
+
+@web.middleware
+async def correlation_middleware(request: web.Request, handler: Callable[[web.Request],
+                                                                       Awaitable[web.StreamResponse]]
+                                 ) -> web.StreamResponse:
+    """A request id per HTTP request (the caller's X-Request-Id when it is sane), echoed back."""
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+    token = CORRELATION.set(request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["X-Request-Id"] = request_id
+        raise
+    finally:
+        CORRELATION.reset(token)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -24,6 +49,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        correlation = CORRELATION.get()
+        if correlation:
+            entry["correlation_id"] = correlation
         for key, value in record.__dict__.items():
             if key in _STANDARD or key.startswith("_"):
                 continue

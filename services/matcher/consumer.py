@@ -10,7 +10,9 @@ import asyncpg
 from services.core import engagements
 from services.core.consuming import Record
 from services.core.events import BadEvent
+from services.core.graph.errors import GraphError
 from services.core.kafka import Publisher
+from services.core.observability import CORRELATION
 from services.matcher.directory import DirectoryChange, apply_directory_event
 from services.matcher.handler import Handled, MatcherDeps, Outcome, handle_message_changed
 from services.matcher.rematch import Rematcher
@@ -43,19 +45,35 @@ class DirectoryBatch:
 class NotificationBatch:
     """Handles a batch concurrently (Graph limits per mailbox apply), then publishes the feed events."""
 
-    def __init__(self, deps: MatcherDeps, publisher: Publisher, *, concurrency: int = 16) -> None:
+    def __init__(self, deps: MatcherDeps, publisher: Publisher, *, concurrency: int = 16,
+                 max_attempts: int = 8) -> None:
         self._deps = deps
         self._publisher = publisher
         self._limit = asyncio.Semaphore(concurrency)
+        self._max_attempts = max_attempts
+        self._failures: dict[tuple[str, int, int], int] = {}
 
     async def _one(self, record: Record) -> Handled | str:
+        CORRELATION.set(f"{record.topic}/{record.partition}/{record.offset}")  # this task's log lines
         async with self._limit:
             if record.value.get("type") != "message.changed":
                 return Handled(Outcome.SKIPPED)  # unknown types are skipped
+            key = (record.topic, record.partition, record.offset)
             try:
-                return await handle_message_changed(record.value, self._deps)
+                handled = await handle_message_changed(record.value, self._deps)
             except BadEvent as exc:
                 return str(exc)
+            except GraphError as exc:
+                # Transient (permanent ones are recorded by the handler): the batch is rewound. After
+                # bounded retries the record goes to the DLQ, so one sick mailbox cannot stall its
+                # partition forever; the hourly delta poll picks the message up again.
+                self._failures[key] = self._failures.get(key, 0) + 1
+                if self._failures[key] >= self._max_attempts:
+                    del self._failures[key]
+                    return f"gave up after {self._max_attempts} attempts: {exc}"
+                raise
+            self._failures.pop(key, None)
+            return handled
 
     async def __call__(self, records: list[Record]) -> list[tuple[Record, str]]:
         results = await asyncio.gather(*(self._one(r) for r in records))

@@ -79,7 +79,7 @@ async def run(settings: Settings) -> None:
 
     async def jobs() -> None:
         while not stop.is_set() and (job := await claim_job(pool)) is not None:
-            await run_job(polls, job)
+            await run_job(polls, job, stop)
 
     app = web.Application()
     add_health_routes(app, Readiness(settings, pool), liveness)

@@ -3,6 +3,7 @@ newest first, storing the cursor after every page so a crashed job resumes where
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
@@ -39,18 +40,25 @@ async def claim_job(pool: asyncpg.Pool) -> asyncpg.Record | None:
         RETURNING *""", LEASE)
 
 
-async def run_job(deps: PollDeps, job: asyncpg.Record) -> None:
+class Paused(Exception):
+    """The renewer is stopping: the job's cursor is stored; its lease is released for another replica."""
+
+
+async def run_job(deps: PollDeps, job: asyncpg.Record, stop: asyncio.Event | None = None) -> None:
     job_id, kind = str(job["job_id"]), job["kind"]
     connection = await get_connection(deps.pool, str(job["connection_id"]))
     try:
         if connection is None or connection.graph_user_id is None or connection.status != "connected":
             raise NotConnected(str(job["connection_id"]), connection.status if connection else "unknown")
         try:
-            await _run(deps, job, connection.graph_user_id, connection.account_id)
+            await _run(deps, job, connection.graph_user_id, connection.account_id, stop)
         except AccessTokenRejected:
             await deps.tokens.access_token(str(job["connection_id"]), force_refresh=True)
             await _run(deps, await deps.pool.fetchrow("SELECT * FROM sync_jobs WHERE job_id = $1", job["job_id"]),
-                       connection.graph_user_id, connection.account_id)
+                       connection.graph_user_id, connection.account_id, stop)
+    except Paused:
+        await deps.pool.execute("UPDATE sync_jobs SET lease_until = NULL WHERE job_id = $1::uuid", job_id)
+        return
     except NotConnected as exc:
         await _finish(deps.pool, job_id, "failed", f"the mailbox is {exc.status}; reconnect it and start again")
         JOBS.labels(kind, "failed").inc()
@@ -70,7 +78,8 @@ async def _finish(pool: asyncpg.Pool, job_id: str, status: str, error: str | Non
                        " WHERE job_id = $1::uuid", job_id, status, error)
 
 
-async def _run(deps: PollDeps, job: asyncpg.Record, user: str, account_id: str) -> None:
+async def _run(deps: PollDeps, job: asyncpg.Record, user: str, account_id: str,
+               stop: asyncio.Event | None = None) -> None:
     job_id, since, until = str(job["job_id"]), job["since"], job["until"]
     token = await deps.tokens.access_token(str(job["connection_id"]))
     cursor = job["window_start"] or until
@@ -80,6 +89,8 @@ async def _run(deps: PollDeps, job: asyncpg.Record, user: str, account_id: str) 
         start = max(since, cursor - WINDOW)
         url: str | None = link or window_url(user, start, cursor)
         while url:
+            if stop is not None and stop.is_set():
+                raise Paused
             page = await deps.graph.get_page(token, user, url, page_size=100)
             ids = [str(m["id"]) for m in page.get("value", []) if "id" in m]
             if not job["dry_run"]:

@@ -14,7 +14,7 @@ from services.core.db.pool import create_pool
 from services.core.graph.client import GraphClient
 from services.core.graph.identity import IdentityClient
 from services.core.kafka import Publisher
-from services.core.observability import add_health_routes
+from services.core.observability import add_health_routes, correlation_middleware
 from services.core.runtime import Readiness
 from services.subscriber import oauth, webhooks
 from services.subscriber.api import add_api_routes, api_auth
@@ -38,7 +38,7 @@ MAX_BODY = 1024 * 1024  # Graph batches stay far below this; larger bodies get 4
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[api_auth])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[correlation_middleware, api_auth])
     app[SETTINGS] = settings
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
