@@ -64,16 +64,11 @@ class Publisher:
 
 def consumer(settings: Settings, *topics: str, group: str, **options: Any) -> AIOKafkaConsumer:
     """A consumer that never auto-commits: offsets are committed after effects are durable."""
-    return AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id=settings.kafka_client_id,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        **options,
-    )
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap, "client_id": settings.kafka_client_id, "group_id": group,
+        "enable_auto_commit": False, "auto_offset_reset": "earliest", "isolation_level": "read_committed",
+    }
+    return AIOKafkaConsumer(*topics, **{**config, **options})
 
 
 async def ensure_topics(settings: Settings, *, replication_factor: int = 1) -> list[str]:
