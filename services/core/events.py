@@ -76,9 +76,21 @@ def decode(raw: bytes | None) -> dict[str, Any]:
         raise BadEvent(f"value is not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BadEvent("value is not a JSON object")
+    if _has_nul(value):
+        raise BadEvent("value holds a NUL character, which no text column can store")
     if not isinstance(value.get("type"), str):
         raise BadEvent("value has no string 'type'")
     return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def require_str(value: dict[str, Any], key: str) -> str:

@@ -19,6 +19,10 @@ from services.matcher.rematch import Rematcher
 
 log = logging.getLogger(__name__)
 
+# Errors about a record's own data: deterministic, so retrying cannot help (DLQ instead).
+RECORD_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+                  asyncpg.exceptions.ProgramLimitExceededError)
+
 
 class DirectoryBatch:
     """Applies directory records; then re-matches the mail they concern (late contacts)."""
@@ -37,6 +41,10 @@ class DirectoryBatch:
                         changes.append(await apply_directory_event(conn, record.value))
                 except BadEvent as exc:
                     poison.append((record, str(exc)))
+                except RECORD_REFUSED as exc:
+                    # The database refuses this record's data (not a connection problem): retrying
+                    # would stall the partition forever.
+                    poison.append((record, f"refused by the database: {type(exc).__name__}"))
         for change in changes:
             await self._rematcher.apply(change)
         return poison
@@ -63,6 +71,8 @@ class NotificationBatch:
                 handled = await handle_message_changed(record.value, self._deps)
             except BadEvent as exc:
                 return str(exc)
+            except RECORD_REFUSED as exc:
+                return f"refused by the database: {type(exc).__name__}"
             except GraphError as exc:
                 # Transient (permanent ones are recorded by the handler): the batch is rewound. After
                 # bounded retries the record goes to the DLQ, so one sick mailbox cannot stall its

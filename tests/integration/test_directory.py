@@ -42,6 +42,8 @@ async def test_poison_records_go_to_the_dlq_and_the_consumer_keeps_going(stack: 
         account = stack.new_account()
         marker = f"poison-{uuid.uuid4().hex[:6]}"
         for value in (b"\xff\xfe not json " + marker.encode(),
+                      b'{"type": "contact.upserted", "account_id": "' + account.encode()
+                      + b'", "contact_id": "nul\\u0000", "emails": ["ok@ok.example"]}',  # NUL: no text column takes it
                       events.encode({"type": "contact.upserted", "account_id": account, "contact_id": marker,
                                      "emails": ["not an address"]})):
             await producer.send_and_wait("crm.directory.v1", value, key=account.encode())

@@ -55,3 +55,13 @@ def test_token_keys_keep_order_and_refuse_duplicates():
 def test_secrets_are_not_in_repr():
     text = repr(load_settings(env(MAILSYNC_CLIENT_SECRET="s3cr3t-value", MAILSYNC_API_TOKEN="api-t0ken")))
     assert "s3cr3t-value" not in text and "api-t0ken" not in text and KEY not in text
+
+
+def test_records_with_nul_characters_are_poison():
+    import pytest as _pytest
+
+    from services.core.events import BadEvent, decode
+
+    with _pytest.raises(BadEvent, match="NUL"):
+        decode(b'{"type": "contact.upserted", "emails": ["a\\u0000@b.example"]}')
+    assert decode(b'{"type": "x", "k": ["fine"]}')["k"] == ["fine"]
