@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
 import sys
@@ -48,13 +47,6 @@ def graph_user_id(user_id: str) -> str:
 def session_token(user_id: str, secret: str, ttl_s: int = 7 * 24 * 3600) -> str:
     return jwt.encode({"sub": user_id, "account_id": ACCOUNT, "exp": int(time.time()) + ttl_s}, secret,
                       algorithm="HS256")
-
-
-def _env(name: str) -> str:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        raise SystemExit(f"mailsync demo: {name} is required")
-    return value
 
 
 async def _sandbox(http: aiohttp.ClientSession, sandbox: str, path: str, body: dict[str, Any]) -> Any:

@@ -34,7 +34,6 @@ class Publisher:
             retry_backoff_ms=100,
         )
         self._timeout_s = timeout_s
-        self.published = 0
 
     async def start(self) -> None:
         await self._producer.start()
@@ -56,7 +55,6 @@ class Publisher:
                 await asyncio.gather(*futures)
         except (KafkaError, TimeoutError) as exc:
             raise PublishError(f"{topic}: {type(exc).__name__}: {exc}") from exc
-        self.published += len(records)
 
     async def flush(self) -> None:
         await self._producer.flush()

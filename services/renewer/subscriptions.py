@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 from prometheus_client import Counter, Gauge
@@ -134,12 +134,3 @@ async def ensure_subscriptions(deps: RenewerDeps, *, limit: int = 20) -> int:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
     return created
-
-
-async def next_expiry(pool: asyncpg.Pool) -> datetime | None:
-    value: datetime | None = await pool.fetchval("SELECT min(expires_at) FROM subscriptions")
-    return value
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
