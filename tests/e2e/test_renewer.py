@@ -166,7 +166,7 @@ async def test_two_renewers_never_renew_or_poll_the_same_mailbox_twice(stack: St
                          ids)
         await wait_until(lambda: db.fetchval(
             "SELECT count(*) = 8 FROM subscriptions WHERE connection_id = ANY($1::uuid[])"
-            " AND expires_at > now() + interval '1 day'", ids), timeout=40, what="every renewal")
+            " AND expires_at > now() + interval '1 day'", ids), timeout=120, what="every renewal")
         polled = {str(r["connection_id"]): r["last_polled_at"] for r in before_polls}
 
         async def all_polled_again() -> bool:
