@@ -18,6 +18,7 @@ from services.core.domain import (
     MailboxOwner,
     MailMessage,
     MatchResult,
+    Reason,
 )
 from services.core.matching import addresses_to_look_up, decide
 
@@ -235,3 +236,131 @@ def test_matched_iff_ids_and_first_reason_is_the_headline(message: MailMessage, 
         clients_by_domain={d: c for d, c in directory.clients_by_domain.items() if d not in directory.blocked_domains},
     )  # fmt: skip
     assert key(decide(message, OWNER_A, unblocked))[:4] == key(result)[:4]
+
+
+# --- Positive oracles: the properties above also hold for a `decide` that never matches, so these
+# check that mail which must match, by construction or by an independent model of the rules, does.
+
+MATCHED_FOLDERS = ("inbox", "sentitems", "archive", "other")
+CONTACT_ROLES = ("from", "sender", "to", "cc", "reply_to")
+
+
+def _model(message: MailMessage, directory: DirectorySnapshot) -> tuple[Decision, set[str], set[str]]:
+    """The README's matching rules, written out independently for the generators' address space."""
+    if message.is_draft or message.folder in {"junkemail", "deleteditems", "drafts", "outbox"}:
+        return Decision.EXCLUDED, set(), set()
+    owner = {a.lower() for a in OWNER_ADDRESSES}
+
+    def is_owner(addr: str) -> bool:
+        local, domain = addr.split("@")
+        return addr in owner or f"{local.split('+')[0]}@{domain}" in owner
+
+    sender = message.from_ or message.sender
+    outbound = sender is not None and is_owner(_normal(sender.address.lower()))
+    people = [message.from_, message.sender, *message.to, *message.cc, *message.reply_to,
+              *(message.bcc if outbound else ())]  # fmt: skip
+    candidates = {_normal(ea.address.lower()) for ea in people if ea is not None}
+    colleagues = {_normal(a) for a in (*OWNER_ADDRESSES, *COLLEAGUES)}
+    contacts: set[str] = set()
+    clients: set[str] = set()
+    for addr in candidates:
+        domain = addr.split("@")[1]
+        if is_owner(addr) or addr in colleagues:
+            continue
+        if addr in directory.blocked_addresses or domain in directory.blocked_domains:
+            continue
+        refs = directory.contacts_by_address.get(addr, frozenset())
+        if refs:
+            contacts |= {r.contact_id for r in refs}
+            clients |= {r.client_id for r in refs if r.client_id is not None}
+        elif directory.domain_matching:
+            clients |= set(directory.clients_by_domain.get(domain, frozenset()))
+    if contacts or clients:
+        return Decision.MATCHED, contacts, clients
+    return Decision.NOT_MATCHED, set(), set()
+
+
+@st.composite
+def must_match(draw: st.DrawFn) -> tuple[MailMessage, DirectorySnapshot, str, frozenset[ContactRef]]:
+    """A message with a known, unblocked contact among its counted participants, in a matched folder,
+    not a draft: whatever else it carries, it must be MATCHED to (at least) that contact."""
+    directory = draw(directories())
+    raw = draw(st.sampled_from(OUTSIDERS))
+    address = _normal(raw)
+    refs = frozenset(
+        draw(
+            st.lists(
+                st.builds(
+                    ContactRef, st.sampled_from([f"a-c{i}" for i in range(6)]), st.sampled_from([None, "a-k0", "a-k1"])
+                ),
+                min_size=1,
+                max_size=2,
+            )
+        )
+    )
+    directory = replace(
+        directory,
+        contacts_by_address={**directory.contacts_by_address, address: refs},
+        blocked_addresses=directory.blocked_addresses - {address},
+        blocked_domains=directory.blocked_domains - {address.split("@")[1]},
+    )
+    message = replace(draw(messages()), folder=draw(st.sampled_from(MATCHED_FOLDERS)), is_draft=False)
+    as_written = EmailAddress(address=draw(st.sampled_from([raw, raw.upper(), f"Contact <{raw}>"])), name="")
+    role = draw(st.sampled_from(CONTACT_ROLES))
+    if role in ("from", "sender"):
+        message = replace(message, **{"from_" if role == "from" else "sender": as_written})
+    else:
+        message = replace(message, **{role: (*getattr(message, role), as_written)})
+    return message, directory, address, refs
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=must_match())
+def test_a_known_unblocked_contact_among_the_participants_is_matched(
+    case: tuple[MailMessage, DirectorySnapshot, str, frozenset[ContactRef]],
+) -> None:
+    message, directory, address, refs = case
+    result = decide(message, OWNER_A, directory)
+    assert result.decision is Decision.MATCHED, result.reasons
+    assert {r.contact_id for r in refs} <= set(result.contact_ids)
+    assert {r.client_id for r in refs if r.client_id} <= set(result.client_ids)
+    assert result.reasons[0].code in {"contact_address", "client_domain"}  # the headline says why
+    planted = [r for r in result.reasons if r.code == "contact_address" and r.detail.startswith(f"{address} ")]
+    assert {ref.contact_id for ref in refs} <= directory_ids(planted)
+    assert not {"no_known_participant", "internal_only", "excluded_folder", "draft"} & {r.code for r in result.reasons}
+    # And the same mail in junk, or as a draft, is excluded: the oracle is about the rules, not a constant.
+    assert decide(replace(message, folder="junkemail"), OWNER_A, directory).decision is Decision.EXCLUDED
+    assert decide(replace(message, is_draft=True), OWNER_A, directory).decision is Decision.EXCLUDED
+
+
+def directory_ids(reasons: list[Reason]) -> set[str]:
+    return {r.detail.split(" is an address of contact ")[1].split(",")[0] for r in reasons}
+
+
+@settings(max_examples=400, deadline=None)
+@given(message=messages(), directory=directories())
+def test_decide_agrees_with_an_independent_model_of_the_rules(
+    message: MailMessage, directory: DirectorySnapshot
+) -> None:
+    decision, contacts, clients = _model(message, directory)
+    result = decide(message, OWNER_A, directory)
+    assert (result.decision, set(result.contact_ids), set(result.client_ids)) == (decision, contacts, clients)
+    codes = [r.code for r in result.reasons]
+    if decision is Decision.MATCHED:
+        assert codes[0] == ("contact_address" if contacts else "client_domain")
+        assert contacts == directory_ids([r for r in result.reasons if r.code == "contact_address"])
+
+
+def test_the_model_finds_matches_often_enough_to_mean_something() -> None:
+    """Guards the oracle itself: a generator that (after a change) rarely produces matchable mail
+    would make the agreement test vacuous for MATCHED."""
+    matched = 0
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(message=messages(), directory=directories())
+    def count(message: MailMessage, directory: DirectorySnapshot) -> None:
+        nonlocal matched
+        matched += _model(message, directory)[0] is Decision.MATCHED
+
+    count()
+    assert matched >= 30, matched
