@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -21,10 +22,15 @@ def _settings(service: str) -> Settings:
 
 def _run_service(name: str, runner: Callable[[Settings], Coroutine[Any, Any, None]]) -> int:
     from services.core.observability import setup_logging
+    from services.core.runtime import WorkerDied
 
     settings = _settings(name)
     setup_logging(settings.log_level)
-    asyncio.run(runner(settings))
+    try:
+        asyncio.run(runner(settings))
+    except WorkerDied as exc:
+        logging.getLogger("mailsync").critical(f"{name} stopping: {exc}")
+        return 1
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -81,6 +82,9 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
 def parse_token_keys(raw: str, name: str = "MAILSYNC_TOKEN_KEYS") -> tuple[tuple[str, bytes], ...]:
     """`kid:base64url(32 bytes),kid2:...`; the first key encrypts, all of them decrypt."""
     keys: list[tuple[str, bytes]] = []
@@ -91,6 +95,10 @@ def parse_token_keys(raw: str, name: str = "MAILSYNC_TOKEN_KEYS") -> tuple[tuple
         kid, sep, b64 = item.partition(":")
         if not sep or not kid:
             raise ConfigError(f"{name} entries must look like kid:base64key")
+        if not _KEY_ID.fullmatch(kid):
+            # The key id is written into every token blob and ended by a '.': one holding '.' (or anything
+            # but these characters) could never be found again when decrypting.
+            raise ConfigError(f"{name} key id {kid[:40]!r} must be 1-32 of A-Z a-z 0-9 _ -")
         try:
             key = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
         except (binascii.Error, ValueError):

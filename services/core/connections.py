@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,9 +13,9 @@ import asyncpg
 from prometheus_client import Counter
 
 from services.core import events
-from services.core.crypto import TokenBox
+from services.core.crypto import TokenBox, TokenDecryptError
 from services.core.domain import ConnectionStatus
-from services.core.graph.errors import AccessTokenRejected, GraphError, Severity
+from services.core.graph.errors import AccessTokenRejected, Classified, GraphError, Severity
 from services.core.graph.identity import IdentityClient, TokenSet
 from services.core.kafka import Publisher, PublishError
 
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 TOKEN_REFRESHES = Counter("mailsync_token_refreshes_total", "Token refreshes by outcome", ["outcome"])
 REFRESH_AHEAD = timedelta(minutes=5)
+REFRESH_LEASE = timedelta(seconds=30)  # longer than one refresh call with its retries
+UNREADABLE_SIGN_IN = ("mailsync can no longer read the stored sign-in for this mailbox (its encryption key is "
+                    "not available). Reconnect the mailbox to resume; mail from the gap is imported.")
 T = TypeVar("T")
 
 
@@ -177,35 +181,65 @@ class TokenService:
             self.forget(connection_id)
             raise NotConnected(connection_id, row["status"] if row else "unknown")
         if not force_refresh and row["access_expires_at"] > datetime.now(UTC) + REFRESH_AHEAD:
-            return self._box.decrypt(row["access_token_enc"], bound_to=connection_id), row["access_expires_at"]
+            return await self._open(connection_id, row["access_token_enc"]), row["access_expires_at"]
         return await self._refresh(connection_id, seen_expiry=row["access_expires_at"])
 
+    async def _open(self, connection_id: str, blob: bytes) -> str:
+        """Decrypt a stored token. One that cannot be read (its key was dropped, the blob damaged) is the
+        connection's problem, not the caller's: the connection is marked and NotConnected raised, so no
+        loop retries it forever and every other mailbox carries on."""
+        try:
+            return self._box.decrypt(blob, bound_to=connection_id)
+        except TokenDecryptError as exc:
+            log.error("stored token unreadable", extra={"connection_id": connection_id, "error": str(exc)})
+            self.forget(connection_id)
+            await self._status.set_status(connection_id, ConnectionStatus.RECONNECT_REQUIRED, UNREADABLE_SIGN_IN,
+                                          "token_unreadable")
+            raise NotConnected(connection_id, ConnectionStatus.RECONNECT_REQUIRED.value) from None
+
     async def _refresh(self, connection_id: str, *, seen_expiry: datetime) -> tuple[str, datetime]:
-        failure: GraphError | None = None
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT status, access_token_enc, refresh_token_enc, access_expires_at, tenant_id"
-                " FROM mailbox_connections WHERE connection_id = $1::uuid FOR UPDATE", connection_id)
+        """Claim a refresh lease (short transaction), call the identity platform with no transaction open,
+        record the outcome (short transaction). A replica that finds the lease taken waits for the
+        holder's result instead of refreshing the same grant twice."""
+        deadline = asyncio.get_running_loop().time() + REFRESH_LEASE.total_seconds()
+        while True:
+            claimed = await self._pool.fetchrow(
+                """UPDATE mailbox_connections SET refresh_lease_until = now() + $3::interval
+                    WHERE connection_id = $1::uuid AND status = 'connected' AND refresh_token_enc IS NOT NULL
+                      AND access_expires_at IS NOT DISTINCT FROM $2
+                      AND (refresh_lease_until IS NULL OR refresh_lease_until < now())
+                RETURNING refresh_token_enc, tenant_id""", connection_id, seen_expiry, REFRESH_LEASE)
+            if claimed is not None:
+                break
+            row = await self._pool.fetchrow(
+                "SELECT status, access_token_enc, refresh_token_enc, access_expires_at FROM mailbox_connections"
+                " WHERE connection_id = $1::uuid", connection_id)
             if row is None or row["status"] != ConnectionStatus.CONNECTED or row["refresh_token_enc"] is None:
                 raise NotConnected(connection_id, row["status"] if row else "unknown")
             if row["access_expires_at"] != seen_expiry:
-                # Another replica refreshed while we waited for the lock.
-                return self._box.decrypt(row["access_token_enc"], bound_to=connection_id), row["access_expires_at"]
-            refresh_token = self._box.decrypt(row["refresh_token_enc"], bound_to=connection_id)
-            try:
-                tokens = await self._identity.refresh(refresh_token, row["tenant_id"])
-            except GraphError as exc:
-                TOKEN_REFRESHES.labels(exc.classified.severity.value).inc()
-                if exc.classified.severity not in (Severity.RECONNECT, Severity.CONSENT):
-                    raise  # transient, or our own misconfiguration: never the user's status
-                failure = exc
-            else:
-                TOKEN_REFRESHES.labels("ok").inc()
-                await self.store(conn, connection_id, tokens)
-                return tokens.access_token, tokens.expires_at
-        assert failure is not None
-        await self.mark_failed(connection_id, failure)
-        raise NotConnected(connection_id, failure.classified.severity.value) from failure
+                # Another replica refreshed meanwhile.
+                return await self._open(connection_id, row["access_token_enc"]), row["access_expires_at"]
+            if asyncio.get_running_loop().time() > deadline:
+                raise GraphError(Classified(Severity.TRANSIENT, "refresh_in_progress",
+                                            "Another replica's token refresh did not finish in time."), None)
+            await asyncio.sleep(0.2)  # the holder's lease is short; its result is what we want
+        refresh_token = await self._open(connection_id, claimed["refresh_token_enc"])
+        try:
+            tokens = await self._identity.refresh(refresh_token, claimed["tenant_id"])
+        except GraphError as exc:
+            TOKEN_REFRESHES.labels(exc.classified.severity.value).inc()
+            await self._pool.execute("UPDATE mailbox_connections SET refresh_lease_until = NULL"
+                                     " WHERE connection_id = $1::uuid", connection_id)
+            if exc.classified.severity not in (Severity.RECONNECT, Severity.CONSENT):
+                raise  # transient, or our own misconfiguration: never the user's status
+            await self.mark_failed(connection_id, exc)
+            raise NotConnected(connection_id, exc.classified.severity.value) from exc
+        TOKEN_REFRESHES.labels("ok").inc()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self.store(conn, connection_id, tokens)
+            await conn.execute("UPDATE mailbox_connections SET refresh_lease_until = NULL"
+                               " WHERE connection_id = $1::uuid", connection_id)
+        return tokens.access_token, tokens.expires_at
 
     async def mark_failed(self, connection_id: str, failure: GraphError) -> None:
         severity = failure.classified.severity

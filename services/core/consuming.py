@@ -1,19 +1,20 @@
 """A batch consumer loop: process a batch, then commit; poison records to the DLQ; transient
-failures rewind the batch and retry with back-off, so nothing is lost and nothing skipped."""
+failures rewind the batch and retry with back-off, so nothing is lost and nothing skipped; a record
+that fails for any other reason is found and dead-lettered, so no record can stop the loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from services.core import events
+from services.core import events, faults
 from services.core.events import BadEvent
 from services.core.kafka import Publisher
 from services.core.observability import Liveness
@@ -35,6 +36,8 @@ class Record:
 
 # Processes a batch; returns the poison records (with why) for the DLQ. Raising rewinds the batch.
 ProcessBatch = Callable[[list[Record]], Awaitable[list[tuple[Record, str]]]]
+Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+T = TypeVar("T")
 
 
 async def to_dlq(publisher: Publisher, topic: str, partition: int, offset: int, key: str, value: bytes,
@@ -45,11 +48,40 @@ async def to_dlq(publisher: Publisher, topic: str, partition: int, offset: int, 
         "value": value.decode("utf-8", "replace")[:100_000], "error": error[:2000]}))
 
 
+async def gather_cancelling(aws: Iterable[Awaitable[T]]) -> list[T]:
+    """Like gather, but a failure cancels the siblings before it is raised: a batch that is rewound and
+    retried never overlaps the attempt that failed."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _decoded(raws: list[ConsumerRecord[bytes, bytes]]) -> tuple[list[Record], list[tuple[Any, str]]]:
+    good: list[Record] = []
+    refused: list[tuple[Any, str]] = []
+    for raw in raws:
+        key = (raw.key or b"").decode("utf-8", "replace")
+        try:
+            good.append(Record(raw.topic, raw.partition, raw.offset, key, events.decode(raw.value)))
+        except Exception as exc:  # decode promises BadEvent only; whatever else escapes is still this record's
+            refused.append((raw, str(exc) if isinstance(exc, BadEvent) else faults.describe(exc)))
+    return good, refused
+
+
 async def run_batches(
     consumer: AIOKafkaConsumer, process: ProcessBatch, *, publisher: Publisher, stop: asyncio.Event,
     liveness: Liveness | None = None, max_records: int = 100, backoff_max_s: float = 30.0,
 ) -> None:
-    """Until `stop` is set: fetch, decode (poison → DLQ), process, commit. Finishes the batch in hand."""
+    """Until `stop` is set: fetch, decode (poison → DLQ), process, commit. Finishes the batch in hand.
+
+    A batch that fails because of the infrastructure is rewound and retried with back-off. One that fails
+    for any other reason is processed again one record at a time, so the record at fault goes to the DLQ
+    with its reason and the others are applied: no record can stop the loop."""
     backoff = 0.5
     while not stop.is_set():
         if liveness:
@@ -57,37 +89,71 @@ async def run_batches(
         batch = await consumer.getmany(timeout_ms=500, max_records=max_records)
         if not batch:
             continue
-        good: list[Record] = []
-        for raws in batch.values():
-            for raw in raws:
-                try:
-                    value = events.decode(raw.value)
-                    good.append(Record(raw.topic, raw.partition, raw.offset,
-                                       (raw.key or b"").decode("utf-8", "replace"), value))
-                except BadEvent as exc:
-                    RECORDS.labels(raw.topic, "dlq").inc()
-                    await to_dlq(publisher, raw.topic, raw.partition, raw.offset,
-                                 (raw.key or b"").decode("utf-8", "replace"), raw.value or b"", str(exc))
+        good, refused = _decoded([raw for raws in batch.values() for raw in raws])
+        for raw, error in refused:
+            RECORDS.labels(raw.topic, "dlq").inc()
+            await to_dlq(publisher, raw.topic, raw.partition, raw.offset,
+                         (raw.key or b"").decode("utf-8", "replace"), raw.value or b"", error)
         try:
             poison = await process(good)
-        except Exception:
-            log.exception("batch failed; rewinding to retry", extra={"records": len(good)})
-            for tp, raws in batch.items():
-                consumer.seek(tp, raws[0].offset)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=backoff)
-            backoff = min(backoff * 2, backoff_max_s)
-            continue
+        except Exception as exc:
+            if faults.is_infrastructure(exc):
+                log.warning("batch failed; rewinding to retry", exc_info=exc, extra={"records": len(good)})
+                await _rewind(consumer, batch, {}, stop, backoff)
+                backoff = min(backoff * 2, backoff_max_s)
+                continue
+            log.warning("batch failed; isolating the record at fault", exc_info=exc, extra={"records": len(good)})
+            isolated = await _one_by_one(consumer, process, good, batch, publisher, stop, backoff)
+            if isolated is None:
+                backoff = min(backoff * 2, backoff_max_s)
+                continue
+            poison = isolated
         backoff = 0.5
-        for record, error in poison:
-            RECORDS.labels(record.topic, "dlq").inc()
-            await to_dlq(publisher, record.topic, record.partition, record.offset, record.key,
-                         events.encode(record.value), error)
+        await _dead_letter(publisher, poison)
         offsets = {tp: raws[-1].offset + 1 for tp, raws in batch.items()}
         await consumer.commit(offsets)
         for tp, raws in batch.items():
             RECORDS.labels(tp.topic, "ok").inc(len(raws))
             _update_lag(consumer, tp, offsets[tp])
+
+
+async def _one_by_one(consumer: AIOKafkaConsumer, process: ProcessBatch, good: list[Record],
+                      batch: Batch, publisher: Publisher, stop: asyncio.Event, backoff: float,
+                      ) -> list[tuple[Record, str]] | None:
+    """Each record alone; the ones that fail (not the infrastructure's fault) are poison. On an
+    infrastructure failure: what was settled is committed, the rest rewound; returns None."""
+    poison: list[tuple[Record, str]] = []
+    settled: dict[TopicPartition, int] = {}
+    for record in good:
+        try:
+            poison.extend(await process([record]))
+        except Exception as exc:
+            if faults.is_infrastructure(exc):
+                await _dead_letter(publisher, poison)
+                await _rewind(consumer, batch, settled, stop, backoff)
+                return None
+            log.error("record refused", exc_info=exc, extra={"offset": record.offset})
+            poison.append((record, faults.describe(exc)))
+        settled[TopicPartition(record.topic, record.partition)] = record.offset + 1
+    return poison
+
+
+async def _rewind(consumer: AIOKafkaConsumer, batch: Batch, settled: dict[TopicPartition, int],
+                  stop: asyncio.Event, backoff: float) -> None:
+    """Commit what is settled, seek every partition back to its first unsettled record, back off."""
+    if settled:
+        await consumer.commit(settled)
+    for tp, raws in batch.items():
+        consumer.seek(tp, settled.get(tp, raws[0].offset))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=backoff)
+
+
+async def _dead_letter(publisher: Publisher, poison: list[tuple[Record, str]]) -> None:
+    for record, error in poison:
+        RECORDS.labels(record.topic, "dlq").inc()
+        await to_dlq(publisher, record.topic, record.partition, record.offset, record.key,
+                     events.encode(record.value), error)
 
 
 def _update_lag(consumer: AIOKafkaConsumer, tp: TopicPartition, position: int) -> None:

@@ -3,6 +3,7 @@ mailbox never reported, from the connection's state at the time plus what matchi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.parser import HeaderParser
@@ -17,6 +18,7 @@ from services.core.domain import EmailAddress, MailboxOwner, MailMessage
 from services.core.matching import addresses_to_look_up, decide
 
 MAX_HEADERS = 256 * 1024
+MAX_COMMENT_DEPTH = 32
 
 
 class DiagnoseError(ValueError):
@@ -39,10 +41,37 @@ def _addresses(values: list[str]) -> tuple[EmailAddress, ...]:
     return tuple(EmailAddress(address=a, name=n) for n, a in getaddresses(values) if a)
 
 
+def _comment_depth(raw: str) -> int:
+    """The deepest `(` nesting within one header (folded lines included): RFC 5322 comments nest, and the
+    standard parser recurses once per level."""
+    deepest = 0
+    for header in re.split(r"\r?\n(?![ \t])", raw):
+        depth = 0
+        for char in header:
+            if char == "(":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif char == ")" and depth:
+                depth -= 1
+    return deepest
+
+
 def parse_headers(raw: str) -> HeaderFacts:
-    """Raw Internet headers as pasted from a mail client (standard library parser)."""
+    """Raw Internet headers as pasted from a mail client (standard library parser), bounded before parsing."""
     if len(raw) > MAX_HEADERS:
         raise DiagnoseError("headers are larger than 256 KiB")
+    if _comment_depth(raw) > MAX_COMMENT_DEPTH:
+        raise DiagnoseError(f"the headers nest comments deeper than {MAX_COMMENT_DEPTH} levels; "
+                            "paste the message's real Internet headers")
+    try:
+        return _parse(raw)
+    except DiagnoseError:
+        raise
+    except Exception as exc:  # the standard parser on hostile text: a clear 400, never a 500
+        raise DiagnoseError(f"the headers could not be read ({type(exc).__name__})") from None
+
+
+def _parse(raw: str) -> HeaderFacts:
     headers = HeaderParser().parsestr(raw.lstrip(), headersonly=True)
     message_id = (headers.get("Message-ID") or headers.get("Message-Id") or "").strip()
     if not message_id:

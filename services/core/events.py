@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from services.core import json_limits
 
 DIRECTORY = "crm.directory.v1"
 NOTIFICATIONS = "mailsync.notifications.v1"
@@ -67,29 +70,37 @@ def encode(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+MAX_RECORD_BYTES = 1024 * 1024
+# NUL fits no text column; a lone surrogate cannot be encoded as UTF-8 again (for the DLQ or PostgreSQL).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def decode(raw: bytes | None) -> dict[str, Any]:
+    """A record's value as an event, or BadEvent with the reason. Never raises anything else: size and
+    nesting are bounded before parsing, so no record can crash a consumer loop."""
     if raw is None:
         raise BadEvent("record has no value")
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadEvent(f"value is not JSON: {exc}") from None
+        value = json_limits.loads(raw, max_bytes=MAX_RECORD_BYTES)
+    except json_limits.JsonRefused as exc:
+        raise BadEvent(str(exc)) from None
     if not isinstance(value, dict):
         raise BadEvent("value is not a JSON object")
-    if _has_nul(value):
-        raise BadEvent("value holds a NUL character, which no text column can store")
+    if _has_unstorable(value):
+        raise BadEvent("value holds a NUL character or a lone surrogate, which no text column can store")
     if not isinstance(value.get("type"), str):
         raise BadEvent("value has no string 'type'")
     return value
 
 
-def _has_nul(value: Any) -> bool:
+def _has_unstorable(value: Any) -> bool:
+    # Depth is bounded by json_limits, so this recursion is too.
     if isinstance(value, str):
-        return "\x00" in value
+        return _UNSTORABLE.search(value) is not None
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(_has_unstorable(k) or _has_unstorable(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+        return any(_has_unstorable(v) for v in value)
     return False
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 import uuid
@@ -15,7 +16,20 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-_SECRET_KEYS = ("token", "secret", "password", "authorization", "client_state", "code")
+# A log field is redacted when one of these is a whole word of its name (`access_token`, `code`,
+# `client_state`), not a substring: `error_code` carries the AADSTS code operators need to read.
+_SECRET_WORDS = frozenset({"token", "tokens", "secret", "password", "authorization", "code", "verifier",
+                           "session", "cookie", "assertion", "jwt"})
+_SECRET_NAMES = frozenset({"client_state", "clientstate", "state"})
+
+
+def is_secret_field(name: str) -> bool:
+    lowered = name.lower()
+    words = set(re.split(r"[^a-z0-9]+", lowered))
+    return lowered in _SECRET_NAMES or (bool(words & _SECRET_WORDS) and lowered not in _PUBLIC_NAMES)
+
+
+_PUBLIC_NAMES = frozenset({"error_code", "status_code", "reason_code"})
 
 
 # The request or Kafka record being handled: every log line written while handling it carries it.
@@ -55,7 +69,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key in _STANDARD or key.startswith("_"):
                 continue
-            entry[key] = "[redacted]" if any(s in key.lower() for s in _SECRET_KEYS) else value
+            entry[key] = "[redacted]" if is_secret_field(key) else value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

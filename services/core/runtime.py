@@ -36,6 +36,19 @@ class Readiness:
         return self._last
 
 
+class WorkerDied(RuntimeError):
+    """A loop that must run for the process's whole life ended: the process exits non-zero so that
+    Kubernetes restarts it, instead of staying up and doing nothing."""
+
+
+async def until_a_worker_ends(workers: list[asyncio.Task[None]]) -> None:
+    """Returns only by raising WorkerDied, as soon as any worker ends (crashed or not)."""
+    done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_COMPLETED)
+    task = next(iter(done))
+    failure = None if task.cancelled() else task.exception()
+    raise WorkerDied(f"worker {task.get_name()} ended" + (f": {failure!r}" if failure else "")) from failure
+
+
 def stop_event() -> asyncio.Event:
     """Set on SIGTERM or SIGINT."""
     stop = asyncio.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ import asyncpg
 
 from services.core.config import Settings
 from services.core.graph.client import GraphClient
-from services.core.graph.errors import NotFound
+from services.core.graph.errors import GraphError, NotFound
 
 
 def mailbox_resource(graph_user_id: str) -> str:
@@ -57,7 +58,7 @@ async def create_mailbox_subscription(
         "clientState": client_state,
         "latestSupportedTlsVersion": "v1_2",
     }
-    created = await graph.create_subscription(token, graph_user_id, body)
+    created = await _create_once(db, graph, token, graph_user_id, body)
     # Store what Graph granted, not what we asked for.
     await db.execute(
         """INSERT INTO subscriptions (subscription_id, connection_id, account_id, tenant_id, resource,
@@ -67,6 +68,36 @@ async def create_mailbox_subscription(
         client_state, parse_graph_time(created["expirationDateTime"]),
     )
     return created
+
+
+CREATE_ATTEMPTS = 3
+
+
+async def _create_once(db: asyncpg.Pool | asyncpg.Connection, graph: GraphClient, token: str,
+                       graph_user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /subscriptions without leaving orphans: when an attempt fails in a way that may have created the
+    subscription anyway (a timeout, a 5xx), look for it before trying again. Ours (same clientState) is
+    adopted; any other of this mailbox's subscriptions to our URL that we do not know is an orphan of an
+    earlier attempt and is deleted, so it cannot keep notifying with a clientState nobody has."""
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            return await graph.create_subscription(token, graph_user_id, body)
+        except GraphError as exc:
+            if not exc.transient:
+                raise
+            failure = exc
+        for live in await graph.list_subscriptions(token, graph_user_id):
+            if live.get("notificationUrl") != body["notificationUrl"] or live.get("resource") != body["resource"]:
+                continue
+            if live.get("clientState") == body["clientState"]:
+                return live
+            known = await db.fetchval("SELECT 1 FROM subscriptions WHERE subscription_id = $1", str(live.get("id")))
+            if not known:
+                with contextlib.suppress(NotFound):
+                    await graph.delete_subscription(token, graph_user_id, str(live["id"]))
+        if attempt < CREATE_ATTEMPTS:
+            await asyncio.sleep(failure.retry_after or 0.5 * attempt)
+    raise failure
 
 
 async def delete_connection_subscriptions(
@@ -82,3 +113,48 @@ async def delete_connection_subscriptions(
                 await graph.delete_subscription(token, graph_user_id, row["subscription_id"])
         await db.execute("DELETE FROM subscriptions WHERE subscription_id = $1", row["subscription_id"])
     return len(rows)
+
+
+# --- disconnect: subscriptions pending deletion ------------------------------------------------------
+# A disconnect commits first (tokens wiped, status set, subscriptions moved to `subscription_deletions`),
+# then deletes at Graph with the access token it read before the wipe. A moved row is never renewed nor
+# trusted again (both read `subscriptions` only); what Graph did not confirm waits for the renewer.
+
+async def mark_for_deletion(conn: asyncpg.Connection, connection_id: str) -> list[str]:
+    """Inside the caller's transaction: every subscription of the connection becomes pending deletion."""
+    rows = await conn.fetch(
+        """WITH gone AS (DELETE FROM subscriptions WHERE connection_id = $1::uuid
+                         RETURNING subscription_id, connection_id, account_id, resource, expires_at)
+           INSERT INTO subscription_deletions (subscription_id, connection_id, account_id, graph_user_id,
+                                               resource, expires_at)
+           SELECT g.subscription_id, g.connection_id, g.account_id, coalesce(c.graph_user_id, ''), g.resource,
+                  g.expires_at
+             FROM gone g JOIN mailbox_connections c ON c.connection_id = g.connection_id
+           ON CONFLICT (subscription_id) DO NOTHING
+           RETURNING subscription_id""", connection_id)
+    return [r["subscription_id"] for r in rows]
+
+
+# The first failure is retried as soon as a usable grant exists; later ones back off up to an hour.
+_FAILED = """UPDATE subscription_deletions SET attempts = attempts + 1, last_error = $2, lease_until = NULL,
+                    next_attempt_at = now() + least(interval '30 seconds' * (power(2, least(attempts, 10)) - 1),
+                                                    interval '1 hour')
+              WHERE subscription_id = $1"""
+
+
+async def delete_pending(db: asyncpg.Pool, graph: GraphClient, *, token: str, graph_user_id: str,
+                         subscription_ids: list[str]) -> list[str]:
+    """Outside any transaction: DELETE at Graph (404: already gone), forget what Graph confirmed, record
+    why the others failed. Returns the ids still pending."""
+    still: list[str] = []
+    for subscription_id in subscription_ids:
+        try:
+            with contextlib.suppress(NotFound):
+                await graph.delete_subscription(token, graph_user_id, subscription_id)
+        except GraphError as exc:
+            still.append(subscription_id)
+            await db.execute(_FAILED, subscription_id, exc.classified.error_code[:200])
+            continue
+        await db.execute("DELETE FROM subscription_deletions WHERE subscription_id = $1", subscription_id)
+    return still
+

@@ -19,7 +19,7 @@ from services.core.graph.client import GraphClient
 from services.core.graph.identity import IdentityClient
 from services.core.kafka import Publisher, consumer
 from services.core.observability import Liveness, add_health_routes
-from services.core.runtime import Readiness, serve
+from services.core.runtime import Readiness, serve, until_a_worker_ends
 from services.matcher.consumer import DirectoryBatch, NotificationBatch
 from services.matcher.folders import FolderResolver
 from services.matcher.handler import MatcherDeps
@@ -53,16 +53,15 @@ async def run(settings: Settings) -> None:
         await notifications.start()
         workers = [
             asyncio.create_task(run_batches(directory, DirectoryBatch(pool, rematcher), publisher=publisher, stop=stop,
-                                            max_records=500)),
+                                            max_records=500), name="directory consumer"),
             asyncio.create_task(run_batches(notifications, NotificationBatch(deps, publisher), publisher=publisher,
-                                            stop=stop, liveness=liveness, max_records=settings.matcher_batch_size)),
+                                            stop=stop, liveness=liveness, max_records=settings.matcher_batch_size),
+                                name="notification consumer"),
         ]
 
-        async def until_worker_dies() -> None:
-            await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-
         try:
-            await serve(app, settings.http_host, settings.http_port, name="matcher", until=until_worker_dies)
+            await serve(app, settings.http_host, settings.http_port, name="matcher",
+                        until=lambda: until_a_worker_ends(workers))
         finally:
             stop.set()  # the loops finish the batch in hand and commit
             results = await asyncio.gather(*workers, return_exceptions=True)

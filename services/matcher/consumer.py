@@ -8,7 +8,7 @@ import logging
 import asyncpg
 
 from services.core import engagements
-from services.core.consuming import Record
+from services.core.consuming import Record, gather_cancelling
 from services.core.events import BadEvent
 from services.core.graph.errors import GraphError
 from services.core.kafka import Publisher
@@ -86,7 +86,7 @@ class NotificationBatch:
             return handled
 
     async def __call__(self, records: list[Record]) -> list[tuple[Record, str]]:
-        results = await asyncio.gather(*(self._one(r) for r in records))
+        results = await gather_cancelling(self._one(r) for r in records)
         poison = [(r, res) for r, res in zip(records, results, strict=True) if isinstance(res, str)]
         to_publish = sorted({res.engagement_id for res in results
                              if isinstance(res, Handled) and res.needs_publish and res.engagement_id})

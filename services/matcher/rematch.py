@@ -4,7 +4,8 @@ it is decided again; new engagements are created and new contact links published
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,7 @@ from services.matcher.directory import DirectoryChange
 
 log = logging.getLogger(__name__)
 
+REMATCH_PAGE = 500
 REMATCHED = Counter("mailsync_rematch_total", "Re-matching outcomes", ["outcome"])
 
 
@@ -52,16 +54,9 @@ class Rematcher:
             await self._rematch(change)
 
     async def _rematch(self, change: DirectoryChange) -> None:
-        rows = await self._pool.fetch(
-            """SELECT * FROM match_decisions
-                WHERE account_id = $1 AND decision IN ('not_matched', 'matched')
-                  AND occurred_at > now() - $2::interval
-                  AND (participant_addresses && $3::text[] OR participant_domains && $4::text[])
-                ORDER BY occurred_at""",
-            change.account_id, self._window, sorted(change.addresses), sorted(change.domains))
         created: list[str] = []
         linked: dict[str, list[str]] = {}
-        for row in rows:
+        async for row in self._candidates(change):
             outcome = await self._decide_again(row)
             if outcome is None:
                 continue
@@ -76,6 +71,27 @@ class Rematcher:
         if linked:
             await self._publish_linked(sorted(linked))
             REMATCHED.labels("linked").inc(len(linked))
+
+    async def _candidates(self, change: DirectoryChange) -> AsyncIterator[asyncpg.Record]:
+        """The window's decisions that mention the change, a bounded page at a time (keyset order), so a
+        directory record about a busy domain never loads 90 days of mail into memory at once."""
+        after: tuple[Any, str, str] = (datetime.min.replace(tzinfo=UTC), "", "")
+        while True:
+            rows = await self._pool.fetch(
+                """SELECT * FROM match_decisions
+                    WHERE account_id = $1 AND decision IN ('not_matched', 'matched')
+                      AND occurred_at > now() - $2::interval
+                      AND (participant_addresses && $3::text[] OR participant_domains && $4::text[])
+                      AND (occurred_at, user_id, message_key) > ($5, $6, $7)
+                    ORDER BY occurred_at, user_id, message_key LIMIT $8""",
+                change.account_id, self._window, sorted(change.addresses), sorted(change.domains), *after,
+                REMATCH_PAGE)
+            for row in rows:
+                yield row
+            if len(rows) < REMATCH_PAGE:
+                return
+            last = rows[-1]
+            after = (last["occurred_at"], last["user_id"], last["message_key"])
 
     async def _decide_again(self, row: asyncpg.Record) -> tuple[str, bool, list[str]] | None:
         message = rebuild_message(row)

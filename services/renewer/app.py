@@ -21,7 +21,7 @@ from services.core.graph.client import GraphClient
 from services.core.graph.identity import IdentityClient
 from services.core.kafka import Publisher, consumer
 from services.core.observability import Liveness, add_health_routes
-from services.core.runtime import Readiness, serve
+from services.core.runtime import Readiness, serve, until_a_worker_ends
 from services.renewer.delta import PollDeps, claim_due, poll_claimed
 from services.renewer.jobs import claim_job, run_job
 from services.renewer.lifecycle import LifecycleBatch
@@ -64,10 +64,18 @@ async def run(settings: Settings) -> None:
     parallel = asyncio.Semaphore(8)
 
     async def maintain() -> None:
-        await refresh_due(pool, tokens, tick=timedelta(seconds=tick))
-        await renew_due(deps)
-        await ensure_subscriptions(deps)
-        await count_connections(pool)
+        # Each step on its own: one failing (the database blinked) never skips the others.
+        steps: tuple[tuple[str, Callable[[], Awaitable[object]]], ...] = (
+            ("token refresh", lambda: refresh_due(pool, tokens, tick=timedelta(seconds=tick))),
+            ("renewals", lambda: renew_due(deps)),
+            ("missing subscriptions", lambda: ensure_subscriptions(deps)),
+            ("connection counts", lambda: count_connections(pool)),
+        )
+        for name, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception(f"maintenance step {name} failed")
 
     async def poll() -> None:
         async def one(connection_id: str) -> None:
@@ -86,17 +94,16 @@ async def run(settings: Settings) -> None:
     try:
         await lifecycle.start()
         workers = [
-            asyncio.create_task(run_batches(lifecycle, LifecycleBatch(deps), publisher=publisher, stop=stop)),
-            asyncio.create_task(every(tick, stop, maintain, "maintenance", liveness)),
-            asyncio.create_task(every(tick, stop, poll, "delta poll")),
-            asyncio.create_task(every(tick, stop, jobs, "sync jobs")),
+            asyncio.create_task(run_batches(lifecycle, LifecycleBatch(deps), publisher=publisher, stop=stop),
+                                name="lifecycle consumer"),
+            asyncio.create_task(every(tick, stop, maintain, "maintenance", liveness), name="maintenance"),
+            asyncio.create_task(every(tick, stop, poll, "delta poll"), name="delta poll"),
+            asyncio.create_task(every(tick, stop, jobs, "sync jobs"), name="sync jobs"),
         ]
 
-        async def until_worker_dies() -> None:
-            await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-
         try:
-            await serve(app, settings.http_host, settings.http_port, name="renewer", until=until_worker_dies)
+            await serve(app, settings.http_host, settings.http_port, name="renewer",
+                        until=lambda: until_a_worker_ends(workers))
         finally:
             stop.set()
             for result in await asyncio.gather(*workers, return_exceptions=True):

@@ -9,36 +9,34 @@ from services.core.connections import NotConnected
 from services.core.consuming import Record
 from services.core.events import BadEvent, require_str
 from services.core.graph.errors import GraphError
-from services.renewer.subscriptions import RenewerDeps, recreate, renew_one
+from services.renewer.subscriptions import RenewerDeps, ensure_one, renew_one
 
 log = logging.getLogger(__name__)
 
 
 async def handle_lifecycle(event: dict[str, Any], deps: RenewerDeps) -> None:
+    """No transaction is open across the Graph calls: renew_one and ensure_one claim what they change."""
     connection_id = require_str(event, "connection_id")
     subscription_id = require_str(event, "subscription_id")
     kind = event.get("lifecycle_event")
-    async with deps.pool.acquire() as conn, conn.transaction():
-        known = await conn.fetchval(
-            "SELECT 1 FROM subscriptions WHERE subscription_id = $1 FOR UPDATE", subscription_id)
-        if kind == "reauthorizationRequired":
-            if known:
-                # PATCH with a fresh token reauthorizes and renews in one call; delivery paused meanwhile.
-                await renew_one(deps, conn, subscription_id, connection_id)
-                await _catch_up(conn, connection_id)
-        elif kind == "subscriptionRemoved":
-            await conn.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
-            try:
-                await recreate(deps, conn, connection_id)
-            except (NotConnected, GraphError) as exc:
-                # ensure_subscriptions retries on the next tick.
-                log.warning("could not recreate subscription", extra={"connection_id": connection_id,
-                                                                       "error": type(exc).__name__})
-            await _catch_up(conn, connection_id)
-        elif kind == "missed":
-            await _catch_up(conn, connection_id)
-        else:
-            raise BadEvent(f"unknown lifecycle_event {str(kind)[:40]!r}")
+    if kind == "reauthorizationRequired":
+        if await deps.pool.fetchval("SELECT 1 FROM subscriptions WHERE subscription_id = $1", subscription_id):
+            # PATCH with a fresh token reauthorizes and renews in one call; delivery paused meanwhile.
+            await renew_one(deps, subscription_id, connection_id)
+            await _catch_up(deps.pool, connection_id)
+    elif kind == "subscriptionRemoved":
+        await deps.pool.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
+        try:
+            await ensure_one(deps, connection_id)
+        except (NotConnected, GraphError) as exc:
+            # ensure_subscriptions retries on the next tick.
+            log.warning("could not recreate subscription", extra={"connection_id": connection_id,
+                                                                   "error": type(exc).__name__})
+        await _catch_up(deps.pool, connection_id)
+    elif kind == "missed":
+        await _catch_up(deps.pool, connection_id)
+    else:
+        raise BadEvent(f"unknown lifecycle_event {str(kind)[:40]!r}")
 
 
 async def _catch_up(conn: Any, connection_id: str) -> None:

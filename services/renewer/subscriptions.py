@@ -1,4 +1,4 @@
-"""Keeps subscriptions alive: renew ahead of expiry (claimed with SKIP LOCKED), recreate what Graph lost."""
+"""Keeps subscriptions alive: renew ahead of expiry (claimed with leases), recreate what Graph lost."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 RENEWALS = Counter("mailsync_subscription_renewals_total", "Subscription renewals by outcome", ["outcome"])
 EXPIRING_SOON = Gauge("mailsync_subscriptions_expiring_soon", "Subscriptions inside the renewal window")
+RENEW_LEASE = timedelta(minutes=5)  # longer than a renewal's calls with their retries
 CONNECTIONS = Gauge("mailsync_connections", "Mailbox connections by status", ["status"])
 
 
@@ -37,24 +38,40 @@ def renew_window(lifetime_min: int) -> timedelta:
 
 
 async def renew_due(deps: RenewerDeps, *, limit: int = 50) -> int:
-    """Renew subscriptions inside the window; each row is claimed so replicas never renew the same one."""
+    """Renew subscriptions inside the window. Each is claimed with a lease in one short statement, so
+    replicas never renew the same one and no transaction stays open across the Graph calls; a failure
+    is isolated to its subscription."""
     window = renew_window(deps.settings.subscription_lifetime_min)
     EXPIRING_SOON.set(await deps.pool.fetchval(
         "SELECT count(*) FROM subscriptions WHERE expires_at < now() + $1::interval", window))
+    claimed = await deps.pool.fetch(
+        """UPDATE subscriptions s SET renew_lease_until = now() + $3::interval
+             FROM (SELECT subscription_id FROM subscriptions
+                    WHERE expires_at < now() + $1::interval
+                      AND (renew_lease_until IS NULL OR renew_lease_until < now())
+                    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+            WHERE s.subscription_id = due.subscription_id
+        RETURNING s.subscription_id, s.connection_id""", window, limit, RENEW_LEASE)
     renewed = 0
-    async with deps.pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            """SELECT subscription_id, connection_id FROM subscriptions
-                WHERE expires_at < now() + $1::interval ORDER BY expires_at LIMIT $2
-                FOR UPDATE SKIP LOCKED""", window, limit)
-        for row in rows:
-            if await renew_one(deps, conn, row["subscription_id"], str(row["connection_id"])):
-                renewed += 1
+    for row in claimed:
+        try:
+            renewed += await renew_one(deps, row["subscription_id"], str(row["connection_id"]))
+        except Exception:
+            RENEWALS.labels("error").inc()
+            log.exception("renewal failed", extra={"subscription_id": row["subscription_id"]})
+        finally:
+            await _release(deps.pool, row["subscription_id"])
     return renewed
 
 
-async def renew_one(deps: RenewerDeps, conn: asyncpg.Connection, subscription_id: str, connection_id: str) -> bool:
-    connection = await get_connection(conn, connection_id)
+async def _release(pool: asyncpg.Pool, subscription_id: str) -> None:
+    await pool.execute("UPDATE subscriptions SET renew_lease_until = NULL WHERE subscription_id = $1",
+                       subscription_id)
+
+
+async def renew_one(deps: RenewerDeps, subscription_id: str, connection_id: str) -> bool:
+    """PATCH with a fresh token (which also reauthorizes); no transaction is open during the calls."""
+    connection = await get_connection(deps.pool, connection_id)
     if connection is None or connection.graph_user_id is None or connection.status != "connected":
         return False
     try:
@@ -68,28 +85,29 @@ async def renew_one(deps: RenewerDeps, conn: asyncpg.Connection, subscription_id
         return False
     except NotFound:
         RENEWALS.labels("recreated").inc()
-        await conn.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
-        await recreate(deps, conn, connection_id)
+        await deps.pool.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
+        await ensure_one(deps, connection_id)
         return True
     except GraphError as exc:
         RENEWALS.labels("failed").inc()
         log.warning("renewal failed", extra={"subscription_id": subscription_id,
                                               "error_code": exc.classified.error_code})
         return False
-    await conn.execute("UPDATE subscriptions SET expires_at = $2, renewed_at = now() WHERE subscription_id = $1",
-                       subscription_id, parse_graph_time(granted["expirationDateTime"]))
+    await deps.pool.execute(
+        "UPDATE subscriptions SET expires_at = $2, renewed_at = now() WHERE subscription_id = $1",
+        subscription_id, parse_graph_time(granted["expirationDateTime"]))
     RENEWALS.labels("renewed").inc()
     return True
 
 
-async def recreate(deps: RenewerDeps, conn: asyncpg.Connection, connection_id: str) -> None:
-    connection = await get_connection(conn, connection_id)
+async def recreate(deps: RenewerDeps, connection_id: str) -> None:
+    connection = await get_connection(deps.pool, connection_id)
     if connection is None or connection.graph_user_id is None or connection.status != "connected":
         return  # a mailbox that is not connected gets no subscription
     token = await deps.tokens.access_token(connection_id)
-    await create_mailbox_subscription(conn, deps.graph, deps.settings, token=token, connection_id=connection_id,
-                                      account_id=connection.account_id, tenant_id=connection.tenant_id or "",
-                                      graph_user_id=connection.graph_user_id)
+    await create_mailbox_subscription(deps.pool, deps.graph, deps.settings, token=token,
+                                      connection_id=connection_id, account_id=connection.account_id,
+                                      tenant_id=connection.tenant_id or "", graph_user_id=connection.graph_user_id)
 
 
 async def count_connections(pool: asyncpg.Pool) -> None:
@@ -101,10 +119,7 @@ async def count_connections(pool: asyncpg.Pool) -> None:
 
 async def ensure_subscriptions(deps: RenewerDeps, *, limit: int = 20) -> int:
     """Connected mailboxes without a live subscription (its creation failed, or Graph lost it) get one,
-    and a catch-up poll for whatever arrived meanwhile.
-
-    Claimed with a session advisory lock, not a row lock: creating the subscription may refresh the
-    mailbox's token, which locks the connection row itself."""
+    and a catch-up poll for whatever arrived meanwhile. A failure is isolated to its mailbox."""
     candidates = await deps.pool.fetch(
         """SELECT c.connection_id FROM mailbox_connections c
             WHERE c.status = 'connected' AND c.graph_user_id IS NOT NULL
@@ -114,23 +129,34 @@ async def ensure_subscriptions(deps: RenewerDeps, *, limit: int = 20) -> int:
     created = 0
     for row in candidates:
         connection_id = str(row["connection_id"])
-        async with deps.pool.acquire() as conn:
-            key = f"mailsync:subscribe:{connection_id}"
-            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key):
-                continue  # another replica is on it
-            try:
-                if await conn.fetchval("SELECT 1 FROM subscriptions WHERE connection_id = $1::uuid"
-                                       " AND expires_at > now()", connection_id):
-                    continue  # created meanwhile
-                await conn.execute("DELETE FROM subscriptions WHERE connection_id = $1::uuid", connection_id)
-                await recreate(deps, conn, connection_id)
-                await conn.execute("UPDATE mailbox_connections SET next_poll_at = now()"
-                                   " WHERE connection_id = $1::uuid", connection_id)
-                RENEWALS.labels("created").inc()
-                created += 1
-            except (NotConnected, GraphError) as exc:
-                log.warning("could not create a subscription", extra={"connection_id": connection_id,
-                                                                       "error": type(exc).__name__})
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+        try:
+            created += await ensure_one(deps, connection_id)
+        except (NotConnected, GraphError) as exc:
+            log.warning("could not create a subscription", extra={"connection_id": connection_id,
+                                                                   "error": type(exc).__name__})
+        except Exception:
+            log.exception("could not create a subscription", extra={"connection_id": connection_id})
     return created
+
+
+async def ensure_one(deps: RenewerDeps, connection_id: str) -> bool:
+    """Create the mailbox's subscription unless a live one exists; returns whether one was created.
+
+    One replica at a time per mailbox, through a session advisory lock (no transaction, no row lock:
+    creating the subscription may refresh the mailbox's token, which writes the connection row)."""
+    async with deps.pool.acquire() as conn:
+        key = f"mailsync:subscribe:{connection_id}"
+        if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key):
+            return False  # another replica is on it
+        try:
+            if await conn.fetchval("SELECT 1 FROM subscriptions WHERE connection_id = $1::uuid"
+                                   " AND expires_at > now()", connection_id):
+                return False  # created meanwhile
+            await conn.execute("DELETE FROM subscriptions WHERE connection_id = $1::uuid", connection_id)
+            await recreate(deps, connection_id)
+            await conn.execute("UPDATE mailbox_connections SET next_poll_at = now()"
+                               " WHERE connection_id = $1::uuid", connection_id)
+            RENEWALS.labels("created").inc()
+            return True
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)

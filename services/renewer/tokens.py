@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 async def refresh_due(pool: asyncpg.Pool, tokens: TokenService, *, tick: timedelta, limit: int = 100) -> int:
     """Refresh every connected mailbox whose token expires before the next tick plus the margin.
 
-    TokenService locks the row while refreshing and re-checks the expiry, so replicas running this
-    at the same time refresh each mailbox once."""
+    TokenService claims a refresh lease and re-checks the expiry, so replicas running this at the same
+    time refresh each mailbox once."""
     rows = await pool.fetch(
         """SELECT connection_id FROM mailbox_connections
             WHERE status = 'connected' AND access_expires_at < now() + $1::interval
@@ -33,4 +33,7 @@ async def refresh_due(pool: asyncpg.Pool, tokens: TokenService, *, tick: timedel
         except GraphError as exc:
             log.warning("token refresh failed; will retry", extra={"connection_id": str(row["connection_id"]),
                                                                     "error_code": exc.classified.error_code})
+        except Exception:
+            # One mailbox's unexpected failure never stops the others' refreshes.
+            log.exception("token refresh failed", extra={"connection_id": str(row["connection_id"])})
     return refreshed

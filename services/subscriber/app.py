@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
+from services.core import json_limits
 from services.core.config import Settings
 from services.core.connections import StatusReporter, TokenService
 from services.core.crypto import TokenBox
@@ -35,10 +36,25 @@ from services.subscriber.sync_api import add_sync_routes
 from services.subscriber.trust import SubscriptionTrust
 
 MAX_BODY = 1024 * 1024  # Graph batches stay far below this; larger bodies get 413
+FORMS = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})  # pages' forms: not JSON
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def bounded_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every body is checked for size and nesting before any handler parses it (400, never a 500)."""
+    if request.can_read_body and request.content_type not in FORMS:
+        try:
+            json_limits.check(await request.read(), max_bytes=MAX_BODY)
+        except json_limits.JsonRefused as exc:
+            return web.json_response({"error": {"code": "bad_request", "message": f"body refused: {exc}"}},
+                                     status=400)
+    return await handler(request)
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[correlation_middleware, api_auth])
+    app = web.Application(client_max_size=MAX_BODY,
+                          middlewares=[correlation_middleware, api_auth, bounded_json])
     app[SETTINGS] = settings
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -6,7 +6,6 @@ Kafka did not, 503 makes Graph retry. Untrusted notifications are counted, never
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,7 +14,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from services.core import events
+from services.core import events, json_limits
 from services.core.kafka import PublishError
 from services.subscriber.keys import PUBLISHER, TRUST
 from services.subscriber.notifications import (
@@ -48,10 +47,9 @@ def _validation(request: web.Request) -> web.Response | None:
 
 async def _json_body(request: web.Request) -> Any:
     try:
-        raw = await request.read()
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadPayload("body is not valid JSON") from None
+        return json_limits.loads(await request.read())
+    except json_limits.JsonRefused as exc:
+        raise BadPayload(f"body refused: {exc}") from None
 
 
 def _bad(message: str) -> web.Response:

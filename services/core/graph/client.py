@@ -7,13 +7,14 @@ The msgraph SDK costs ~10 ms of CPU per GET (GRAPH-FACTS.md); this hot path uses
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
 
+from services.core import json_limits
 from services.core.graph.errors import (
     AccessTokenRejected,
     Classified,
@@ -27,6 +28,7 @@ from services.core.graph.errors import (
 )
 from services.core.graph.limiter import MailboxLimiter
 
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a page of 1,000 messages with headers stays well below
 GRAPH_REQUESTS = Counter("mailsync_graph_requests_total", "Graph requests by status", ["status"])
 GRAPH_THROTTLED = Counter("mailsync_graph_throttled_total", "Graph 429 answers")
 
@@ -47,6 +49,12 @@ class _WaitRetryAfter(wait_base):
         if isinstance(exc, GraphError) and exc.retry_after is not None:
             return 0.0  # the per-mailbox gate in GraphClient holds the request until Retry-After
         return float(self._fallback(retry_state))
+
+
+def same_origin(url: str, base: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base)
+    return (a.scheme.lower(), a.hostname, a.port) == (b.scheme.lower(), b.hostname, b.port) and not a.username \
+        and a.path.startswith(b.path.rstrip("/") + "/")
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -80,12 +88,13 @@ class GraphClient:
         params: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        attempts: int | None = None,
     ) -> dict[str, Any]:
-        url = path if path.startswith("http") else f"{self._base}{path}"
+        url = self._absolute(path)
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient),
             wait=_WaitRetryAfter(),
-            stop=stop_after_attempt(self._attempts),
+            stop=stop_after_attempt(attempts or self._attempts),
             reraise=True,
         )
         async for attempt in retrying:
@@ -193,6 +202,16 @@ class GraphClient:
                                                               "Graph kept refusing a batch step."))
                 for r in results]
 
+    def _absolute(self, path: str) -> str:
+        """A path under the base URL, or an absolute link Graph gave us (nextLink, deltaLink). The bearer
+        token goes only to Graph's own origin: a link naming any other host is refused, never followed."""
+        if "://" not in path:
+            return f"{self._base}{path}"
+        if not same_origin(path, self._base):
+            raise GraphError(Classified(Severity.PERMANENT, "foreign_link",
+                                        "Graph returned a link to another host; it was not followed."), None)
+        return path
+
     def _relative(self, url: str) -> str:
         """$batch steps are relative to the API version: `/users/...`, not the absolute link."""
         return url[len(self._base):] if url.startswith(self._base) else url
@@ -220,7 +239,14 @@ class GraphClient:
         )
 
     async def create_subscription(self, token: str, user: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self.request("POST", "/subscriptions", token, mailbox=user, json=body)
+        """One attempt only: a POST that timed out may have created the subscription at Graph, so the
+        caller looks for it before trying again (core.subscriptions)."""
+        return await self.request("POST", "/subscriptions", token, mailbox=user, json=body, attempts=1)
+
+    async def list_subscriptions(self, token: str, user: str) -> list[dict[str, Any]]:
+        """The subscriptions this app holds for the signed-in user (Graph lists only the caller's own)."""
+        page = await self.request("GET", "/subscriptions", token, mailbox=user)
+        return [s for s in page.get("value", []) if isinstance(s, dict)]
 
     async def renew_subscription(
         self, token: str, user: str, subscription_id: str, expires: str
@@ -246,7 +272,7 @@ def _step_error(status: int, payload: dict[str, Any] | None, headers: dict[str, 
 
 async def _json_or_none(resp: aiohttp.ClientResponse) -> dict[str, Any] | None:
     try:
-        value = await resp.json(content_type=None)
-    except (ValueError, aiohttp.ContentTypeError):
+        value = json_limits.loads(await resp.read(), max_bytes=MAX_RESPONSE_BYTES)
+    except json_limits.JsonRefused:
         return None
     return value if isinstance(value, dict) else None
