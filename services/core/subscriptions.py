@@ -136,10 +136,16 @@ async def mark_for_deletion(conn: asyncpg.Connection, connection_id: str) -> lis
 
 
 # The first failure is retried as soon as a usable grant exists; later ones back off up to an hour.
-_FAILED = """UPDATE subscription_deletions SET attempts = attempts + 1, last_error = $2, lease_until = NULL,
-                    next_attempt_at = now() + least(interval '30 seconds' * (power(2, least(attempts, 10)) - 1),
-                                                    interval '1 hour')
-              WHERE subscription_id = $1"""
+async def deletion_failed(db: asyncpg.Pool | asyncpg.Connection, subscription_id: str, error_code: str) -> None:
+    await db.execute(
+        """UPDATE subscription_deletions SET attempts = attempts + 1, last_error = $2, lease_until = NULL,
+                  next_attempt_at = now() + least(interval '30 seconds' * (power(2, least(attempts, 10)) - 1),
+                                                  interval '1 hour')
+            WHERE subscription_id = $1""", subscription_id, error_code[:200])
+
+
+async def deletion_done(db: asyncpg.Pool | asyncpg.Connection, subscription_id: str) -> None:
+    await db.execute("DELETE FROM subscription_deletions WHERE subscription_id = $1", subscription_id)
 
 
 async def delete_pending(db: asyncpg.Pool, graph: GraphClient, *, token: str, graph_user_id: str,
@@ -153,8 +159,7 @@ async def delete_pending(db: asyncpg.Pool, graph: GraphClient, *, token: str, gr
                 await graph.delete_subscription(token, graph_user_id, subscription_id)
         except GraphError as exc:
             still.append(subscription_id)
-            await db.execute(_FAILED, subscription_id, exc.classified.error_code[:200])
+            await deletion_failed(db, subscription_id, exc.classified.error_code)
             continue
-        await db.execute("DELETE FROM subscription_deletions WHERE subscription_id = $1", subscription_id)
+        await deletion_done(db, subscription_id)
     return still
-

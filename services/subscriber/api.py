@@ -1,61 +1,73 @@
-"""The service API (`Authorization: Bearer MAILSYNC_API_TOKEN`), errors as {"error": {"code", "message"}}."""
+"""The service API, errors as {"error": {"code", "message"}}.
+
+Two kinds of bearer (services/subscriber/auth.py): the operator's `MAILSYNC_API_TOKEN` sees every account;
+an account-scoped JWT sees only its account. Every query below filters on the caller's account, so anything
+of another account answers 404 exactly as an id that does not exist.
+"""
 
 from __future__ import annotations
 
-import hmac
+import asyncio
+import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from aiohttp import web
 
 from services.core import engagements as engagement_queries
-from services.core.connections import NotConnected
+from services.core.connections import StatusReporter
+from services.core.crypto import TokenBox, TokenDecryptError
 from services.core.diagnose import DiagnoseError, diagnose, parse_headers
 from services.core.domain import ConnectionStatus
-from services.core.subscriptions import delete_connection_subscriptions
-from services.subscriber.keys import GRAPH, POOL, SETTINGS, STATUS, TOKENS
+from services.core.kafka import Publisher, PublishError
+from services.core.subscriptions import delete_pending, mark_for_deletion
+from services.subscriber.auth import CALLER, Caller, api_auth, caller
+from services.subscriber.keys import GRAPH, POOL, PUBLISHER, SETTINGS, TOKENS, TRUST
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+__all__ = ["CALLER", "Caller", "api_auth", "api_error", "caller", "connection_view", "disconnect_connection",
+           "in_scope"]
+
+log = logging.getLogger(__name__)
+
+
+# Every query of the API ends with this filter on the caller's account ($n: None for the operator), so a
+# record of another account is simply not found: the same 404, body included, as an id that never existed.
+def in_scope(column: str, n: int) -> str:
+    return f"(${n}::text IS NULL OR {column} = ${n})"
 
 
 def api_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
-@web.middleware
-async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
-        return await handler(request)
-    expected = f"Bearer {request.app[SETTINGS].api_token}"
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        return api_error(401, "unauthorized", "a valid bearer token is required")
-    return await handler(request)
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _uuid_or_404(raw: str, what: str) -> str:
+def _uuid_or_none(raw: str) -> str | None:
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise web.HTTPNotFound(text=f"no {what} {raw[:64]!r}") from None
+        return None
 
 
-async def connection_view(pool: Any, user_id: str) -> dict[str, Any] | None:
+async def connection_view(pool: Any, user_id: str, *, account_id: str | None = None) -> dict[str, Any] | None:
+    """The user's connection as the API shows it; `account_id` (a scoped caller's) filters every query."""
     row = await pool.fetchrow(
-        """SELECT c.connection_id, c.user_id, c.account_id, c.status, c.reason, c.error_code, c.scopes,
+        f"""SELECT c.connection_id, c.user_id, c.account_id, c.status, c.reason, c.error_code, c.scopes,
                   c.connected_at, c.last_synced_at, c.mailbox_address, c.status_changed_at
-             FROM mailbox_connections c WHERE c.user_id = $1""", user_id)
+             FROM mailbox_connections c WHERE c.user_id = $1 AND {in_scope("c.account_id", 2)}""",  # noqa: S608
+        user_id, account_id)
     if row is None:
         return None
     subs = await pool.fetch(
         "SELECT subscription_id, resource, expires_at FROM subscriptions WHERE connection_id = $1"
-        " ORDER BY expires_at", row["connection_id"])
+        " AND account_id = $2 ORDER BY expires_at", row["connection_id"], row["account_id"])
+    pending = await pool.fetch(
+        "SELECT subscription_id, resource, expires_at, pending_since, attempts, last_error"
+        " FROM subscription_deletions WHERE connection_id = $1 AND account_id = $2 ORDER BY pending_since",
+        row["connection_id"], row["account_id"])
     return {
         "connection_id": str(row["connection_id"]), "user_id": row["user_id"], "account_id": row["account_id"],
         "status": row["status"], "reason": row["reason"], "error_code": row["error_code"],
@@ -64,52 +76,156 @@ async def connection_view(pool: Any, user_id: str) -> dict[str, Any] | None:
         "status_changed_at": _iso(row["status_changed_at"]),
         "subscriptions": [{"id": s["subscription_id"], "resource": s["resource"],
                            "expires_at": _iso(s["expires_at"])} for s in subs],
+        # Subscriptions a disconnect could not delete at Graph yet: never renewed, their notifications
+        # ignored; the renewer deletes them once it can, or forgets them after their expiry.
+        "subscriptions_pending_delete": len(pending),
+        "pending_deletions": [{"id": p["subscription_id"], "resource": p["resource"],
+                               "expires_at": _iso(p["expires_at"]), "since": _iso(p["pending_since"]),
+                               "attempts": p["attempts"], "last_error": p["last_error"]} for p in pending],
     }
 
 
+def _no_user(user_id: str) -> web.Response:
+    return api_error(404, "not_found", f"no user {user_id[:64]!r}")
+
+
 async def get_connection(request: web.Request) -> web.Response:
-    user_id = request.match_info["user_id"]
-    view = await connection_view(request.app[POOL], user_id)
+    user_id, scope = request.match_info["user_id"], caller(request).account_id
+    pool = request.app[POOL]
+    view = await connection_view(pool, user_id, account_id=scope)
     if view is None:
-        account_id = await request.app[POOL].fetchval("SELECT account_id FROM users WHERE user_id = $1", user_id)
+        account_id = await pool.fetchval(
+            f"SELECT account_id FROM users WHERE user_id = $1 AND {in_scope('account_id', 2)}",  # noqa: S608
+            user_id, scope)
         if account_id is None:
-            return api_error(404, "not_found", f"no user {user_id[:64]!r}")
+            return _no_user(user_id)
         view = {"connection_id": None, "user_id": user_id, "account_id": account_id,
                 "status": ConnectionStatus.NEVER_CONNECTED.value, "reason": None, "error_code": None,
-                "scopes": [], "connected_at": None, "last_synced_at": None, "subscriptions": []}
+                "scopes": [], "connected_at": None, "last_synced_at": None, "subscriptions": [],
+                "subscriptions_pending_delete": 0, "pending_deletions": []}
     return web.json_response(view)
 
 
-async def disconnect_connection(app: web.Application, connection_id: str) -> bool:
-    """Delete the Graph subscriptions, wipe the tokens, stop sync. Returns False if unknown."""
-    pool = app[POOL]
-    row = await pool.fetchrow("SELECT graph_user_id, status FROM mailbox_connections WHERE connection_id = $1::uuid",
-                              connection_id)
-    if row is None:
-        return False
-    token: str | None = None
-    try:
-        token = await app[TOKENS].access_token(connection_id)
-    except NotConnected:
-        token = None  # no usable grant: the subscriptions die with their expiry at Graph
-    await delete_connection_subscriptions(pool, app[GRAPH], token=token, connection_id=connection_id,
-                                          graph_user_id=row["graph_user_id"] or "")
+class _AfterCommit:
+    """Stands in for the publisher while a transaction is open: the status event `set_status` publishes
+    is kept and sent once the change is committed (no network call inside the transaction)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def publish(self, topic: str, key: str, value: dict[str, Any]) -> None:
+        self.records.append((topic, key, value))
+
+
+DISCONNECTED_REASON = "You disconnected this mailbox; mailsync no longer reads it."
+GRAPH_CLEANUP_S = 15.0  # the request waits this long at most for Graph; the renewer retries the rest
+
+
+async def disconnect_connection(app: web.Application, connection_id: str, *, account_id: str | None = None) -> bool:
+    """Stop reading the mailbox. One short transaction wipes the tokens, sets `disconnected` and marks the
+    subscriptions pending deletion; only after the commit are they deleted at Graph, best effort, with the
+    access token read before the wipe (never refreshed: the user asked us to stop). What Graph did not
+    confirm stays pending for the renewer. Returns False if the connection is unknown (to the caller)."""
+    pool, settings = app[POOL], app[SETTINGS]
+    deferred = _AfterCommit()
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"""SELECT graph_user_id, access_token_enc, access_expires_at FROM mailbox_connections
+                 WHERE connection_id = $1::uuid AND {in_scope("account_id", 2)} FOR UPDATE""",  # noqa: S608
+            connection_id, account_id)
+        if row is None:
+            return False
+        token = _usable_access_token(settings, connection_id, row)
+        await conn.execute(
+            "UPDATE mailbox_connections SET access_token_enc = NULL, refresh_token_enc = NULL,"
+            " access_expires_at = NULL, next_poll_at = NULL, updated_at = now() WHERE connection_id = $1::uuid",
+            connection_id)
+        await StatusReporter(pool, cast(Publisher, deferred)).set_status(
+            connection_id, ConnectionStatus.DISCONNECTED, DISCONNECTED_REASON, None, conn=conn)
+        pending = await mark_for_deletion(conn, connection_id)
     app[TOKENS].forget(connection_id)
-    await pool.execute(
-        "UPDATE mailbox_connections SET access_token_enc = NULL, refresh_token_enc = NULL,"
-        " access_expires_at = NULL, updated_at = now() WHERE connection_id = $1::uuid", connection_id)
-    await app[STATUS].set_status(connection_id, ConnectionStatus.DISCONNECTED,
-                                 "You disconnected this mailbox; mailsync no longer reads it.", None)
+    for subscription_id in pending:
+        app[TRUST].forget(subscription_id)
+    for topic, key, value in deferred.records:
+        try:
+            await app[PUBLISHER].publish(topic, key, value)
+        except PublishError:  # the row is the truth; the compacted topic catches up on the next change
+            log.warning("connection status not published", extra={"connection_id": connection_id})
+    if pending and token is not None:
+        try:
+            async with asyncio.timeout(GRAPH_CLEANUP_S):
+                await delete_pending(pool, app[GRAPH], token=token, graph_user_id=row["graph_user_id"] or "",
+                                     subscription_ids=pending)
+        except TimeoutError:
+            log.warning("subscriptions left pending deletion", extra={"connection_id": connection_id})
     return True
 
 
+def _usable_access_token(settings: Any, connection_id: str, row: Any) -> str | None:
+    """The stored access token if it is still valid, decrypted in memory only; never a refresh."""
+    if row["access_token_enc"] is None or row["access_expires_at"] is None:
+        return None
+    if row["access_expires_at"] <= datetime.now(UTC) + timedelta(seconds=30):
+        return None
+    try:
+        return TokenBox(settings.token_keys).decrypt(row["access_token_enc"], bound_to=connection_id)
+    except TokenDecryptError:
+        return None  # unreadable: the subscriptions die with their expiry at Graph
+
+
 async def post_disconnect(request: web.Request) -> web.Response:
-    connection_id = _uuid_or_404(request.match_info["connection_id"], "connection")
-    if not await disconnect_connection(request.app, connection_id):
+    scope = caller(request).account_id
+    connection_id = _uuid_or_none(request.match_info["connection_id"])
+    if connection_id is None or not await disconnect_connection(request.app, connection_id, account_id=scope):
         return api_error(404, "not_found", "no such connection")
-    view = await connection_view(request.app[POOL], await request.app[POOL].fetchval(
-        "SELECT user_id FROM mailbox_connections WHERE connection_id = $1::uuid", connection_id))
-    return web.json_response(view)
+    pool = request.app[POOL]
+    user_id = await pool.fetchval(
+        f"SELECT user_id FROM mailbox_connections WHERE connection_id = $1::uuid AND {in_scope('account_id', 2)}",  # noqa: S608
+        connection_id, scope)
+    return web.json_response(await connection_view(pool, user_id, account_id=scope))
+
+
+_TIMELINE = """
+    SELECT e.engagement_id, e.occurred_at, e.direction, e.subject, e.participants,
+           e.internet_message_id, e.conversation_id,
+           array(SELECT user_id FROM engagement_mailboxes m WHERE m.engagement_id = e.engagement_id
+                 ORDER BY user_id) AS mailbox_user_ids
+      FROM engagement_contacts c JOIN engagements e ON e.engagement_id = c.engagement_id
+                                                   AND e.account_id = c.account_id
+     WHERE c.contact_id = $1 AND {scope} {condition}
+     ORDER BY c.occurred_at DESC, c.engagement_id DESC LIMIT $3"""
+
+
+async def contact_timeline(pool: Any, contact_id: str, account_id: str | None, *, limit: int,
+                           before: str | None) -> dict[str, Any] | None:
+    """Newest first, keyset-paginated on (occurred_at, engagement_id); None when the contact is unknown
+    (to the caller): neither in the directory nor on any engagement of the caller's account.
+
+    The account filter is part of the timeline query itself, which is why this is not
+    `engagements.contact_timeline` (that one takes no account)."""
+    known = await pool.fetchval(
+        f"""SELECT EXISTS (SELECT 1 FROM contacts WHERE contact_id = $1 AND {in_scope("account_id", 2)})
+                OR EXISTS (SELECT 1 FROM engagement_contacts WHERE contact_id = $1
+                            AND {in_scope("account_id", 2)})""", contact_id, account_id)  # noqa: S608
+    if not known:
+        return None
+    args: list[Any] = [contact_id, account_id, limit + 1]
+    condition = ""
+    if before:
+        when, engagement_id = engagement_queries.decode_cursor(before)
+        condition = "AND (c.occurred_at, c.engagement_id) < ($4, $5::uuid)"
+        args += [when, engagement_id]
+    rows = await pool.fetch(_TIMELINE.format(scope=in_scope("c.account_id", 2), condition=condition), *args)
+    page = rows[:limit]
+    items = [{
+        "engagement_id": str(r["engagement_id"]), "occurred_at": r["occurred_at"].isoformat(),
+        "direction": r["direction"], "subject": r["subject"], "participants": r["participants"],
+        "internet_message_id": r["internet_message_id"], "conversation_id": r["conversation_id"],
+        "mailbox_user_ids": list(r["mailbox_user_ids"]),
+    } for r in page]
+    next_before = (engagement_queries.encode_cursor(page[-1]["occurred_at"], str(page[-1]["engagement_id"]))
+                   if len(rows) > limit else None)
+    return {"engagements": items, "next_before": next_before}
 
 
 async def get_contact_engagements(request: web.Request) -> web.Response:
@@ -118,22 +234,30 @@ async def get_contact_engagements(request: web.Request) -> web.Response:
         limit = min(max(int(request.query.get("limit", "50")), 1), 200)
     except ValueError:
         return api_error(400, "bad_request", "limit must be an integer between 1 and 200")
-    before = request.query.get("before")
     try:
-        page = await engagement_queries.contact_timeline(request.app[POOL], contact_id, limit=limit, before=before)
+        page = await contact_timeline(request.app[POOL], contact_id, caller(request).account_id, limit=limit,
+                                      before=request.query.get("before"))
     except ValueError as exc:
         return api_error(400, "bad_request", str(exc))
+    if page is None:
+        return api_error(404, "not_found", f"no contact {contact_id[:64]!r}")
     return web.json_response(page)
 
 
 async def _diagnose(request: web.Request, user_id: str, imid: str | None, raw_headers: str | None) -> web.Response:
+    # The user is looked up in the caller's account; everything diagnose reads hangs off that user.
+    found = await request.app[POOL].fetchval(
+        f"SELECT user_id FROM users WHERE user_id = $1 AND {in_scope('account_id', 2)}",  # noqa: S608
+        user_id, caller(request).account_id)
+    if found is None:
+        return _no_user(user_id)
     try:
         facts = parse_headers(raw_headers) if raw_headers is not None else None
-        return web.json_response(await diagnose(request.app[POOL], user_id, imid, facts))
+        return web.json_response(await diagnose(request.app[POOL], found, imid, facts))
     except DiagnoseError as exc:
         return api_error(400, "bad_request", str(exc))
-    except LookupError as exc:
-        return api_error(404, "not_found", str(exc))
+    except LookupError:
+        return _no_user(user_id)
 
 
 async def get_diagnose(request: web.Request) -> web.Response:

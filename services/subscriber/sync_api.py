@@ -1,4 +1,4 @@
-"""Sync now, back-syncs and their progress (service API)."""
+"""Sync now, back-syncs and their progress (service API). Every query filters on the caller's account."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.subscriber.api import api_error
+from services.subscriber.api import api_error, caller, in_scope
 from services.subscriber.keys import POOL
 
 MAX_RANGE_DAYS = 3650
@@ -32,12 +32,17 @@ def _when(body: dict[str, Any], key: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _no_connection() -> web.Response:
+    return api_error(404, "not_found", "no such connection")
+
+
 async def _connection(request: web.Request) -> tuple[str, str] | web.Response:
     connection_id = _uuid(request.match_info["connection_id"])
     row = connection_id and await request.app[POOL].fetchrow(
-        "SELECT connection_id, status FROM mailbox_connections WHERE connection_id = $1::uuid", connection_id)
+        f"SELECT connection_id, status FROM mailbox_connections WHERE connection_id = $1::uuid"  # noqa: S608
+        f" AND {in_scope('account_id', 2)}", connection_id, caller(request).account_id)
     if not row:
-        return api_error(404, "not_found", "no such connection")
+        return _no_connection()
     return str(row["connection_id"]), row["status"]
 
 
@@ -48,8 +53,11 @@ async def post_sync(request: web.Request) -> web.Response:
     connection_id, status = found
     if status != "connected":
         return api_error(409, "not_connected", f"the mailbox is {status}; reconnect it first")
-    await request.app[POOL].execute(
-        "UPDATE mailbox_connections SET next_poll_at = now() WHERE connection_id = $1::uuid", connection_id)
+    updated = await request.app[POOL].fetchval(
+        f"UPDATE mailbox_connections SET next_poll_at = now() WHERE connection_id = $1::uuid"  # noqa: S608
+        f" AND {in_scope('account_id', 2)} RETURNING true", connection_id, caller(request).account_id)
+    if not updated:
+        return _no_connection()
     return web.json_response({"connection_id": connection_id, "status": "queued"}, status=202)
 
 
@@ -75,14 +83,21 @@ async def post_backsync(request: web.Request) -> web.Response:
     if status != "connected":
         return api_error(409, "not_connected", f"the mailbox is {status}; reconnect it first")
     job_id = await request.app[POOL].fetchval(
-        "INSERT INTO sync_jobs (connection_id, kind, since, until, dry_run) VALUES ($1::uuid, 'backsync', $2, $3, $4)"
-        " RETURNING job_id", connection_id, since, until, dry_run)
+        f"""INSERT INTO sync_jobs (connection_id, kind, since, until, dry_run)
+            SELECT connection_id, 'backsync', $2, $3, $4 FROM mailbox_connections
+             WHERE connection_id = $1::uuid AND {in_scope("account_id", 5)}
+            RETURNING job_id""", connection_id, since, until, dry_run, caller(request).account_id)  # noqa: S608
+    if job_id is None:
+        return _no_connection()
     return web.json_response({"backsync_id": str(job_id)}, status=202)
 
 
 async def get_backsync(request: web.Request) -> web.Response:
     job_id = _uuid(request.match_info["backsync_id"])
-    row = job_id and await request.app[POOL].fetchrow("SELECT * FROM sync_jobs WHERE job_id = $1::uuid", job_id)
+    row = job_id and await request.app[POOL].fetchrow(
+        f"""SELECT j.* FROM sync_jobs j JOIN mailbox_connections c ON c.connection_id = j.connection_id
+             WHERE j.job_id = $1::uuid AND {in_scope("c.account_id", 2)}""",  # noqa: S608
+        job_id, caller(request).account_id)
     if not row:
         return api_error(404, "not_found", "no such back-sync")
     status = "running" if row["status"] == "running" else row["status"]
