@@ -22,6 +22,7 @@ from services.core.graph.identity import IdentityClient
 from services.core.kafka import Publisher, consumer
 from services.core.observability import Liveness, add_health_routes
 from services.core.runtime import Readiness, serve, until_a_worker_ends
+from services.renewer.cleanup import clean_up_deletions
 from services.renewer.delta import PollDeps, claim_due, poll_claimed
 from services.renewer.jobs import claim_job, run_job
 from services.renewer.lifecycle import LifecycleBatch
@@ -70,6 +71,7 @@ async def run(settings: Settings) -> None:
             ("renewals", lambda: renew_due(deps)),
             ("missing subscriptions", lambda: ensure_subscriptions(deps)),
             ("connection counts", lambda: count_connections(pool)),
+            ("pending subscription deletions", lambda: clean_up_deletions(deps)),
         )
         for name, step in steps:
             try:
