@@ -22,6 +22,7 @@ import jwt
 
 from services.core import events
 from services.core.kafka import Publisher, consumer
+from services.subscriber.sessions import csrf_token
 
 ACCOUNT = "acct-demo"
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -70,6 +71,21 @@ def directory_events() -> list[dict[str, Any]]:
     return out
 
 
+async def _connect(http: aiohttp.ClientSession, public_url: str, token: str, secret: str, address: str) -> None:
+    """The real OAuth path. mailsync connects only a mailbox of the user's directory addresses, so until the
+    matcher has applied the directory the start answers `not_in_directory`: ask again for up to a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        # login_hint: the sandbox auto-consents only for a hinted address.
+        params = {"session": token, "csrf": csrf_token(secret, token), "login_hint": address}
+        async with http.get(f"{public_url}/oauth/microsoft365/start", params=params) as resp:
+            if resp.status == 200 and "notice=connected" in str(resp.url):
+                return
+            if "notice=not_in_directory" not in str(resp.url) or time.monotonic() > deadline:
+                raise SystemExit(f"mailsync demo: connecting the demo mailbox failed ({resp.status} {resp.url})")
+        await asyncio.sleep(0.5)
+
+
 async def seed() -> int:
     from services.core.config import load_settings
 
@@ -88,12 +104,7 @@ async def seed() -> int:
                 "user_id": graph_user_id(user_id), "tenant_id": TENANT, "address": email, "aliases": aliases,
                 "display_name": name, "auto_consent": True})
         token = session_token("user-alice", settings.session_secret)
-        # login_hint: the directory may not have reached the matcher yet, and the sandbox auto-consents
-        # only for a hinted address.
-        async with http.get(f"{settings.public_url}/oauth/microsoft365/start",
-                            params={"session": token, "login_hint": USERS["user-alice"][0]}) as resp:
-            if resp.status != 200 or "notice=connected" not in str(resp.url):
-                raise SystemExit(f"mailsync demo: connecting the demo mailbox failed ({resp.status} {resp.url})")
+        await _connect(http, settings.public_url, token, settings.session_secret, USERS["user-alice"][0])
     print(json.dumps({"account_id": ACCOUNT, "user_id": "user-alice",
                       "settings_url": f"{settings.public_url}/settings/email?session={token}"}), flush=True)
     return 0

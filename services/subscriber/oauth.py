@@ -1,4 +1,6 @@
-"""Connect a mailbox: authorization code + PKCE, a signed single-use expiring `state`."""
+"""Connect a mailbox: authorization code + PKCE, a signed single-use expiring `state`, bound to the browser
+that started the flow (a nonce in an HttpOnly cookie, its hash stored with the state) and to the user
+(the signed-in mailbox must be one of the user's directory addresses)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ import hmac
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
+from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -18,10 +22,23 @@ from services.core.graph.errors import GraphError, classify_authorize_error
 from services.core.graph.identity import pkce_pair
 from services.core.subscriptions import create_mailbox_subscription, delete_connection_subscriptions
 from services.subscriber.keys import GRAPH, IDENTITY, POOL, SETTINGS, STATUS, TOKENS
-from services.subscriber.sessions import remember, session_from
+from services.subscriber.sessions import (
+    Session,
+    confirm_switch,
+    csrf_ok,
+    directory_address,
+    html_response,
+    page_html,
+    remember,
+    session_from,
+)
 
 log = logging.getLogger(__name__)
 STATE_TTL = timedelta(minutes=10)
+PURGE_AFTER = timedelta(hours=1)  # states are kept this long past their expiry (the page may still name them)
+PURGE_BATCH = 500  # rows deleted per start at most: the purge never grows with the backlog
+NONCE_COOKIE = "mailsync_oauth_nonce"
+NONCE_PATH = "/oauth/microsoft365/callback"
 
 
 def _sign(secret: str, state_id: str) -> str:
@@ -34,66 +51,145 @@ def _verify(secret: str, state: str) -> str | None:
     return state_id if state_id and hmac.compare_digest(_sign(secret, state_id), state) else None
 
 
+def nonce_hash(nonce: str) -> str:
+    return hashlib.sha256(nonce.encode()).hexdigest()
+
+
 def redirect_uri(request: web.Request) -> str:
     return f"{request.app[SETTINGS].public_url}/oauth/microsoft365/callback"
 
 
+def redirect(location: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": location})
+
+
+def back(notice: str | None = None, **extra: str) -> web.Response:
+    query = urlencode({"notice": notice, **extra}) if notice else ""
+    return redirect("/settings/email" + (f"?{query}" if query else ""))
+
+
+def problem_page(status: int, title: str, text: str) -> web.Response:
+    body = (f'<h1>{escape(title)}</h1><div class="card"><p class="notice alert" id="problem">{escape(text)}</p>'
+            '<p>To connect your own mailbox, open the Email Authentication page from your app and press '
+            'Connect there.</p></div>')
+    return html_response(page_html(title, body), status=status)
+
+
+async def purge_states(pool: Any) -> int:
+    """Remove states that expired over PURGE_AFTER ago (used or not); bounded per call."""
+    result = await pool.execute(
+        "DELETE FROM oauth_states WHERE state_id IN (SELECT state_id FROM oauth_states"
+        " WHERE expires_at < now() - $1::interval LIMIT $2)", PURGE_AFTER, PURGE_BATCH)
+    return int(str(result).rsplit(" ", 1)[-1] or 0)
+
+
 async def start(request: web.Request) -> web.Response:
+    """`GET /oauth/microsoft365/start?csrf=` (+ `session=` once, `login_hint=`): starting a flow changes state,
+    so it needs the session's CSRF token like every form; a `?session=` for another user than the one signed
+    in here asks first."""
     session, from_query = session_from(request)
-    settings, pool = request.app[SETTINGS], request.app[POOL]
-    verifier, challenge = pkce_pair()
-    state_id = secrets.token_urlsafe(24)
-    login_hint = request.query.get("login_hint") or await pool.fetchval(
-        "SELECT email FROM users WHERE user_id = $1 AND account_id = $2", session.user_id, session.account_id)
-    await pool.execute(
-        "INSERT INTO oauth_states (state_id, user_id, account_id, code_verifier, login_hint, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        state_id, session.user_id, session.account_id, verifier, login_hint, datetime.now(UTC) + STATE_TTL)
-    url = request.app[IDENTITY].authorize_url(
-        state=_sign(settings.session_secret, state_id), challenge=challenge,
-        redirect_uri=redirect_uri(request), login_hint=login_hint)
-    response = web.HTTPFound(url)
+    if not csrf_ok(request, session, request.query.get("csrf", "")):
+        return problem_page(403, "Start from the settings page",
+                            "This link cannot start connecting a mailbox by itself (it carries no valid "
+                            "form token). Nothing was changed.")
+    login_hint = request.query.get("login_hint") or None
+    if from_query:
+        confirmation = await confirm_switch(request, session, then="connect", login_hint=login_hint)
+        if confirmation is not None:
+            return confirmation
+    response = await begin(request, session, login_hint=login_hint)
     if from_query:
         remember(response, request, session)
     return response
 
 
-def _back(message: str | None = None) -> web.HTTPFound:
-    return web.HTTPFound("/settings/email" + (f"?notice={message}" if message else ""))
+async def begin(request: web.Request, session: Session, *, login_hint: str | None = None) -> web.Response:
+    """Store a state (PKCE verifier, hash of this browser's nonce) and send the browser to sign in."""
+    settings, pool = request.app[SETTINGS], request.app[POOL]
+    await purge_states(pool)
+    own_address = await directory_address(request, session)
+    if own_address is None:
+        return back("not_in_directory")
+    verifier, challenge = pkce_pair()
+    state_id, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+    login_hint = login_hint or own_address
+    await pool.execute(
+        "INSERT INTO oauth_states (state_id, user_id, account_id, code_verifier, login_hint, expires_at, nonce_hash)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        state_id, session.user_id, session.account_id, verifier, login_hint, datetime.now(UTC) + STATE_TTL,
+        nonce_hash(nonce))
+    url = request.app[IDENTITY].authorize_url(
+        state=_sign(settings.session_secret, state_id), challenge=challenge,
+        redirect_uri=redirect_uri(request), login_hint=login_hint)
+    response = redirect(url)
+    response.set_cookie(NONCE_COOKIE, nonce, httponly=True, samesite="Lax", path=NONCE_PATH,
+                        max_age=int(STATE_TTL.total_seconds()), secure=settings.public_url.startswith("https://"))
+    return response
+
+
+def _finished(response: web.Response) -> web.Response:
+    response.del_cookie(NONCE_COOKIE, path=NONCE_PATH)
+    return response
+
+
+def user_cancelled(error: str, description: str, subcode: str) -> bool:
+    """Cancel on Microsoft's pages: `access_denied` with `error_subcode=cancel` or AADSTS65004 (declined)."""
+    if subcode.lower() == "cancel":
+        return True
+    code = classify_authorize_error(error, description).error_code
+    return error == "access_denied" and code in ("AADSTS65004", "access_denied")
 
 
 async def callback(request: web.Request) -> web.Response:
     settings, pool = request.app[SETTINGS], request.app[POOL]
     state_id = _verify(settings.session_secret, request.query.get("state", ""))
     if state_id is None:
-        raise web.HTTPBadRequest(text="The sign-in link is invalid. Start again from the settings page.")
+        return problem_page(400, "Invalid sign-in link", "The sign-in link is invalid. Nothing was connected.")
+    # Consumed whatever happens next: a state answers one callback only.
     state = await pool.fetchrow(
         "UPDATE oauth_states SET used_at = now() WHERE state_id = $1 AND used_at IS NULL AND expires_at > now()"
-        " RETURNING user_id, account_id, code_verifier", state_id)
+        " RETURNING user_id, account_id, code_verifier, nonce_hash", state_id)
     if state is None:
-        raise web.HTTPBadRequest(text="This sign-in link was already used or has expired. Start again.")
+        return problem_page(400, "Sign-in link used or expired",
+                            "This sign-in link was already used or has expired. Nothing was connected.")
+    nonce = request.cookies.get(NONCE_COOKIE, "")
+    if not nonce or not state["nonce_hash"] or not hmac.compare_digest(nonce_hash(nonce), state["nonce_hash"]):
+        log.warning("oauth callback refused: not the browser that started it", extra={"user_id": state["user_id"]})
+        return problem_page(403, "Not connected: this sign-in was started elsewhere",
+                            "This sign-in was started in another browser, by another person or another "
+                            "session, so mailsync did not connect the mailbox you signed in with to anyone. "
+                            "Nothing was changed.")
+    user_id, account_id = state["user_id"], state["account_id"]
     if "error" in request.query:
-        classified = classify_authorize_error(request.query["error"], request.query.get("error_description", ""))
-        await _record_refusal(request, state["user_id"], state["account_id"], classified.severity.value,
-                              classified.reason, classified.error_code)
-        return _back("refused")
+        error, description = request.query["error"], request.query.get("error_description", "")
+        if user_cancelled(error, description, request.query.get("error_subcode", "")):
+            return _finished(back("cancelled"))
+        classified = classify_authorize_error(error, description)
+        await _record_refusal(request, user_id, account_id, classified.severity.value, classified.reason,
+                              classified.error_code)
+        return _finished(back("refused"))
     code = request.query.get("code")
     if not code:
-        raise web.HTTPBadRequest(text="The sign-in answer carried no code.")
+        return problem_page(400, "Sign-in incomplete", "The sign-in answer carried no code. Nothing was connected.")
     try:
-        connection_id = await connect_mailbox(request, state["user_id"], state["account_id"], code,
-                                              state["code_verifier"])
+        connection_id = await connect_mailbox(request, user_id, account_id, code, state["code_verifier"])
+    except MailboxMismatch as exc:
+        await pool.execute("UPDATE oauth_states SET signed_in_as = $2 WHERE state_id = $1", state_id, exc.signed_in_as)
+        log.warning("oauth callback refused: mailbox_mismatch", extra={"user_id": user_id})
+        return _finished(back("mailbox_mismatch", attempt=state_id))
+    except NotInDirectory:
+        return _finished(back("not_in_directory"))
     except MissingScopes as exc:
-        await _record_refusal(request, state["user_id"], state["account_id"], ConnectionStatus.CONSENT_REQUIRED.value,
+        await _record_refusal(request, user_id, account_id, ConnectionStatus.CONSENT_REQUIRED.value,
                               f"Microsoft 365 did not grant {', '.join(exc.missing)}; mailsync needs it to read "
                               "mail. Reconnect and accept every permission, or ask an administrator to approve "
                               "mailsync.", "missing_scopes")
-        return _back("refused")
+        return _finished(back("refused"))
     except GraphError as exc:
         log.warning("connect failed", extra={"error_code": exc.classified.error_code})
-        return _back("failed")
+        return _finished(back("failed"))
     log.info("mailbox connected", extra={"connection_id": connection_id})
-    return _back("connected")
+    return _finished(back("connected"))
 
 
 async def _record_refusal(request: web.Request, user_id: str, account_id: str, severity: str,
@@ -125,45 +221,93 @@ class MissingScopes(Exception):
         self.missing = missing
 
 
+class NotInDirectory(Exception):
+    """The user has no directory address: nothing to check a mailbox against, so nothing is connected."""
+
+
+class MailboxMismatch(Exception):
+    def __init__(self, signed_in_as: str, expected: str) -> None:
+        super().__init__("the signed-in mailbox is not one of the user's addresses")
+        self.signed_in_as = signed_in_as
+        self.expected = expected
+
+
 def missing_scopes(granted: tuple[str, ...]) -> list[str]:
     """Graph returns scopes with or without the resource prefix, in any case."""
     have = {s.rsplit("/", 1)[-1].lower() for s in granted}
     return [s for s in REQUIRED_SCOPES if s.lower() not in have]
 
 
+def mailbox_addresses(me: dict[str, Any]) -> tuple[str, frozenset[str]]:
+    """(primary, every SMTP address) of a `/me` answer: mail, userPrincipalName, proxyAddresses, normalised."""
+    primary = normalize_address(str(me.get("mail") or me.get("userPrincipalName") or "")) or ""
+    found = {a for a in (normalize_address(str(me.get(k) or "")) for k in ("mail", "userPrincipalName")) if a}
+    proxies = me.get("proxyAddresses") or []
+    found |= parse_proxy_addresses([str(p) for p in proxies] if isinstance(proxies, list) else [])
+    return primary, frozenset(found)
+
+
+async def user_addresses(pool: Any, user_id: str, account_id: str) -> tuple[str | None, frozenset[str]]:
+    """(directory address, every address the directory gives the user): `users.email` and the aliases of
+    `user.upserted`. Addresses learnt from Graph (`source = 'graph'`) do not count: a mailbox must not
+    vouch for itself."""
+    rows = await pool.fetch(
+        """SELECT u.email AS address, true AS is_primary FROM users u
+            WHERE u.user_id = $1 AND u.account_id = $2 AND u.deleted_at IS NULL
+           UNION ALL
+           SELECT a.address, false FROM user_addresses a JOIN users u ON u.user_id = a.user_id
+            WHERE a.user_id = $1 AND a.account_id = $2 AND u.account_id = $2 AND u.deleted_at IS NULL
+              AND a.source IN ('primary', 'alias')""", user_id, account_id)
+    primary = next((str(r["address"]) for r in rows if r["is_primary"]), None)
+    if primary is None:
+        return None, frozenset()
+    normalised = {normalize_address(str(r["address"])) for r in rows}
+    return primary, frozenset(a for a in normalised if a)
+
+
 async def connect_mailbox(request: web.Request, user_id: str, account_id: str, code: str, verifier: str) -> str:
+    """Exchange the code, check the mailbox is the user's, store the grant in one short transaction, then
+    (no transaction open) publish the status and replace the Graph subscriptions."""
     app = request.app
+    pool = app[POOL]
     tokens = await app[IDENTITY].exchange_code(code, verifier, redirect_uri(request))
     missing = missing_scopes(tokens.scopes)
-    if missing:
+    if "User.Read" in missing:  # without /me nothing can be checked
         raise MissingScopes(missing)
     me = await app[GRAPH].get_me(tokens.access_token)
+    address, signed_in = mailbox_addresses(me)
+    expected, allowed = await user_addresses(pool, user_id, account_id)
+    if expected is None:
+        raise NotInDirectory(user_id)
+    if not signed_in & allowed:
+        # The tokens of this exchange are dropped here: never stored, never used again.
+        raise MailboxMismatch(address or str(me.get("userPrincipalName") or "an unknown account"), expected)
+    if missing:
+        raise MissingScopes(missing)
     graph_user_id = str(me["id"])
-    address = normalize_address(str(me.get("mail") or me.get("userPrincipalName") or ""))
     aliases = sorted(parse_proxy_addresses(list(me.get("proxyAddresses") or [])) | ({address} if address else set()))
     tenant_id = tokens.tenant_id
-    pool = app[POOL]
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
-            previous = await conn.fetchrow(
-                "SELECT last_synced_at FROM mailbox_connections WHERE user_id = $1", user_id)
-            connection_id = str(await conn.fetchval(
-                """INSERT INTO mailbox_connections (account_id, user_id, tenant_id, graph_user_id, mailbox_address,
-                                                    mailbox_addresses, connected_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, now())
-                   ON CONFLICT (user_id) DO UPDATE SET tenant_id = $3, graph_user_id = $4, mailbox_address = $5,
-                          mailbox_addresses = $6, connected_at = now(), updated_at = now()
-                   RETURNING connection_id""",
-                account_id, user_id, tenant_id, graph_user_id, address, aliases))
-            await app[TOKENS].store(conn, connection_id, tokens)
-            await queue_backfill(conn, app[SETTINGS], connection_id,
-                                 previous["last_synced_at"] if previous else None)
-        await app[STATUS].set_status(connection_id, ConnectionStatus.CONNECTED, None, None)
-        # Reconnect replaces subscriptions instead of orphaning them.
-        await delete_connection_subscriptions(conn, app[GRAPH], token=tokens.access_token,
-                                              connection_id=connection_id, graph_user_id=graph_user_id)
-        await create_mailbox_subscription(conn, app[GRAPH], app[SETTINGS], token=tokens.access_token,
-                                          connection_id=connection_id, account_id=account_id,
-                                          tenant_id=tenant_id, graph_user_id=graph_user_id)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
+        previous = await conn.fetchrow(
+            "SELECT last_synced_at FROM mailbox_connections WHERE user_id = $1", user_id)
+        connection_id = str(await conn.fetchval(
+            """INSERT INTO mailbox_connections (account_id, user_id, tenant_id, graph_user_id, mailbox_address,
+                                                mailbox_addresses, connected_at)
+               VALUES ($1, $2, $3, $4, $5, $6, now())
+               ON CONFLICT (user_id) DO UPDATE SET tenant_id = $3, graph_user_id = $4, mailbox_address = $5,
+                      mailbox_addresses = $6, connected_at = now(), updated_at = now()
+               RETURNING connection_id""",
+            account_id, user_id, tenant_id, graph_user_id, address, aliases))
+        await app[TOKENS].store(conn, connection_id, tokens)
+        await queue_backfill(conn, app[SETTINGS], connection_id,
+                             previous["last_synced_at"] if previous else None)
+    # Committed: from here on, network calls (Kafka, Graph) with no transaction and no held connection.
+    await app[STATUS].set_status(connection_id, ConnectionStatus.CONNECTED, None, None)
+    # Reconnect replaces subscriptions instead of orphaning them.
+    await delete_connection_subscriptions(pool, app[GRAPH], token=tokens.access_token,
+                                          connection_id=connection_id, graph_user_id=graph_user_id)
+    await create_mailbox_subscription(pool, app[GRAPH], app[SETTINGS], token=tokens.access_token,
+                                      connection_id=connection_id, account_id=account_id,
+                                      tenant_id=tenant_id, graph_user_id=graph_user_id)
     return connection_id

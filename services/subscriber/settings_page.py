@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -11,9 +10,25 @@ from typing import Any
 
 from aiohttp import web
 
+from services.subscriber import oauth
 from services.subscriber.api import connection_view, disconnect_connection
 from services.subscriber.keys import POOL, SETTINGS
-from services.subscriber.sessions import Session, remember, session_from
+from services.subscriber.oauth import redirect
+from services.subscriber.sessions import (
+    Session,
+    confirm_switch,
+    csrf_ok,
+    csrf_token,
+    current_cookie_session,
+    decode_session,
+    html_response,
+    page_html,
+    remember,
+    security_headers,
+    session_from,
+    switch_csrf,
+    who,
+)
 
 _STATUS_WORDS = {
     "never_connected": ("Not connected", "Connect your Microsoft 365 mailbox so emails with your clients "
@@ -32,29 +47,16 @@ _NOTICES = {
     "disconnected": "Your mailbox was disconnected and mailsync's access to it removed.",
     "refused": "Microsoft 365 did not grant access. See the reason below.",
     "failed": "Connecting did not complete. Please try again in a minute.",
+    "cancelled": "You cancelled at Microsoft 365; nothing changed.",
+    "not_in_directory": "mailsync cannot connect a mailbox to this user yet: the user has no email address in "
+                        "your organisation's directory to check the mailbox against. Nothing was changed. Ask "
+                        "an administrator to add your address to the directory, then connect again.",
 }
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:#f4f5f7;color:#1f2933;margin:0}
-header{background:#fff;border-bottom:1px solid #e4e7eb;padding:14px 32px;font-weight:600}
-main{max-width:720px;margin:32px auto;padding:0 16px}
-h1{font-size:22px;margin:0 0 4px}.sub{color:#616e7c;margin:0 0 24px}
-.card{background:#fff;border:1px solid #e4e7eb;border-radius:8px;padding:24px}
-.row{display:flex;justify-content:space-between;padding:10px 0;border-bottom:1px solid #f0f2f5}
-.row:last-of-type{border-bottom:0}.label{color:#616e7c}
-.badge{display:inline-block;padding:3px 10px;border-radius:12px;font-size:13px;font-weight:600}
-.ok{background:#e3f9e5;color:#1f7a2e}.warn{background:#fff3c4;color:#8d5b00}.neutral{background:#e4e7eb;color:#3e4c59}
-.reason{margin:16px 0;padding:12px 14px;border-left:4px solid #f0b429;background:#fffbea}
-.notice{margin:0 0 16px;padding:10px 14px;background:#e6f6ff;border-radius:6px}
-.actions{margin-top:20px;display:flex;gap:12px}
-button,.button{font:inherit;padding:9px 18px;border-radius:6px;border:1px solid #0b69a3;background:#0b69a3;
-color:#fff;text-decoration:none;cursor:pointer}.secondary{background:#fff;color:#b3261e;border-color:#b3261e}
-"""
+_ALERTS = frozenset({"mailbox_mismatch", "not_in_directory"})
 
 
 def csrf_for(request: web.Request, token: str) -> str:
-    secret = request.app[SETTINGS].session_secret
-    return hmac.new(secret.encode(), f"csrf:{token}".encode(), hashlib.sha256).hexdigest()
+    return csrf_token(request.app[SETTINGS].session_secret, token)
 
 
 def when(iso: str | None, now: datetime | None = None) -> str:
@@ -74,7 +76,17 @@ def when(iso: str | None, now: datetime | None = None) -> str:
     return f"{at.strftime('%-d %b %Y, %H:%M')} UTC ({ago})"
 
 
-def render(view: dict[str, Any], *, csrf: str, notice: str | None) -> str:
+def notice_text(notice: str | None, *, owner: str = "", signed_in_as: str | None = None) -> str | None:
+    if notice == "mailbox_mismatch":
+        who_signed_in = signed_in_as or "another Microsoft 365 account"
+        return (f"You signed in as {who_signed_in}; this account is {owner or 'another person'}'s. mailsync "
+                "connected nothing and changed nothing. Sign in with this account's own mailbox, or open the "
+                "settings from your own account.")
+    return _NOTICES.get(notice or "")
+
+
+def render(view: dict[str, Any], *, csrf: str, notice: str | None, owner: str = "",
+           signed_in_as: str | None = None) -> str:
     status = view["status"]
     title, explanation, tone = _STATUS_WORDS.get(status, (status, "", "neutral"))
     rows = [("Status", f'<span class="badge {tone}" id="status">{escape(title)}</span>')]
@@ -97,39 +109,49 @@ def render(view: dict[str, Any], *, csrf: str, notice: str | None) -> str:
         label = "Reconnect" if status in ("reconnect_required", "consent_required") else "Connect"
         actions.append(f'<form method="post" action="/settings/email/connect"><input type="hidden" name="csrf" '
                        f'value="{csrf}"><button id="connect">{label} Microsoft 365</button></form>')
-    notice_html = f'<p class="notice" id="notice">{escape(_NOTICES[notice])}</p>' if notice in _NOTICES else ""
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Email Authentication</title>
-<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head>
-<body><header>Settings</header><main><h1>Email Authentication</h1>
-<p class="sub">Your Microsoft 365 mailbox and your clients' engagement timelines.</p>{notice_html}
-<div class="card"><p>{escape(explanation)}</p>{body_rows}{reason}<div class="actions">{"".join(actions)}</div></div>
-</main></body></html>"""
+    text = notice_text(notice, owner=owner, signed_in_as=signed_in_as)
+    alert = " alert" if notice in _ALERTS else ""
+    notice_html = f'<p class="notice{alert}" id="notice">{escape(text)}</p>' if text else ""
+    whoami = (f'<p class="whoami" id="whoami">Settings of <strong>{escape(owner)}</strong></p>' if owner else "")
+    return page_html("Email Authentication", f"""<h1>Email Authentication</h1>
+<p class="sub">Your Microsoft 365 mailbox and your clients' engagement timelines.</p>{whoami}{notice_html}
+<div class="card"><p>{escape(explanation)}</p>{body_rows}{reason}<div class="actions">{"".join(actions)}</div></div>""")
 
 
 async def page(request: web.Request) -> web.Response:
     session, from_query = session_from(request)
-    if from_query:  # move the token out of the URL into the cookie
-        response = web.HTTPFound("/settings/email")
+    if from_query:
+        confirmation = await confirm_switch(request, session, then="page")
+        if confirmation is not None:  # another user is signed in here: ask, change nothing yet
+            return confirmation
+        response = redirect("/settings/email")  # move the token out of the URL into the cookie
         remember(response, request, session)
-        raise response
+        return response
     view = await connection_view(request.app[POOL], session.user_id)
     if view is None or view["account_id"] != session.account_id:
         view = {"status": "never_connected", "account_id": session.account_id}
-    return web.Response(text=render(view, csrf=csrf_for(request, session.token),
-                                    notice=request.query.get("notice")), content_type="text/html")
+    notice = request.query.get("notice")
+    signed_in_as = None
+    if notice == "mailbox_mismatch" and request.query.get("attempt"):
+        signed_in_as = await request.app[POOL].fetchval(
+            "SELECT signed_in_as FROM oauth_states WHERE state_id = $1 AND user_id = $2 AND account_id = $3",
+            request.query["attempt"], session.user_id, session.account_id)
+    html = render(view, csrf=csrf_for(request, session.token), notice=notice, owner=await who(request, session),
+                  signed_in_as=signed_in_as)
+    return html_response(html)
 
 
 async def _checked_form(request: web.Request) -> tuple[Session, Mapping[str, Any]]:
     session, _ = session_from(request)
     form = await request.post()
-    if not hmac.compare_digest(str(form.get("csrf", "")), csrf_for(request, session.token)):
+    if not csrf_ok(request, session, str(form.get("csrf", ""))):
         raise web.HTTPForbidden(text="This form has expired. Reload the page and try again.")
     return session, form
 
 
 async def connect(request: web.Request) -> web.Response:
-    await _checked_form(request)
-    raise web.HTTPFound("/oauth/microsoft365/start")
+    session, _ = await _checked_form(request)
+    return await oauth.begin(request, session)
 
 
 async def disconnect(request: web.Request) -> web.Response:
@@ -142,10 +164,29 @@ async def disconnect(request: web.Request) -> web.Response:
         # Only the mailbox's own user may disconnect it from this page.
         raise web.HTTPForbidden(text="You can only disconnect your own mailbox.")
     await disconnect_connection(request.app, named)
-    raise web.HTTPFound("/settings/email?notice=disconnected")
+    return redirect("/settings/email?notice=disconnected")
+
+
+async def switch(request: web.Request) -> web.Response:
+    """The confirmation's form: replaces the session of this browser (its cookie) with the link's."""
+    secret = request.app[SETTINGS].session_secret
+    current = current_cookie_session(request)
+    form = await request.post()
+    new = decode_session(str(form.get("session", "")), secret)
+    given = str(form.get("csrf", "")).encode()
+    if current is None or not hmac.compare_digest(given, switch_csrf(secret, current.token, new.token).encode()):
+        raise web.HTTPForbidden(text="This form has expired. Open the link again.")
+    if form.get("then") == "connect":
+        response = await oauth.begin(request, new, login_hint=str(form.get("login_hint") or "") or None)
+    else:
+        response = redirect("/settings/email")
+    remember(response, request, new)
+    return response
 
 
 def add_settings_routes(app: web.Application) -> None:
     app.router.add_get("/settings/email", page)
     app.router.add_post("/settings/email/connect", connect)
     app.router.add_post("/settings/email/disconnect", disconnect)
+    app.router.add_post("/settings/email/switch", switch)
+    app.on_response_prepare.append(security_headers)

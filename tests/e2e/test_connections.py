@@ -54,9 +54,10 @@ async def test_tenant_requiring_admin_consent_is_consent_required(stack: Stack):
     account = stack.new_account()
     mailbox = await stack.new_mailbox(account, connect=False)
     await stack.sandbox("POST", f"/sandbox/tenants/{mailbox.tenant_id}/policy", {"admin_consent_required": True})
+    session = stack.session_token(mailbox.user_id, account)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser, browser.get(
             f"{stack.api_url}/oauth/microsoft365/start",
-            params={"session": stack.session_token(mailbox.user_id, account), "login_hint": mailbox.address}) as resp:
+            params={"session": session, "csrf": stack.csrf(session), "login_hint": mailbox.address}) as resp:
         page = await resp.text()
     view = await connection(stack, mailbox.user_id)
     assert view["status"] == "consent_required" and view["error_code"] == "AADSTS90094"

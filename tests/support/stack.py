@@ -18,6 +18,7 @@ import jwt
 from services.core import events
 from services.core.config import Settings, load_settings
 from services.core.kafka import Publisher
+from services.subscriber.sessions import csrf_token
 from tests.support.procs import MAILSYNC, Proc, free_port
 from tests.support.wait import wait_until
 
@@ -78,6 +79,10 @@ class Stack:
         return jwt.encode({"sub": user_id, "account_id": account_id, "exp": int(time.time()) + ttl_s},
                           self.env["MAILSYNC_SESSION_SECRET"], algorithm="HS256")
 
+    def csrf(self, session_token: str) -> str:
+        """The CSRF token the settings page puts in its forms (and `/oauth/microsoft365/start` requires)."""
+        return csrf_token(self.env["MAILSYNC_SESSION_SECRET"], session_token)
+
     async def sandbox(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         assert self.http is not None
         async with self.http.request(method, f"{self.sandbox_url}{path}", json=body) as resp:
@@ -132,9 +137,10 @@ class Stack:
     async def connect(self, mailbox: Mailbox) -> str:
         """The real OAuth path: start → sandbox authorize (auto-consent) → callback → settings page."""
         jar = aiohttp.CookieJar(unsafe=True)  # the session cookie is for 127.0.0.1
+        session = self.session_token(mailbox.user_id, mailbox.account_id)
         async with aiohttp.ClientSession(cookie_jar=jar) as browser, browser.get(
                 f"{self.api_url}/oauth/microsoft365/start",
-                               params={"session": self.session_token(mailbox.user_id, mailbox.account_id),
+                               params={"session": session, "csrf": self.csrf(session),
                                        "login_hint": mailbox.address}) as resp:
             assert resp.status == 200 and "notice=connected" in str(resp.url), \
                     f"connect failed: {resp.status} {resp.url}"
