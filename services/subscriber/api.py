@@ -138,7 +138,7 @@ async def disconnect_connection(app: web.Application, connection_id: str, *, acc
         token = _usable_access_token(settings, connection_id, row)
         await conn.execute(
             "UPDATE mailbox_connections SET access_token_enc = NULL, refresh_token_enc = NULL,"
-            " access_expires_at = NULL, next_poll_at = NULL, updated_at = now() WHERE connection_id = $1::uuid",
+            " access_expires_at = NULL, updated_at = now() WHERE connection_id = $1::uuid",
             connection_id)
         await StatusReporter(pool, cast(Publisher, deferred)).set_status(
             connection_id, ConnectionStatus.DISCONNECTED, DISCONNECTED_REASON, None, conn=conn)

@@ -1,4 +1,5 @@
-"""Which notifications to trust: the subscription must exist and its stored clientState must match.
+"""Which notifications to trust: the subscription must exist (not pending deletion, its mailbox not
+disconnected) and its stored clientState must match.
 
 Lookups are cached per (tenant, subscription) so a burst of notifications costs one query; unknown
 subscriptions are cached only briefly, because a subscription's row is written just after Graph
@@ -38,9 +39,12 @@ class SubscriptionTrust:
         now = time.monotonic()
         if hit is not None and hit[0] > now:
             return hit[1]
+        # A subscription pending deletion (moved to `subscription_deletions` by a disconnect) is not here, and
+        # one of a disconnected mailbox (created in a race with the disconnect) is refused as well.
         row = await self._pool.fetchrow(
-            "SELECT subscription_id, connection_id, account_id, tenant_id, client_state"
-            " FROM subscriptions WHERE subscription_id = $1", subscription_id)
+            "SELECT s.subscription_id, s.connection_id, s.account_id, s.tenant_id, s.client_state"
+            " FROM subscriptions s JOIN mailbox_connections c ON c.connection_id = s.connection_id"
+            " WHERE s.subscription_id = $1 AND c.status <> 'disconnected'", subscription_id)
         found = None
         if row is not None and (not row["tenant_id"] or row["tenant_id"] == tenant_id):
             found = KnownSubscription(row["subscription_id"], str(row["connection_id"]), row["account_id"],
