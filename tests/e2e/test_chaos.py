@@ -1,5 +1,9 @@
-"""Chaos: processes die mid-work; afterwards every message from a contact is exactly one engagement
-and one engagement.created (distinct event ids per engagement)."""
+"""Chaos: processes die mid-work; afterwards every message from a contact is exactly one engagement,
+every engagement was published, and each one by exactly one distinct engagement.created event (copies
+of the same event id are redeliveries, allowed and counted; a second different event is a double).
+
+The kill is proven to have landed mid-batch: at the moment of the kill -9 there were engagements whose
+rows were committed but not yet marked published. A kill that misses is retried with a new wave."""
 
 from __future__ import annotations
 
@@ -7,25 +11,32 @@ import asyncio
 
 import pytest
 
+from tests.support.exactly_once import audit_engagements, unpublished
+from tests.support.kafka_tail import group_lag
 from tests.support.procs import MAILSYNC, Proc, free_port
-from tests.support.stack import Stack
+from tests.support.stack import Mailbox, Stack
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
 
 MESSAGES = 40
+KILL_ATTEMPTS = 4
+# Every Graph request takes this long during the kill test: a batch of 40 messages (4 fetches in flight
+# per mailbox) then spends seconds between its first committed engagement and its publication.
+GRAPH_LATENCY_MS = 150
 
 
-async def assert_exactly_once(stack: Stack, db, tail, account: str, imids: list[str]) -> None:
-    for imid in imids:
-        await tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=90)
-    rows = await db.fetch("SELECT internet_message_id, count(*) AS n FROM engagements WHERE account_id = $1"
-                          " GROUP BY internet_message_id", account)
-    assert {r["internet_message_id"]: r["n"] for r in rows} == dict.fromkeys(imids, 1)
-    await tail.poll()
-    for imid in imids:
-        ids = {e["event_id"] for e in tail.matching(type="engagement.created", internet_message_id=imid)}
-        assert len(ids) == 1, (imid, ids)
+async def deliver_wave(stack: Stack, mailbox: Mailbox, sender: str, tag: str, n: int) -> list[str]:
+    return list(await asyncio.gather(*(stack.deliver(mailbox, **{"from": sender, "subject": f"{tag}-{i}"})
+                                       for i in range(n))))
+
+
+def restart_matcher(stack: Stack) -> None:
+    port = free_port()
+    stack.procs["matcher"] = Proc("matcher-restarted", [*MAILSYNC, "matcher"],
+                                  {**stack.env, "MAILSYNC_HTTP_PORT": str(port)})
+    stack.procs["matcher"].wait_http_ok(f"http://127.0.0.1:{port}/readyz")
+    stack.ports["matcher"] = port
 
 
 async def test_matcher_killed_mid_batch(stack: Stack, db, engagements_tail):
@@ -33,22 +44,44 @@ async def test_matcher_killed_mid_batch(stack: Stack, db, engagements_tail):
     contact = await stack.add_contact(account, "chaos@client.example")
     await stack.wait_contact(contact)
     mailbox = await stack.new_mailbox(account)
-    deliveries = [stack.deliver(mailbox, **{"from": "chaos@client.example", "subject": f"c{i}"})
-                  for i in range(MESSAGES)]
-    imids = list(await asyncio.gather(*deliveries))
+    group = stack.env.get("MAILSYNC_MATCHER_GROUP", "mailsync-matcher")
+    bootstrap = stack.env["MAILSYNC_KAFKA_BOOTSTRAP"]
+    imids: list[str] = []
+    evidence: dict[str, object] | None = None
+    misses = 0
+    await stack.sandbox("POST", "/sandbox/faults", {"graph_latency_ms": GRAPH_LATENCY_MS})
+    try:
+        for attempt in range(KILL_ATTEMPTS):
+            imids += await deliver_wave(stack, mailbox, "chaos@client.example", f"a{attempt}", MESSAGES)
 
-    async def some_done() -> bool:
-        return bool(await db.fetchval("SELECT count(*) FROM engagements WHERE account_id = $1", account))
+            async def window_open() -> list[str]:
+                return await unpublished(db, account)
 
-    await wait_until(some_done, what="the first engagements", interval=0.02)
-    old = stack.procs["matcher"]
-    old.kill()  # kill -9: no shutdown, no commit
-    port = free_port()
-    stack.procs["matcher"] = Proc("matcher-restarted", [*MAILSYNC, "matcher"],
-                                  {**stack.env, "MAILSYNC_HTTP_PORT": str(port)})
-    stack.procs["matcher"].wait_http_ok(f"http://127.0.0.1:{port}/readyz")
-    stack.ports["matcher"] = port
-    await assert_exactly_once(stack, db, engagements_tail, account, imids)
+            try:
+                await wait_until(window_open, timeout=60, interval=0.01, what="a committed, unpublished engagement")
+            except AssertionError:
+                misses += 1  # the whole wave went through between two looks: try again
+                continue
+            stack.procs["matcher"].kill()  # kill -9: no shutdown, no publish, no commit
+            # Nothing publishes engagements while the matcher is dead: this is the state the kill left.
+            at_kill = await unpublished(db, account)
+            lag = await group_lag(bootstrap, group, "mailsync.notifications.v1")
+            await engagements_tail.poll()
+            on_kafka = {v.get("engagement_id") for v in engagements_tail.matching(type="engagement.created")}
+            restart_matcher(stack)
+            if at_kill:
+                evidence = {"attempt": attempt + 1, "unpublished_at_kill": len(at_kill),
+                            "of_those_already_on_kafka": len(set(at_kill) & on_kafka), "group_lag_at_kill": lag,
+                            "stored_at_kill": await db.fetchval(
+                                "SELECT count(*) FROM engagements WHERE account_id = $1", account)}
+                break
+            misses += 1
+    finally:
+        await stack.sandbox("POST", "/sandbox/faults", {"reset": True})
+    assert evidence is not None, f"the kill never landed mid-batch in {KILL_ATTEMPTS} attempts ({misses} missed)"
+    assert evidence["group_lag_at_kill"] > 0  # records not committed: the restarted matcher sees them again
+    audit = await audit_engagements(db, engagements_tail, account, imids, timeout=120)
+    print(f"\nmatcher kill: {evidence}; {audit.summary()}")
 
 
 async def test_half_the_graph_answers_throttled(stack: Stack, db, engagements_tail):
@@ -65,7 +98,8 @@ async def test_half_the_graph_answers_throttled(stack: Stack, db, engagements_ta
     try:
         imids = list(await asyncio.gather(*(stack.deliver(mailbox, **{"from": "throttled@client.example"})
                                             for _ in range(30))))
-        await assert_exactly_once(stack, db, engagements_tail, account, imids)
+        audit = await audit_engagements(db, engagements_tail, account, imids, timeout=90)
+        print(f"\nthrottled: {audit.summary()}")
         stats = await stack.sandbox("GET", "/sandbox/stats")
         entry = stats["mailboxes"].get(mailbox.graph_id) or stats["mailboxes"].get(mailbox.address)
         assert entry["throttled"] > 0  # the fault bit…

@@ -56,3 +56,52 @@ class Tail:
             return self.matching(**fields)
 
         return (await wait_until(found, timeout=timeout, what=f"{self.topic} record with {fields}"))[0]
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[bytes]:
+    """Every record value of `topic` from the beginning up to its end as of this call (raw bytes, so a
+    record that is not valid JSON is still seen)."""
+    from aiokafka import AIOKafkaConsumer as Consumer
+
+    consumer = Consumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                        isolation_level="read_committed")
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partition_count(topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < offset for tp, offset in end.items()])
+
+        while await behind():
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                values += [r.value or b"" for r in records if r.offset < end[tp]]
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def group_lag(bootstrap: str, group: str, topic: str) -> int:
+    """Records of `topic` not yet committed by consumer group `group` (end offset minus committed)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partition_count(topic))]
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        end = await consumer.end_offsets(tps)
+        lag = 0
+        for tp in tps:
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            lag += max(0, end[tp] - done)
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()
