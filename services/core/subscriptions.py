@@ -58,7 +58,7 @@ async def create_mailbox_subscription(
         "clientState": client_state,
         "latestSupportedTlsVersion": "v1_2",
     }
-    created = await _create_once(db, graph, token, graph_user_id, body)
+    created = await post_subscription(db, graph, token, graph_user_id, body)
     # Store what Graph granted, not what we asked for.
     await db.execute(
         """INSERT INTO subscriptions (subscription_id, connection_id, account_id, tenant_id, resource,
@@ -73,7 +73,12 @@ async def create_mailbox_subscription(
 CREATE_ATTEMPTS = 3
 
 
-async def _create_once(db: asyncpg.Pool | asyncpg.Connection, graph: GraphClient, token: str,
+def _same_resource(live: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Graph may echo the resource with another case or without the leading slash."""
+    return str(live.get("resource", "")).strip("/").lower() == str(body["resource"]).strip("/").lower()
+
+
+async def post_subscription(db: asyncpg.Pool | asyncpg.Connection, graph: GraphClient, token: str,
                        graph_user_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST /subscriptions without leaving orphans: when an attempt fails in a way that may have created the
     subscription anyway (a timeout, a 5xx), look for it before trying again. Ours (same clientState) is
@@ -86,8 +91,10 @@ async def _create_once(db: asyncpg.Pool | asyncpg.Connection, graph: GraphClient
             if not exc.transient:
                 raise
             failure = exc
+        # Give an attempt Graph may still be completing (it validates the URL first) time to land.
+        await asyncio.sleep(failure.retry_after or float(attempt))
         for live in await graph.list_subscriptions(token, graph_user_id):
-            if live.get("notificationUrl") != body["notificationUrl"] or live.get("resource") != body["resource"]:
+            if live.get("notificationUrl") != body["notificationUrl"] or not _same_resource(live, body):
                 continue
             if live.get("clientState") == body["clientState"]:
                 return live
@@ -95,8 +102,6 @@ async def _create_once(db: asyncpg.Pool | asyncpg.Connection, graph: GraphClient
             if not known:
                 with contextlib.suppress(NotFound):
                     await graph.delete_subscription(token, graph_user_id, str(live["id"]))
-        if attempt < CREATE_ATTEMPTS:
-            await asyncio.sleep(failure.retry_after or 0.5 * attempt)
     raise failure
 
 

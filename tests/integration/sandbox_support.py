@@ -42,13 +42,15 @@ class Receiver:
     validation: str = "echo"  # echo | wrong | status500 | json
     statuses: list[int] = field(default_factory=list)  # answers to the next notification POSTs (else 202)
     delays: list[float] = field(default_factory=list)  # seconds to wait before answering the next POSTs
+    validation_delays: list[float] = field(default_factory=list)  # ... the next validation requests
     validations: list[str] = field(default_factory=list)
     posts: list[dict[str, Any]] = field(default_factory=list)
     lifecycle_posts: list[dict[str, Any]] = field(default_factory=list)
 
     def reset(self) -> None:
         self.validation = "echo"
-        for items in (self.statuses, self.delays, self.validations, self.posts, self.lifecycle_posts):
+        for items in (self.statuses, self.delays, self.validation_delays, self.validations, self.posts,
+                      self.lifecycle_posts):
             items.clear()
 
     @property
@@ -60,6 +62,8 @@ class Receiver:
         if token is not None:
             assert request.content_type == "text/plain"
             self.validations.append(token)
+            if self.validation_delays:
+                await asyncio.sleep(self.validation_delays.pop(0))
             if self.validation == "wrong":
                 return web.Response(text=token + "x", content_type="text/plain")
             if self.validation == "status500":
