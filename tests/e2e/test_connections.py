@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 import aiohttp
 import pytest
 
-from tests.support.kafka_tail import Tail
+from tests.support.kafka_caught_up import CaughtUpTail
 from tests.support.stack import Stack
 from tests.support.wait import wait_until
 
@@ -20,8 +21,8 @@ async def connection(stack: Stack, user_id: str) -> dict:
     return view
 
 
-async def test_revoked_user_becomes_reconnect_required_with_one_status_event(stack: Stack, db):
-    tail = await Tail(stack.env["MAILSYNC_KAFKA_BOOTSTRAP"], "mailsync.connection-status.v1").start()
+async def test_revoked_user_becomes_reconnect_required_with_one_status_event(stack: Stack):
+    tail = await CaughtUpTail(stack.env["MAILSYNC_KAFKA_BOOTSTRAP"], "mailsync.connection-status.v1").start()
     try:
         account = stack.new_account()
         mailbox = await stack.new_mailbox(account)
@@ -35,12 +36,17 @@ async def test_revoked_user_becomes_reconnect_required_with_one_status_event(sta
 
         view = await wait_until(flagged, what="reconnect_required")
         assert view["error_code"] == "AADSTS50173" and "password" in view["reason"]
-        await stack.deliver(mailbox, **{"from": "someone.else@client.example"})  # more failures...
+        more = await stack.sandbox("POST", f"/sandbox/mailboxes/{mailbox.graph_id}/messages", {  # more failures...
+            "folder": "inbox", "from": "someone.else@client.example", "to": [mailbox.address], "subject": "more",
+            "body": "b", "internet_message_id": f"<{uuid.uuid4()}@test.example>"})
         await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/sync")
         marker = await tail.wait_for(connection_id=mailbox.connection_id, status="reconnect_required")
-        await wait_until(lambda: db.fetchval(
-            "SELECT count(*) FROM match_decisions WHERE user_id = $1", mailbox.user_id), what="second decision")
-        await tail.poll()
+        # Evidence that the second failure was processed: the matcher recorded why that very message is
+        # not on the timeline (a count of the user's decisions was already 1 after the first failure).
+        second = await stack.wait_row("SELECT decision FROM match_decisions WHERE user_id = $1 AND message_id = $2",
+                                      mailbox.user_id, more["id"], what="the second message's decision")
+        assert second["decision"] == "not_seen"
+        await tail.caught_up()  # every status event published so far has been read
         changes = [e for e in tail.matching(connection_id=mailbox.connection_id) if e["status"] != "connected"]
         assert [e["event_id"] for e in changes] == [marker["event_id"]]  # ...but exactly one status event
 
@@ -109,8 +115,16 @@ async def test_a_session_cannot_disconnect_another_users_mailbox(stack: Stack):
                                 data={"csrf": "forged", "connection_id": alice.connection_id},
                                 allow_redirects=False) as resp:
             assert resp.status == 403
+        assert (await connection(stack, bob.user_id))["status"] == "connected"
+        assert (await connection(stack, alice.user_id))["status"] == "connected"
+        # Positive control: the same form with the page's own token, for her own mailbox, does disconnect;
+        # so the 403s above were the CSRF and ownership checks, not a form that never works.
+        async with browser.post(f"{stack.api_url}/settings/email/disconnect",
+                                data={"csrf": csrf, "connection_id": alice.connection_id},
+                                allow_redirects=False) as resp:
+            assert resp.status in (302, 303) and "notice=disconnected" in resp.headers["Location"], resp.status
+    assert (await connection(stack, alice.user_id))["status"] == "disconnected"
     assert (await connection(stack, bob.user_id))["status"] == "connected"
-    assert (await connection(stack, alice.user_id))["status"] == "connected"
 
 
 async def test_disconnect_removes_subscriptions_and_tokens(stack: Stack, db):
