@@ -178,9 +178,9 @@ def page_csp(login_url: str) -> str:
     """Nothing but the page's own stylesheet; forms post to mailsync, whose Connect answer redirects to
     the identity platform (browsers check form-action on that redirect too); never framed."""
     login = URL(login_url)
-    login_origin = f"{login.scheme}://{login.authority}" if login.scheme and login.host else ""
-    return (f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'self'; "
-            f"form-action 'self' {login_origin}".rstrip() + "; frame-ancestors 'none'; base-uri 'none'")
+    login_origin = f" {login.origin()}" if login.is_absolute() else ""
+    return (f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'{login_origin}; "
+            "frame-ancestors 'none'; base-uri 'none'")
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
