@@ -105,8 +105,11 @@ async def _poll(deps: PollDeps, connection: Connection, token: str) -> int:
         "SELECT folder_id, delta_link, last_polled_at FROM delta_cursors WHERE connection_id = $1::uuid", cid)}
     now = datetime.now(UTC)
     folders = [f for f in await deps.graph.list_folders(token, user) if str(f["id"]) not in excluded]
+    first_since = now - deps.relist_window
+    if any(not (cursors[str(f["id"])]["delta_link"] if str(f["id"]) in cursors else None) for f in folders):
+        first_since = await _first_listing_since(deps.pool, cid, first_since)
     starts = [(cursors[str(f["id"])]["delta_link"] if str(f["id"]) in cursors else None)
-              or first_delta_url(user, str(f["id"]), now - deps.relist_window) for f in folders]
+              or first_delta_url(user, str(f["id"]), first_since) for f in folders]
     firsts: list[dict[str, Any] | GraphError] = []
     for chunk in range(0, len(starts), BATCH):
         firsts += await deps.graph.batch_get(token, user, starts[chunk:chunk + BATCH])
@@ -142,6 +145,17 @@ async def _poll(deps: PollDeps, connection: Connection, token: str) -> int:
             cid, folder_id, str(folder.get("displayName", "")), link, int(restarted))
     FOUND.inc(sent)
     return sent
+
+
+async def _first_listing_since(pool: asyncpg.Pool, connection_id: str, relist_since: datetime) -> datetime:
+    """How far back a folder's first delta looks: the relist window, but never before what the connection
+    imports at all (the since of its first back-fill, else when it connected). Otherwise a first connection's
+    first poll would import MAILSYNC_RELIST_WINDOW_H (48 h) of mail, not MAILSYNC_BACKFILL_FIRST_H (24 h)."""
+    floor = await pool.fetchval(
+        """SELECT coalesce((SELECT min(since) FROM sync_jobs WHERE connection_id = $1::uuid AND kind = 'backfill'),
+                           (SELECT connected_at FROM mailbox_connections WHERE connection_id = $1::uuid))""",
+        connection_id)
+    return relist_since if floor is None else max(relist_since, floor)
 
 
 async def claim_due(pool: asyncpg.Pool, *, limit: int, lease: timedelta) -> list[str]:
