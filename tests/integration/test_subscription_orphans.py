@@ -24,7 +24,7 @@ def _body(env: Env, user_id: str) -> dict:
 
 
 async def _live(env: Env, user_id: str) -> list[dict]:
-    return [s for s in await env.control("GET", "/sandbox/subscriptions") if s["userId"] == user_id]
+    return [s for s in (await env.control("GET", "/sandbox/subscriptions"))["value"] if s["userId"] == user_id]
 
 
 async def test_a_timed_out_create_is_adopted_not_duplicated(env: Env, db):
