@@ -13,6 +13,7 @@ import asyncpg
 from services.core.config import Settings
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import GraphError, NotFound
+from services.core.graph.times import parse_graph_time as parse_graph_time  # re-exported
 
 
 def mailbox_resource(graph_user_id: str) -> str:
@@ -23,18 +24,6 @@ def mailbox_resource(graph_user_id: str) -> str:
 def expiry_iso(minutes: int) -> str:
     at = datetime.now(UTC) + timedelta(minutes=minutes)
     return at.strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
-
-
-def parse_graph_time(value: str) -> datetime:
-    """Graph writes 7 fractional digits; Python reads at most 6."""
-    value = value.replace("Z", "+00:00")
-    head, dot, tail = value.partition(".")
-    if dot:
-        digits = "".join(c for c in tail if c.isdigit())
-        zone = tail[len(digits):]
-        value = f"{head}.{digits[:6]}{zone}"
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 async def create_mailbox_subscription(

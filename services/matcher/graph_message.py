@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from services.core.domain import EmailAddress, MailMessage
+from services.core.graph.times import parse_graph_time_or_none
 
 
 class UnusableMessage(ValueError):
@@ -31,15 +31,6 @@ def _addresses(value: Any) -> tuple[EmailAddress, ...]:
     return tuple(a for a in (_address(v) for v in value) if a is not None)
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
@@ -55,8 +46,8 @@ def parse_message(body: dict[str, Any], *, folder: str) -> MailMessage:
         subject=_text(body.get("subject"))[:1000],
         folder=folder,
         is_draft=body.get("isDraft") is True,
-        received_at=_time(body.get("receivedDateTime")),
-        sent_at=_time(body.get("sentDateTime")),
+        received_at=parse_graph_time_or_none(body.get("receivedDateTime")),
+        sent_at=parse_graph_time_or_none(body.get("sentDateTime")),
         from_=_address(body.get("from")),
         sender=_address(body.get("sender")),
         to=_addresses(body.get("toRecipients")),
