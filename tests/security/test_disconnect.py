@@ -50,6 +50,12 @@ def notification(sub: dict[str, Any], message_id: str) -> dict[str, Any]:
                              "@odata.etag": 'W/"x"', "id": message_id}}
 
 
+async def post_notifications(stack: Stack, items: list[dict[str, Any]]) -> None:
+    assert stack.http is not None
+    async with stack.http.post(f"{stack.api_url}/graph/notifications", json={"value": items}) as resp:
+        assert resp.status == 202, await resp.text()
+
+
 async def published_by(stack: Stack, topic: str, action: Callable[[], Awaitable[None]]) -> list[dict[str, Any]]:
     """Every record `action` caused on `topic`: read from the end offsets before it to the end offsets after it
     (the webhook answers only after Kafka acknowledged, so nothing it accepted can arrive later)."""
@@ -82,6 +88,13 @@ async def test_disconnect_after_consent_revoked_wipes_tokens_first_and_the_renew
     (control_sub,) = await live_subscriptions(stack, control)
     status_tail = await Tail(stack.env["MAILSYNC_KAFKA_BOOTSTRAP"], events.CONNECTION_STATUS).start()
     try:
+        # Positive control: while the subscription is live its notifications are accepted (and the webhook's
+        # trust cache now holds it).
+        live_id = f"live-{uuid.uuid4().hex}"
+        records = await published_by(stack, events.NOTIFICATIONS, lambda: post_notifications(stack, [
+            notification(sub, live_id)]))
+        assert [r.get("message_id") for r in records] == [live_id]
+
         # The user revokes mailsync's consent at Microsoft: the subscription DELETE now answers 401.
         await stack.sandbox("POST", f"/sandbox/users/{mailbox.graph_id}/revoke", {"reason": "password_reset"})
 
@@ -128,13 +141,8 @@ async def test_disconnect_after_consent_revoked_wipes_tokens_first_and_the_renew
         # a live subscription in the same POST is (positive control).
         pending_id, control_id = f"pending-{uuid.uuid4().hex}", f"control-{uuid.uuid4().hex}"
 
-        async def post() -> None:
-            assert stack.http is not None
-            async with stack.http.post(f"{stack.api_url}/graph/notifications", json={"value": [
-                    notification(sub, pending_id), notification(control_sub, control_id)]}) as resp:
-                assert resp.status == 202, await resp.text()
-
-        records = await published_by(stack, events.NOTIFICATIONS, post)
+        records = await published_by(stack, events.NOTIFICATIONS, lambda: post_notifications(stack, [
+            notification(sub, pending_id), notification(control_sub, control_id)]))
         message_ids = [r.get("message_id") for r in records]
         assert control_id in message_ids and pending_id not in message_ids, json.dumps(records)[:2000]
 
