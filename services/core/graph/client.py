@@ -6,6 +6,8 @@ The msgraph SDK costs ~10 ms of CPU per GET (GRAPH-FACTS.md); this hot path uses
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -15,6 +17,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from tenacity.wait import wait_base
 
 from services.core import json_limits
+from services.core.graph.claims import parse_claims_challenge
 from services.core.graph.errors import (
     AccessTokenRejected,
     Classified,
@@ -23,7 +26,8 @@ from services.core.graph.errors import (
     NotFound,
     Severity,
     classify_graph_response,
-    is_sync_state_lost,
+    header,
+    is_sync_state_lost_body,
     retry_after_seconds,
 )
 from services.core.graph.limiter import MailboxLimiter
@@ -129,14 +133,8 @@ class GraphClient:
                     if resp.status == 429:
                         GRAPH_THROTTLED.inc()
                         self._limits.throttled(mailbox, retry_after)
-                    classified = classify_graph_response(resp.status, payload)
-                    if is_sync_state_lost(resp.status, classified.error_code):
-                        raise DeltaExpired(classified, resp.status, resp.headers.get("Location"))
-                    if resp.status == 404:
-                        raise NotFound(classified, resp.status)
-                    if resp.status == 401:
-                        raise AccessTokenRejected(classified, resp.status)
-                    raise GraphError(classified, resp.status, retry_after)
+                    challenge = ", ".join(resp.headers.getall("WWW-Authenticate", [])) or None
+                    raise error_for(resp.status, payload, resp.headers, challenge)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 GRAPH_REQUESTS.labels("network_error").inc()
                 raise GraphError(
@@ -161,7 +159,9 @@ class GraphClient:
     async def batch_get(self, token: str, user: str, urls: list[str], *, page_size: int = 50,
                         attempts: int = 6) -> list[dict[str, Any] | GraphError]:
         """GET up to 20 URLs of one mailbox in one JSON `$batch`. Graph throttles each step on its own and
-        the SDKs do not retry inner failures: retried here after the longest inner Retry-After.
+        the SDKs do not retry inner failures: retried here after the longest inner Retry-After. A whole
+        batch refused with `424` or `429` (Microsoft documents both for throttled batches) is not a
+        failure of its steps: every step is retried after the longest Retry-After, within the same budget.
         Returns, per URL, the body or the error its step ended with."""
         if len(urls) > 20:
             raise ValueError("a $batch holds at most 20 requests")
@@ -172,35 +172,24 @@ class GraphClient:
         while pending:
             body = {"requests": [{"id": str(i), "method": "GET", "url": self._relative(urls[i]),
                                   "headers": {"Prefer": prefer}} for i in pending]}
-            envelope = await self.request("POST", "/$batch", token, mailbox=user, json=body)
-            retry: list[int] = []
-            longest: float | None = None
-            for step in envelope.get("responses", []):
-                i = int(step.get("id", -1))
-                if i not in pending:
-                    continue
-                status = int(step.get("status", 500))
-                payload = step.get("body") if isinstance(step.get("body"), dict) else None
-                headers = {str(k): str(v) for k, v in (step.get("headers") or {}).items()}
-                if status < 300:
-                    results[i] = payload or {}
-                    continue
-                error = _step_error(status, payload, headers)
-                if error.transient and stalled < attempts - 1:
-                    retry.append(i)
-                    if error.retry_after is not None:
-                        longest = max(longest or 0.0, error.retry_after)
-                else:
-                    results[i] = error
-            answered = {str(s.get("id")) for s in envelope.get("responses", [])}
+            last_round = stalled >= attempts - 1
+            try:
+                # One attempt: a refused envelope is retried below, per step, not as a whole by request().
+                envelope = await self.request("POST", "/$batch", token, mailbox=user, json=body, attempts=1)
+                round_ = read_batch_round(pending, envelope.get("responses"), last_round=last_round)
+            except GraphError as exc:
+                if not (exc.transient or whole_batch_refused(exc.status)):
+                    raise
+                round_ = read_batch_round(pending, (exc.body or {}).get("responses"), last_round=last_round,
+                                          envelope_retry_after=exc.retry_after)
+            for i, result in round_.done.items():
+                results[i] = result
             before = len(pending)
-            pending = sorted(set(retry) | {i for i in pending if str(i) not in answered})
+            pending = round_.retry
             stalled = stalled + 1 if len(pending) == before else 0
             if pending:
-                self._limits.throttled(user, longest if longest is not None else 0.5 * 2 ** stalled)
-        return [r if r is not None else GraphError(Classified(Severity.TRANSIENT, "batch_exhausted",
-                                                              "Graph kept refusing a batch step."))
-                for r in results]
+                self._limits.throttled(user, round_.wait if round_.wait is not None else 0.5 * 2 ** stalled)
+        return [r if r is not None else _exhausted() for r in results]
 
     def _absolute(self, path: str) -> str:
         """A path under the base URL, or an absolute link Graph gave us (nextLink, deltaLink). The bearer
@@ -259,15 +248,78 @@ class GraphClient:
         await self.request("DELETE", path, token, mailbox=user)
 
 
-def _step_error(status: int, payload: dict[str, Any] | None, headers: dict[str, str]) -> GraphError:
-    classified = classify_graph_response(status, payload)
-    if is_sync_state_lost(status, classified.error_code):
-        return DeltaExpired(classified, status, headers.get("Location"))
+def error_for(status: int, payload: Mapping[str, Any] | None, headers: Mapping[str, str],
+              www_authenticate: str | None) -> GraphError:
+    """The exception for a Graph error answer (a whole response or one $batch step). Headers are read
+    case-insensitively: steps may carry `retry-after`, `location` in lower case."""
+    classified = classify_graph_response(status, payload, www_authenticate)
+    if is_sync_state_lost_body(status, payload):
+        return DeltaExpired(classified, status, header(headers, "Location"))
     if status == 404:
         return NotFound(classified, status)
-    if status == 401:
-        return AccessTokenRejected(classified, status)
-    return GraphError(classified, status, retry_after_seconds(headers))
+    if status == 401 or (status == 403 and classified.error_code == "conditional_access"):
+        return AccessTokenRejected(classified, status, parse_claims_challenge(www_authenticate))
+    return GraphError(classified, status, retry_after_seconds(headers),
+                      body=payload if whole_batch_refused(status) else None)
+
+
+def whole_batch_refused(status: int | None) -> bool:
+    """A `$batch` envelope (or a step) refused for throttling: 429, or 424 Failed Dependency."""
+    return status in (424, 429)
+
+
+@dataclass
+class BatchRound:
+    """What one `$batch` answer means for the pending steps: the ones finished (a body or their final
+    error), the ones to send again, and how long to wait first (the longest Retry-After seen)."""
+
+    done: dict[int, dict[str, Any] | GraphError] = field(default_factory=dict)
+    retry: list[int] = field(default_factory=list)
+    wait: float | None = None
+
+
+def read_batch_round(pending: list[int], responses: Any, *, last_round: bool,
+                     envelope_retry_after: float | None = None) -> BatchRound:
+    """Pure. `responses` is the envelope's `responses` array (or None when the whole batch was refused).
+    A step not answered, or answered with a transient error (429, 424 because a throttled step failed
+    before it, 5xx) is retried; on the last round it ends with that error (unanswered: `batch_exhausted`).
+    Any other step is finished."""
+    round_ = BatchRound(wait=envelope_retry_after)
+    answered: set[int] = set()
+    for step in responses if isinstance(responses, list) else []:
+        if not isinstance(step, dict):
+            continue
+        try:
+            i = int(step.get("id", -1))
+            status = int(step.get("status", 500))
+        except (TypeError, ValueError):
+            continue
+        if i not in pending or i in answered:
+            continue
+        answered.add(i)
+        payload = step.get("body") if isinstance(step.get("body"), dict) else None
+        raw_headers = step.get("headers")
+        headers = {str(k): str(v) for k, v in raw_headers.items()} if isinstance(raw_headers, dict) else {}
+        if status < 300:
+            round_.done[i] = payload or {}
+            continue
+        error = error_for(status, payload, headers, header(headers, "WWW-Authenticate"))
+        if (error.transient or whole_batch_refused(status)) and not last_round:
+            round_.retry.append(i)
+            if error.retry_after is not None:
+                round_.wait = max(round_.wait or 0.0, error.retry_after)
+        else:
+            round_.done[i] = error
+    unanswered = [i for i in pending if i not in answered]
+    if last_round:
+        round_.done.update((i, _exhausted()) for i in unanswered)
+    else:
+        round_.retry = sorted(set(round_.retry) | set(unanswered))
+    return round_
+
+
+def _exhausted() -> GraphError:
+    return GraphError(Classified(Severity.TRANSIENT, "batch_exhausted", "Graph kept refusing a batch step."))
 
 
 async def _json_or_none(resp: aiohttp.ClientResponse) -> dict[str, Any] | None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from services.core.graph.claims import ClaimsChallenge, asks_for_claims
+
 
 class Severity(StrEnum):
     TRANSIENT = "transient"  # retry with back-off; never a status change
@@ -21,7 +23,14 @@ class Severity(StrEnum):
     PERMANENT = "permanent"  # a bug or bad request: do not retry
 
 
-RECONNECT_CODES = frozenset({50173, 70008, 700082, 50076, 50079, 50078, 70043, 700084, 50132, 50133})
+# Conditional Access: 53003 blocked by policy; 53000 device not compliant, 53001 device not domain-joined,
+# 53002 app not approved (entra-docs, reference-error-codes). The user must sign in again from where the
+# policy allows, or IT must change it; mailsync can do nothing but say so.
+CONDITIONAL_ACCESS_CODES = frozenset({53000, 53001, 53002, 53003})
+CONDITIONAL_ACCESS_REASON = ("Your organisation's access policy blocked mailsync: sign in again from a compliant "
+                             "device or ask IT.")
+RECONNECT_CODES = frozenset({50173, 70008, 700082, 50076, 50079, 50078, 70043, 700084, 50132, 50133}
+                            | CONDITIONAL_ACCESS_CODES)
 CONSENT_CODES = frozenset({65001, 65004, 90094, 90095})
 
 _REASONS = {
@@ -39,6 +48,7 @@ _REASONS = {
     65004: "Access to your mailbox was declined on the consent screen.",
     90094: "An administrator of your organisation must grant consent to mailsync.",
     90095: "An administrator of your organisation must grant consent to mailsync.",
+    **dict.fromkeys(CONDITIONAL_ACCESS_CODES, CONDITIONAL_ACCESS_REASON),
 }
 
 
@@ -52,11 +62,13 @@ class Classified:
 class GraphError(Exception):
     """Base of every Graph/identity failure; `classified` says what to do about it."""
 
-    def __init__(self, classified: Classified, status: int | None = None, retry_after: float | None = None):
+    def __init__(self, classified: Classified, status: int | None = None, retry_after: float | None = None,
+                 body: Mapping[str, Any] | None = None):
         super().__init__(f"{classified.severity.value}: {classified.error_code}")
         self.classified = classified
         self.status = status
         self.retry_after = retry_after
+        self.body = body  # the error answer's JSON, when there was one (a whole-batch 424 carries steps)
 
     @property
     def transient(self) -> bool:
@@ -80,7 +92,14 @@ def is_sync_state_lost(status: int, code: str) -> bool:
 
 
 class AccessTokenRejected(GraphError):
-    """401 from Graph: refresh the token once, then the identity platform decides."""
+    """Graph refused the access token itself: a `401`, or a `403` claims challenge (Conditional Access).
+    Refresh the token once, passing the challenge's claims if there are any; the identity platform's
+    answer decides the mailbox's status."""
+
+    def __init__(self, classified: Classified, status: int | None = None,
+                 challenge: ClaimsChallenge | None = None) -> None:
+        super().__init__(classified, status)
+        self.challenge = challenge
 
 
 def _codes(body: Mapping[str, Any]) -> list[int]:
@@ -129,23 +148,80 @@ def classify_authorize_error(error: str, description: str) -> Classified:
     return classify_identity_error(400, {"error": error, "error_codes": codes})
 
 
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, case-insensitively: $batch steps may carry `retry-after`, `location` in lower case
+    (GRAPH-FACTS.md "Throttling"). aiohttp's own headers are case-insensitive already; plain dicts are not."""
+    found = headers.get(name)
+    if found is not None:
+        return found
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """`Retry-After` as seconds; Graph may send fractions. HTTP dates are not used by Graph."""
-    raw = headers.get("Retry-After")
+    """`Retry-After` (any case) as seconds; Graph may send fractions. HTTP dates are not used by Graph."""
+    raw = header(headers, "Retry-After")
     if raw is None:
         return None
     try:
         value = float(raw)
     except ValueError:
         return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
     return max(0.0, value)
 
 
-def classify_graph_response(status: int, body: Mapping[str, Any] | None) -> Classified:
-    error = (body or {}).get("error")
-    code = str(error.get("code", "")) if isinstance(error, dict) else ""
+MAX_INNER_DEPTH = 16  # Graph nests two or three levels; a deeper body is not Graph's and is not walked further
+
+
+def _get_ci(mapping: Mapping[str, Any], *names: str) -> Any:
+    """The first of `names` present in `mapping`, keys compared case-insensitively."""
+    wanted = {n.lower() for n in names}
+    for key, value in mapping.items():
+        if isinstance(key, str) and key.lower() in wanted:
+            return value
+    return None
+
+
+def graph_error_codes(body: Mapping[str, Any] | None) -> list[str]:
+    """The codes of a Graph error body, outermost first: `error.code`, then each `innerError.code` /
+    `innererror.code` below it (keys in any case; at most MAX_INNER_DEPTH levels). The last is the most
+    specific: `{"error":{"code":"InvalidRequest","innerError":{"code":"syncStateNotFound"}}}` is about
+    expired delta state, not a bad request (GRAPH-FACTS.md "Identity platform")."""
+    codes: list[str] = []
+    node = _get_ci(body or {}, "error")
+    for _ in range(MAX_INNER_DEPTH):
+        if not isinstance(node, Mapping):
+            break
+        code = _get_ci(node, "code")
+        if isinstance(code, str) and code.strip():
+            codes.append(code.strip()[:200])
+        node = _get_ci(node, "innerError", "innererror", "inner_error")
+    return codes
+
+
+def classify_graph_response(status: int, body: Mapping[str, Any] | None,
+                            www_authenticate: str | None = None) -> Classified:
+    """A Graph error answer. `error_code` is the most specific code of the body (nested innerError codes
+    included). A `403` whose WWW-Authenticate (or body code) says `insufficient_claims` is Conditional
+    Access refusing the token: `reconnect_required` with error_code `conditional_access`, never a
+    permanent error that would leave the mailbox `connected` while every call fails."""
+    codes = graph_error_codes(body)
+    code = codes[-1] if codes else ""
+    claims_asked = asks_for_claims(www_authenticate) or any(c.lower() == "insufficient_claims" for c in codes)
     if status == 429 or status >= 500:
         return Classified(Severity.TRANSIENT, code or f"http_{status}", "Microsoft Graph is busy.")
+    if status == 403 and claims_asked:
+        return Classified(Severity.RECONNECT, "conditional_access", CONDITIONAL_ACCESS_REASON)
     if status == 401:
         return Classified(Severity.RECONNECT, code or "http_401", "Microsoft Graph refused mailsync's token.")
     return Classified(Severity.PERMANENT, code or f"http_{status}", "Microsoft Graph refused the request.")
+
+
+def is_sync_state_lost_body(status: int, body: Mapping[str, Any] | None) -> bool:
+    """410, or `syncStateNotFound` (or a sibling) at any depth of the error body."""
+    return status == 410 or any(is_sync_state_lost(status, c) for c in graph_error_codes(body))
