@@ -1,6 +1,6 @@
 """A real Apache Kafka 4.x broker (single combined KRaft node), assembled from Maven Central.
 
-See /work/shared/KAFKA-LOCAL.md. The jars are fetched once into .cache/kafka/libs (git-ignored) by
+See docs/kafka-local.md. The jars are fetched once into .cache/kafka/libs (git-ignored) by
 `mvn dependency:copy-dependencies` from deploy/local/kafka/pom.xml; every start gets a fresh data
 directory and free loopback ports. Ready means: the log says `Kafka Server started` and a Metadata
 request over the Kafka protocol lists the broker.

@@ -1,4 +1,4 @@
-"""Kafka topics and the event envelope every record carries (CONTRACT.md section 5)."""
+"""Kafka topics and the event envelope every record carries (docs/contract.md#kafka)."""
 
 from __future__ import annotations
 

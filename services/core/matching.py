@@ -1,4 +1,4 @@
-"""The matching rules (DESIGN.md "Matching"): pure functions from a message to a decision.
+"""The matching rules (docs/design.md#matching): pure functions from a message to a decision.
 
 The I/O layer calls ``addresses_to_look_up`` for a message, loads a ``DirectorySnapshot`` of the
 message's account for exactly those addresses (and their domains), then calls ``decide``. Nothing
@@ -59,7 +59,7 @@ __all__ = [
 # Well-known folders (Graph names, compared case-insensitively) whose mail never becomes an engagement.
 EXCLUDED_FOLDERS = frozenset(
     {
-        # DESIGN.md: not junk, deleted items, drafts or outbox (outbox mail is not sent yet; it is
+        # docs/design.md#matching: not junk, deleted items, drafts or outbox (outbox mail is not sent yet; it is
         # seen again in sentitems once it is).
         "drafts",
         "junkemail",

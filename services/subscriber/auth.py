@@ -1,4 +1,4 @@
-"""Who calls the service API (CONTRACT.md section 4, "Two kinds of bearer").
+"""Who calls the service API (docs/contract.md#api-auth, two kinds of bearer).
 
 - `MAILSYNC_API_TOKEN`: the operator, every account (`Caller.account_id` is None).
 - an account-scoped token the host application mints: a JWT, HS256, signed with `MAILSYNC_SESSION_SECRET`,

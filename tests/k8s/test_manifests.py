@@ -29,7 +29,7 @@ K8S_VERSION = "1.30.0"  # the oldest Kubernetes the manifests target (preStop sl
 DEPLOY = tools.REPO / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
 
-# CONTRACT.md section 5: every topic and its dead-letter topic.
+# docs/contract.md#kafka: every topic and its dead-letter topic.
 TOPICS = (
     "crm.directory.v1",
     "mailsync.notifications.v1",

@@ -1,4 +1,4 @@
-"""Account-scoped API tokens (CONTRACT.md section 4; issue 10, finding 5): for random pairs of accounts,
+"""Account-scoped API tokens (docs/contract.md#api-auth; issue 10, finding 5): for random pairs of accounts,
 nothing account X's token can call returns or changes account Y's data. Reads answer 404 with the body an
 unknown id gets; writes answer the same and change nothing (checked in SQL). Positive controls: X's token
 sees X's own data, the operator's token sees both."""

@@ -1,4 +1,4 @@
-"""The matching rules of DESIGN.md "Matching", one table row per rule and reason code."""
+"""The matching rules of docs/design.md#matching, one table row per rule and reason code."""
 
 from __future__ import annotations
 

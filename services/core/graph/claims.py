@@ -9,7 +9,7 @@ Access) with a claims challenge:
                       error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZX19fQ=="
 
 and the client must ask the token endpoint again, passing the decoded claims (merged with its own cp1
-declaration) as the `claims` parameter. GRAPH-FACTS.md "Identity platform" (azure-docs
+declaration) as the `claims` parameter. docs/graph.md#cae (entra-docs
 claims-challenge, entra-docs "continuous access evaluation").
 """
 

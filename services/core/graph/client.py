@@ -1,7 +1,7 @@
 """A thin Graph client on a shared aiohttp session: at most N requests in flight per mailbox,
 transient failures retried with jittered exponential back-off that honours `Retry-After`.
 
-The msgraph SDK costs ~10 ms of CPU per GET (GRAPH-FACTS.md); this hot path uses plain aiohttp.
+The msgraph SDK costs ~10 ms of CPU per GET (docs/graph.md#sdk); this hot path uses plain aiohttp.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One error tree for Graph and the identity platform, and the pure classification behind it.
 
 Decisions come from HTTP status, `error` and `error_codes`, never from description text
-(GRAPH-FACTS.md). The only exception is the authorize redirect, which carries no `error_codes`:
+(docs/graph.md#identity-errors). The only exception is the authorize redirect, which carries no `error_codes`:
 there the AADSTS number at the start of `error_description` is the code.
 """
 
@@ -150,7 +150,7 @@ def classify_authorize_error(error: str, description: str) -> Classified:
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
     """A header by name, case-insensitively: $batch steps may carry `retry-after`, `location` in lower case
-    (GRAPH-FACTS.md "Throttling"). aiohttp's own headers are case-insensitive already; plain dicts are not."""
+    (docs/graph.md#batching). aiohttp's own headers are case-insensitive already; plain dicts are not."""
     found = headers.get(name)
     if found is not None:
         return found
@@ -191,7 +191,7 @@ def graph_error_codes(body: Mapping[str, Any] | None) -> list[str]:
     """The codes of a Graph error body, outermost first: `error.code`, then each `innerError.code` /
     `innererror.code` below it (keys in any case; at most MAX_INNER_DEPTH levels). The last is the most
     specific: `{"error":{"code":"InvalidRequest","innerError":{"code":"syncStateNotFound"}}}` is about
-    expired delta state, not a bad request (GRAPH-FACTS.md "Identity platform")."""
+    expired delta state, not a bad request (docs/graph.md#delta, docs/graph.md#not-confirmed)."""
     codes: list[str] = []
     node = _get_ci(body or {}, "error")
     for _ in range(MAX_INNER_DEPTH):

@@ -2,7 +2,7 @@
 
 Graph writes `2024-05-01T10:00:00Z` for message times, seven fractional digits for subscriptions
 (`2024-05-01T10:00:00.1234567Z`) and sometimes a local offset after the fraction
-(`2022-01-02T03:12:18.2257768+05:30`, GRAPH-FACTS.md "Identity platform"). The parser this replaces
+(`2022-01-02T03:12:18.2257768+05:30`, docs/graph.md#times). The parser this replaces
 cut the fraction to six digits by hand and swallowed the offset's digits with it, reading the example
 above as 03:12:18 UTC instead of 21:42:18.225776 UTC the day before. Everything in services/ that reads
 a Graph time comes here (subscription expiries, message receivedDateTime/sentDateTime).
