@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 STATE_TTL = timedelta(minutes=10)
 PURGE_AFTER = timedelta(hours=1)  # states are kept this long past their expiry (the page may still name them)
 PURGE_BATCH = 500  # rows deleted per start at most: the purge never grows with the backlog
-NONCE_COOKIE = "mailsync_oauth_nonce"
+NONCE_COOKIE = "mailsync_oauth_"  # + the state id: flows started in two tabs of one browser both complete
 NONCE_PATH = "/oauth/microsoft365/callback"
 
 
@@ -122,13 +122,13 @@ async def begin(request: web.Request, session: Session, *, login_hint: str | Non
         state=_sign(settings.session_secret, state_id), challenge=challenge,
         redirect_uri=redirect_uri(request), login_hint=login_hint)
     response = redirect(url)
-    response.set_cookie(NONCE_COOKIE, nonce, httponly=True, samesite="Lax", path=NONCE_PATH,
+    response.set_cookie(NONCE_COOKIE + state_id, nonce, httponly=True, samesite="Lax", path=NONCE_PATH,
                         max_age=int(STATE_TTL.total_seconds()), secure=settings.public_url.startswith("https://"))
     return response
 
 
-def _finished(response: web.Response) -> web.Response:
-    response.del_cookie(NONCE_COOKIE, path=NONCE_PATH)
+def _finished(response: web.Response, state_id: str) -> web.Response:
+    response.del_cookie(NONCE_COOKIE + state_id, path=NONCE_PATH)
     return response
 
 
@@ -152,7 +152,7 @@ async def callback(request: web.Request) -> web.Response:
     if state is None:
         return problem_page(400, "Sign-in link used or expired",
                             "This sign-in link was already used or has expired. Nothing was connected.")
-    nonce = request.cookies.get(NONCE_COOKIE, "")
+    nonce = request.cookies.get(NONCE_COOKIE + state_id, "")
     if not nonce or not state["nonce_hash"] or not hmac.compare_digest(nonce_hash(nonce), state["nonce_hash"]):
         log.warning("oauth callback refused: not the browser that started it", extra={"user_id": state["user_id"]})
         return problem_page(403, "Not connected: this sign-in was started elsewhere",
@@ -163,11 +163,11 @@ async def callback(request: web.Request) -> web.Response:
     if "error" in request.query:
         error, description = request.query["error"], request.query.get("error_description", "")
         if user_cancelled(error, description, request.query.get("error_subcode", "")):
-            return _finished(back("cancelled"))
+            return _finished(back("cancelled"), state_id)
         classified = classify_authorize_error(error, description)
         await _record_refusal(request, user_id, account_id, classified.severity.value, classified.reason,
                               classified.error_code)
-        return _finished(back("refused"))
+        return _finished(back("refused"), state_id)
     code = request.query.get("code")
     if not code:
         return problem_page(400, "Sign-in incomplete", "The sign-in answer carried no code. Nothing was connected.")
@@ -176,20 +176,20 @@ async def callback(request: web.Request) -> web.Response:
     except MailboxMismatch as exc:
         await pool.execute("UPDATE oauth_states SET signed_in_as = $2 WHERE state_id = $1", state_id, exc.signed_in_as)
         log.warning("oauth callback refused: mailbox_mismatch", extra={"user_id": user_id})
-        return _finished(back("mailbox_mismatch", attempt=state_id))
+        return _finished(back("mailbox_mismatch", attempt=state_id), state_id)
     except NotInDirectory:
-        return _finished(back("not_in_directory"))
+        return _finished(back("not_in_directory"), state_id)
     except MissingScopes as exc:
         await _record_refusal(request, user_id, account_id, ConnectionStatus.CONSENT_REQUIRED.value,
                               f"Microsoft 365 did not grant {', '.join(exc.missing)}; mailsync needs it to read "
                               "mail. Reconnect and accept every permission, or ask an administrator to approve "
                               "mailsync.", "missing_scopes")
-        return _finished(back("refused"))
+        return _finished(back("refused"), state_id)
     except GraphError as exc:
         log.warning("connect failed", extra={"error_code": exc.classified.error_code})
-        return _finished(back("failed"))
+        return _finished(back("failed"), state_id)
     log.info("mailbox connected", extra={"connection_id": connection_id})
-    return _finished(back("connected"))
+    return _finished(back("connected"), state_id)
 
 
 async def _record_refusal(request: web.Request, user_id: str, account_id: str, severity: str,

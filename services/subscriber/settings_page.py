@@ -90,7 +90,7 @@ def render(view: dict[str, Any], *, csrf: str, notice: str | None, owner: str = 
     status = view["status"]
     title, explanation, tone = _STATUS_WORDS.get(status, (status, "", "neutral"))
     rows = [("Status", f'<span class="badge {tone}" id="status">{escape(title)}</span>')]
-    rows.append(("Mailbox", escape(view.get("mailbox_address") or "—")))
+    rows.append(("Mailbox", f'<span id="mailbox">{escape(view.get("mailbox_address") or "—")}</span>'))
     rows.append(("Last successful sync", escape(when(view.get("last_synced_at")))))
     if view.get("connected_at"):
         rows.append(("Connected since", escape(when(view["connected_at"]))))

@@ -44,7 +44,8 @@ async def test_connect_revoke_reconnect_in_a_browser(stack: Stack):
             await page.locator("#connect").click()
             await consent(page, "2-consent.png")
             await expect(page.locator("#status")).to_have_text("Connected")
-            await expect(page.get_by_text(mailbox.address)).to_be_visible()
+            await expect(page.locator("#mailbox")).to_have_text(mailbox.address)
+            await expect(page.locator("#whoami")).to_have_text(f"Settings of {mailbox.address}")
             await page.screenshot(path=str(SHOTS / "3-connected.png"), full_page=True)
 
             await stack.sandbox("POST", f"/sandbox/users/{mailbox.graph_id}/revoke", {"reason": "password_reset"})
