@@ -4,6 +4,13 @@ Each step goes through the same pipeline as a plain request, so each is throttle
 throttled step is an inner 429 with its own `Retry-After` inside the 200 envelope. At most 4 steps
 per mailbox run at a time; `dependsOn` orders steps, and a step whose dependency failed is 424.
 Responses come back in request order.
+
+Both forms Microsoft documents for a throttled batch: by default `200` with inner `429`s; with the fault
+`batch_424` the whole batch answers `424 Failed Dependency` when any step was throttled (throttling
+guidance), with a `Retry-After` of the longest inner one, a Graph error body and the step `responses`.
+Step headers are `Retry-After`/`Location`/`Content-Type` by default and lower case with the fault
+`batch_lowercase_headers` (the JSON batching document's examples use `location`, `retry-after`): clients
+must read them case-insensitively.
 """
 
 from __future__ import annotations
@@ -77,10 +84,14 @@ def _mailbox_key(sb: Sandbox, segments: list[str], own_user: str) -> str:
     return own_user
 
 
-def _envelope(step: Step, response: GraphResponse) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": step.id, "status": response.status, "headers": dict(response.headers)}
+def _envelope(step: Step, response: GraphResponse, *, lower: bool) -> dict[str, Any]:
+    headers = dict(response.headers)
     if response.body is not None:
-        out["headers"]["Content-Type"] = "application/json; charset=utf-8"
+        headers["Content-Type"] = "application/json; charset=utf-8"
+    if lower:
+        headers = {k.lower(): v for k, v in headers.items()}
+    out: dict[str, Any] = {"id": step.id, "status": response.status, "headers": headers}
+    if response.body is not None:
         out["body"] = response.body
     return out
 
@@ -113,4 +124,16 @@ async def run_batch(sb: Sandbox, payload: Any, headers: CIMultiDict[str], base_u
             finished[step.id].set()
 
     await asyncio.gather(*(run(s) for s in steps))
-    return GraphResponse(200, {"responses": [_envelope(s, results[s.id]) for s in steps]})
+    lower = sb.faults.batch_lowercase_headers
+    responses = [_envelope(s, results[s.id], lower=lower) for s in steps]
+    throttled = [r for r in results.values() if r.status == 429]
+    if throttled and sb.faults.batch_424:
+        waits = [float(r.headers.get("Retry-After", "0") or 0) for r in throttled]
+        retry_after = max(waits)
+        header = str(int(retry_after)) if retry_after == int(retry_after) else f"{retry_after:g}"
+        failed = graph_error(424, "FailedDependency", f"{len(throttled)} of the batch's requests were throttled: "
+                             "retry the batch after Retry-After.", {"Retry-After": header})
+        assert failed.body is not None
+        failed.body["responses"] = responses
+        return failed
+    return GraphResponse(200, {"responses": responses})

@@ -1,5 +1,15 @@
 """The control API under `/sandbox/...` (docs/contract.md#sandbox): mailboxes, mail, revocations,
-tenant policies, faults, lifecycle events, tokens, subscriptions, stats, reset.
+tenant policies, faults, lifecycle events, tokens, subscriptions, the clock, stats, reset.
+
+`POST /sandbox/users/{id}/revoke {"reason"}` follows Microsoft's sequence for the reason given:
+- refresh tokens (and codes) issued so far fail with the reason's AADSTS code (identity.py);
+- `password_reset`: Outlook removes the subscriptions the user's *delegated* tokens created and sends
+  `subscriptionRemoved` to each that has a lifecycleNotificationUrl (Microsoft 365 dev blog "Subscription
+  lifetime changes for Outlook resources", 2019; microsoft-graph-docs-contrib
+  change-notifications-lifecycle-events); app-only subscriptions stay;
+- access tokens keep working until they expire, except cp1 tokens for the CAE critical events
+  (`password_reset`, `mfa_required`), which Graph now challenges (tokens.py, graph_core.py).
+The answer counts them: `access_tokens_live`, `access_tokens_challenged`, `subscriptions_removed`.
 
 Errors are 4xx `{"error": {"code", "message"}}` with codes `bad_request` (400) and `not_found` (404).
 """
@@ -15,7 +25,7 @@ from services.sandbox import faults as fault_config
 from services.sandbox.mailstore import InputError
 from services.sandbox.model import Mailbox, Message
 from services.sandbox.state import SANDBOX, Sandbox
-from services.sandbox.timefmt import graph_time, now
+from services.sandbox.timefmt import graph_time
 from services.sandbox.tokens import normalize_scopes
 
 GRAPH_EXPLORER_APP_ID = "de8bc8b5-d9f9-48b1-a8ad-b748da725064"
@@ -165,23 +175,68 @@ async def delete(request: web.Request) -> web.Response:
 
 @routes.post("/sandbox/users/{user_id}/revoke")
 async def revoke(request: web.Request) -> web.Response:
-    mailbox = _mailbox(request)
+    sb, mailbox = _sb(request), _mailbox(request)
     reason = (await _body(request)).get("reason", "password_reset")
     if reason not in REVOKE_REASONS:
         return error(400, "bad_request", f"reason must be one of {', '.join(REVOKE_REASONS)}")
-    count = _sb(request).tokens.revoke(mailbox.user_id, reason)
-    return web.json_response({"user_id": mailbox.user_id, "reason": reason, "access_tokens_revoked": count})
+    live, challenged = sb.tokens.revoke(mailbox.user_id, reason)
+    removed = []
+    if reason == "password_reset":
+        for sub in sb.subscriptions.for_user(mailbox.user_id):
+            if sub.delegated:
+                sb.notifier.lifecycle(sub, "subscriptionRemoved")
+                sb.subscriptions.remove(sub.id)
+                removed.append(sub.id)
+    return web.json_response({"user_id": mailbox.user_id, "reason": reason, "access_tokens_live": live,
+                              "access_tokens_challenged": challenged, "subscriptions_removed": removed})
+
+
+TENANT_POLICIES = ("admin_consent_required", "conditional_access_block")
 
 
 @routes.post("/sandbox/tenants/{tenant_id}/policy")
 async def policy(request: web.Request) -> web.Response:
+    """Any of `admin_consent_required` and `conditional_access_block` (booleans); the rest stays."""
     tenant_id = request.match_info["tenant_id"]
     body = await _body(request)
-    value = body.get("admin_consent_required")
-    if not isinstance(value, bool):
-        return error(400, "bad_request", "admin_consent_required must be a boolean")
-    _sb(request).tokens.admin_consent_required[tenant_id.lower()] = value
-    return web.json_response({"tenant_id": tenant_id, "admin_consent_required": value})
+    given = {k: v for k, v in body.items() if k in TENANT_POLICIES}
+    if not given or len(given) != len(body):
+        return error(400, "bad_request", f"give one or more of {', '.join(TENANT_POLICIES)}")
+    if not all(isinstance(v, bool) for v in given.values()):
+        return error(400, "bad_request", f"{', '.join(given)} must be booleans")
+    tokens = _sb(request).tokens
+    stores = {"admin_consent_required": tokens.admin_consent_required,
+              "conditional_access_block": tokens.conditional_access_block}
+    for key, value in given.items():
+        stores[key][tenant_id.lower()] = value
+    return web.json_response({"tenant_id": tenant_id, **{k: v.get(tenant_id.lower(), False)
+                                                          for k, v in stores.items()}})
+
+
+@routes.get("/sandbox/clock")
+async def get_clock(request: web.Request) -> web.Response:
+    return web.json_response(_sb(request).clock.as_json())
+
+
+@routes.post("/sandbox/clock")
+async def set_clock(request: web.Request) -> web.Response:
+    """`{"speed": N}` (N >= 1) and/or `{"advance_s": S}` (S >= 0): see clock.py."""
+    clock, body = _sb(request).clock, await _body(request)
+    unknown = set(body) - {"speed", "advance_s"}
+    if unknown or not body:
+        return error(400, "bad_request", "give speed (>= 1) and/or advance_s (>= 0)")
+    for key in ("speed", "advance_s"):
+        value = body.get(key)
+        if key in body and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return error(400, "bad_request", f"{key} must be a number")
+    try:
+        if "speed" in body:
+            clock.set_speed(float(body["speed"]))
+        if "advance_s" in body:
+            clock.advance(float(body["advance_s"]))
+    except ValueError as exc:
+        return error(400, "bad_request", str(exc))
+    return web.json_response(clock.as_json())
 
 
 @routes.get("/sandbox/faults")
@@ -223,9 +278,12 @@ async def tokens(request: web.Request) -> web.Response:
     if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
         return error(400, "bad_request", "scopes must be a list of strings")
     client_id = str(body.get("client_id") or GRAPH_EXPLORER_APP_ID)
+    cp1 = body.get("cp1", False)
+    if not isinstance(cp1, bool):
+        return error(400, "bad_request", "cp1 must be a boolean")
     grant = sb.tokens.grant(mailbox.user_id, mailbox.tenant_id, client_id, normalize_scopes(raw))
     token, lifetime = sb.tokens.issue_access(grant, sb.faults.access_token_lifetime_s, name=mailbox.display_name,
-                                             upn=mailbox.address)
+                                             upn=mailbox.address, cp1=cp1)
     return web.json_response({"access_token": token, "token_type": "Bearer", "expires_in": lifetime,
                               "scope": " ".join(grant.scopes)})
 
@@ -242,7 +300,7 @@ async def expire(request: web.Request) -> web.Response:
     sub = sb.subscriptions.get(request.match_info["subscription_id"])
     if sub is None:
         return error(404, "not_found", "no live subscription with that id")
-    sub.expires_at = now()
+    sub.expires_at = sb.clock.now()
     return web.json_response({"subscription_id": sub.id, "expired": True})
 
 

@@ -8,9 +8,13 @@ started from a deltaLink returns what changed since: created or updated messages
 `{"id", "@removed": {"reason": "deleted"}}` for messages deleted or moved out.
 
 Tokens are opaque (base64url JSON: mailbox, folder, change sequence numbers, paging key, options,
-epoch). The fault `expire_delta_tokens` expires every token issued before it was set: a `$deltatoken`
-then answers `410 Gone` with a `Location` holding a fresh start URL, a `$skiptoken` answers 400
-`SyncStateNotFound`. A token that does not decode, or belongs to another folder, is 400 `SyncStateInvalid`.
+epoch). The fault `expire_delta_tokens` expires every token issued before it was set. Graph nests the
+specific reason below a generic code (microsoft-graph-docs-contrib, delta-query-overview "synchronization
+reset"; errors.md: "the innerError may contain a more specific code"), so the sandbox does too:
+- an expired `$deltatoken`: `410 Gone`, a `Location` holding a fresh start URL, `error.code`
+  `ErrorInvalidSyncState` and `error.innerError.code` `syncStateNotFound`;
+- an expired `$skiptoken`: `400`, `error.code` `BadRequest`, `error.innerError.code` `syncStateNotFound`.
+A token that does not decode, or belongs to another folder, is 400 `SyncStateInvalid` (not nested).
 """
 
 from __future__ import annotations
@@ -81,9 +85,11 @@ async def delta(call: GraphCall) -> GraphResponse:
             if deltatoken:
                 fresh = _base(call, mailbox, folder) + (f"?{urlencode(state['o'], quote_via=quote, safe='$,')}"
                                                         if state["o"] else "")
-                return graph_error(410, "SyncStateNotFound", "The sync state generation is no longer available; "
-                                   "restart the synchronization from the Location header.", {"Location": fresh})
-            return graph_error(400, "SyncStateNotFound", "The sync state for this page is no longer available.")
+                return graph_error(410, "ErrorInvalidSyncState", "The sync state generation is no longer available; "
+                                   "restart the synchronization from the Location header.", {"Location": fresh},
+                                   inner_code="syncStateNotFound")
+            return graph_error(400, "BadRequest", "The sync state for this page is no longer available.",
+                               inner_code="syncStateNotFound")
         if deltatoken:  # a new round: everything changed since the previous round's snapshot
             state = {**state, "t": mailbox.seq, "k": None}
     else:

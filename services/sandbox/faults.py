@@ -4,13 +4,18 @@ Keys (all optional in a request; anything else is a 400, so typos do not pass si
 - `throttle`: `{"per_mailbox_per_10min": 10000, "concurrent": 4}` per application and mailbox.
 - `notification_drop_rate`, `notification_duplicate_rate`: 0.0-1.0 per change notification.
 - `notification_delay_ms`: extra delay before a change notification is first sent.
-- `notification_retry_base_ms` (500) and `notification_retry_max_s` (14400): back-off of failed deliveries.
+- `notification_retry_base_ms` (60000) and `notification_retry_max_s` (14400): back-off of failed deliveries,
+  in sandbox time (notifier.py; speed the clock up rather than shrinking these).
 - `notification_timeout_ms` (3000): how long Graph waits for a notification endpoint.
 - `expire_delta_tokens`: true expires every delta/skip token issued before this call.
 - `access_token_lifetime_s` (4500): lifetime of newly issued access tokens.
 - `token_endpoint_status` (null) and `token_endpoint_fail_count` (null = for ever): the token endpoint
   answers that status N times, then recovers.
 - `graph_latency_ms` (0): every Graph request takes this long (makes concurrency observable).
+- `batch_424` (false): a `$batch` in which any step was throttled answers `424 Failed Dependency` as a
+  whole (Graph's throttling guidance documents it) instead of `200` with inner `429`s.
+- `batch_lowercase_headers` (false): headers inside `$batch` step responses in lower case (`retry-after`,
+  `location`, `content-type`), as the JSON batching document's examples show them.
 - `reset: true`: back to the defaults first, then the other keys of the same request.
 """
 
@@ -37,7 +42,7 @@ class Faults:
     notification_drop_rate: float = 0.0
     notification_duplicate_rate: float = 0.0
     notification_delay_ms: int = 0
-    notification_retry_base_ms: int = 500
+    notification_retry_base_ms: int = 60_000
     notification_retry_max_s: float = 4 * 3600.0
     notification_timeout_ms: int = 3000
     expire_delta_tokens: bool = False
@@ -45,6 +50,8 @@ class Faults:
     token_endpoint_status: int | None = None
     token_endpoint_fail_count: int | None = None
     graph_latency_ms: int = 0
+    batch_424: bool = False
+    batch_lowercase_headers: bool = False
     delta_epoch: int = 0  # bumped each time expire_delta_tokens is set; not settable
 
     def as_json(self) -> dict[str, Any]:
@@ -96,6 +103,10 @@ def apply(current: Faults, body: Any) -> Faults:
             setattr(fresh, key, _number(key, value, low=1, integer=True))
         elif key == "notification_retry_max_s":
             fresh.notification_retry_max_s = _number(key, value, low=0)
+        elif key in ("batch_424", "batch_lowercase_headers"):
+            if not isinstance(value, bool):
+                raise FaultError(f"{key} must be a boolean")
+            setattr(fresh, key, value)
         elif key == "expire_delta_tokens":
             if not isinstance(value, bool):
                 raise FaultError("expire_delta_tokens must be a boolean")

@@ -5,6 +5,17 @@ Access rules (delegated tokens): a mailbox path (`/me/...` or `/users/{id or add
 the token's own user (else 403 `ErrorAccessDenied`; 403 `Authorization_RequestDenied` for another
 user's profile) and mail needs a `Mail.Read`-family scope. Unknown users: 404 `ErrorInvalidUser`
 (mail) or `Request_ResourceNotFound` (profile). Throttling keys on (application, mailbox).
+
+Claims challenges (entra-docs claims-challenge, app-resilience-continuous-access-evaluation), for
+tokens of clients that declared `cp1` only (tokens.py):
+- the user was revoked (password reset, MFA required) after the token was issued: `401`,
+  `WWW-Authenticate: Bearer realm="", authorization_uri="…/common/oauth2/authorize", error="insufficient_claims",
+  claims="<base64 {"access_token":{"nbf":{"essential":true,"value":"<revocation epoch>"}}}>"`, body code
+  `InvalidAuthenticationToken` (what Graph answers, "…ClaimsChallengeRequiredException…" in real captures);
+- the tenant's Conditional Access now blocks the user: `403` with the same kind of challenge and body
+  code `InsufficientClaims` (docs/contract.md#sandbox: Conditional Access answers 403 `insufficient_claims`;
+  the challenge asks for a fresh token, which the token endpoint then refuses with AADSTS53003).
+Without cp1 both kinds of token keep working until they expire.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from typing import Any
 from services.sandbox.model import Mailbox
 from services.sandbox.odata import ODataError
 from services.sandbox.state import Sandbox
-from services.sandbox.tokens import MAIL_READ_SCOPES, AccessToken, graph_scopes
+from services.sandbox.tokens import MAIL_READ_SCOPES, AccessToken, challenge_claims, graph_scopes
 
 GRAPH_CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;" \
                      "charset=utf-8"
@@ -40,11 +51,16 @@ class GraphResponse:
         return json.dumps(self.body).encode() if self.body is not None else b""
 
 
-def graph_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> GraphResponse:
+def graph_error(status: int, code: str, message: str, headers: dict[str, str] | None = None, *,
+                inner_code: str | None = None) -> GraphResponse:
+    """Graph's error shape; `inner_code` nests the specific code in `error.innerError.code` below a generic
+    `code`, as Graph does for some workloads (the delta sync-state errors here)."""
     request_id = str(uuid.uuid4())
-    body = {"error": {"code": code, "message": message, "innerError": {
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"), "request-id": request_id,
-        "client-request-id": request_id}}}
+    inner: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"), "request-id": request_id,
+                             "client-request-id": request_id}
+    if inner_code is not None:
+        inner = {"code": inner_code, **inner}
+    body = {"error": {"code": code, "message": message, "innerError": inner}}
     return GraphResponse(status, body, headers or {})
 
 
@@ -130,6 +146,12 @@ def _find(method: str, segments: list[str]) -> tuple[Route | None, str | None, l
     return None, ref, [], other_method
 
 
+def claims_challenge(nbf: float) -> str:
+    """The `WWW-Authenticate` value of a claims challenge (entra-docs claims-challenge)."""
+    return ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
+            f'error="insufficient_claims", claims="{challenge_claims(nbf)}"')
+
+
 def authenticate(sb: Sandbox, headers: Mapping[str, str]) -> AccessToken | GraphResponse:
     scheme, _, value = headers.get("Authorization", "").strip().partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
@@ -140,9 +162,16 @@ def authenticate(sb: Sandbox, headers: Mapping[str, str]) -> AccessToken | Graph
         return graph_error(401, "InvalidAuthenticationToken", "IDX14100: JWT is not well formed or is unknown.",
                            {"WWW-Authenticate": WWW_AUTHENTICATE})
     if problem == "revoked":
+        revocation = sb.tokens.revoked(token.grant)
+        nbf = revocation.at if revocation is not None else sb.clock.time()
         return graph_error(401, "InvalidAuthenticationToken", "Continuous access evaluation resulted in challenge "
                            "with result: InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp",
-                           {"WWW-Authenticate": WWW_AUTHENTICATE + ', error="insufficient_claims"'})
+                           {"WWW-Authenticate": claims_challenge(nbf)})
+    if problem == "policy":
+        return graph_error(403, "InsufficientClaims", "Continuous access evaluation resulted in challenge with "
+                           "result: InteractionRequired and code: BlockedByConditionalAccess (the tenant's "
+                           "Conditional Access policy no longer allows this token).",
+                           {"WWW-Authenticate": claims_challenge(sb.clock.time())})
     if problem == "expired":
         return graph_error(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.",
                            {"WWW-Authenticate": WWW_AUTHENTICATE})

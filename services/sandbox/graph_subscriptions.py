@@ -9,9 +9,15 @@ is raised to 45), `clientState` (at most 128 characters), `latestSupportedTlsVer
 live subscriptions per mailbox. Then, for each URL, the handshake: `POST url?validationToken=...`
 (`text/plain`, 10 s) must answer 200, `text/plain`, the decoded token; otherwise 400 `InvalidRequest`.
 
-PATCH renews (and reauthorizes: resumes delivery paused by `reauthorizationRequired`); changing
-`lifecycleNotificationUrl` is refused. Missing, expired or another application's subscriptions are
-404 `ResourceNotFound`.
+PATCH renews and reauthorizes (resumes delivery paused by `reauthorizationRequired`); changing
+`lifecycleNotificationUrl` is refused. `POST /subscriptions/{id}/reauthorize` reauthorizes without
+extending (204). Either records the calling access token's expiry on the subscription: Graph's own
+`reauthorizationRequired` timer (lifecycle.py) runs against it, so reauthorizing with a fresh token
+stops the notifications until that token nears expiry in turn. Missing, expired or another
+application's subscriptions are 404 `ResourceNotFound`. Expiry is judged on the sandbox clock.
+
+Responses carry `notificationContentType: "application/json"` as Graph's subscription resource does
+(microsoft-graph-docs-contrib, resources/subscription.md).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from yarl import URL
 from services.sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
 from services.sandbox.paths import split_path
 from services.sandbox.subscription_store import MAX_PER_MAILBOX, Subscription
-from services.sandbox.timefmt import now, parse_time
+from services.sandbox.timefmt import parse_time
 from services.sandbox.tokens import MAIL_READ_SCOPES
 
 CHANGE_TYPES = ("created", "updated", "deleted")
@@ -50,20 +56,21 @@ def _url_ok(value: Any) -> bool:
     return url.scheme in ("http", "https") and bool(url.host)
 
 
-def _expiry(value: Any) -> datetime | GraphResponse:
+def _expiry(call: GraphCall, value: Any) -> datetime | GraphResponse:
     if not isinstance(value, str):
         return _invalid("expirationDateTime is required.")
     try:
         at = parse_time(value)
     except ValueError:
         return _invalid(f"Invalid expirationDateTime '{value[:60]}'.")
-    minutes = (at - now()).total_seconds() / 60
+    now = call.sb.clock.now()
+    minutes = (at - now).total_seconds() / 60
     if minutes <= 0:
         return _invalid("Subscription expiration must be in the future.")
     if minutes > MAX_MINUTES + 1:
         return graph_error(400, "ExtensionError", f"Subscription expiration can only be {MAX_MINUTES} minutes in "
                                                   "the future.")
-    return max(at, now() + timedelta(minutes=MIN_MINUTES))
+    return max(at, now + timedelta(minutes=MIN_MINUTES))
 
 
 def _resource(call: GraphCall, resource: Any) -> tuple[str, str | None] | GraphResponse:
@@ -156,7 +163,7 @@ async def create(call: GraphCall) -> GraphResponse:
         return _invalid(f"Invalid latestSupportedTlsVersion '{str(tls)[:20]}'.")
     if body.get("includeResourceData"):
         return _invalid("includeResourceData (rich notifications) is not supported by the sandbox.")
-    expires = _expiry(body.get("expirationDateTime"))
+    expires = _expiry(call, body.get("expirationDateTime"))
     if isinstance(expires, GraphResponse):
         return expires
     target = _resource(call, body.get("resource"))
@@ -175,8 +182,11 @@ async def create(call: GraphCall) -> GraphResponse:
         id=str(uuid.uuid4()), resource=body["resource"], user_id=user_id, tenant_id=call.me().tenant_id,
         folder_id=folder_id, change_types=tuple(t for t in CHANGE_TYPES if t in types),
         notification_url=body["notificationUrl"], lifecycle_url=lifecycle, client_state=client_state,
-        expires_at=expires, application_id=token.grant.client_id, creator_id=token.grant.user_id, tls_version=tls)
+        expires_at=expires, application_id=token.grant.client_id, creator_id=token.grant.user_id, tls_version=tls,
+        delegated=not getattr(token.grant, "app_only", False))
+    sub.authorize_with(token.expires_at)
     call.sb.subscriptions.add(sub)
+    call.sb.lifecycle.poke()
     return _entity(call, sub, 201)
 
 
@@ -213,7 +223,7 @@ async def renew(call: GraphCall) -> GraphResponse:
     if "lifecycleNotificationUrl" in body and body["lifecycleNotificationUrl"] != sub.lifecycle_url:
         return _invalid("lifecycleNotificationUrl cannot be added or changed: delete the subscription and create "
                         "a new one.")
-    expires = _expiry(body["expirationDateTime"]) if "expirationDateTime" in body else None
+    expires = _expiry(call, body["expirationDateTime"]) if "expirationDateTime" in body else None
     if isinstance(expires, GraphResponse):
         return expires
     url = body.get("notificationUrl")
@@ -226,7 +236,9 @@ async def renew(call: GraphCall) -> GraphResponse:
         sub.notification_url = url
     if expires is not None:
         sub.expires_at = expires
-        sub.paused = False
+    assert call.token is not None
+    sub.authorize_with(call.token.expires_at)
+    call.sb.lifecycle.poke()
     call.sb.stats.mailboxes[sub.user_id].subscription_renewals += 1
     return _entity(call, sub)
 
@@ -245,5 +257,8 @@ async def reauthorize(call: GraphCall) -> GraphResponse:
     sub = _own(call)
     if isinstance(sub, GraphResponse):
         return sub
-    sub.paused = False
+    assert call.token is not None
+    sub.authorize_with(call.token.expires_at)
+    call.sb.lifecycle.poke()
+    call.sb.stats.mailboxes[sub.user_id].subscription_reauthorizations += 1
     return GraphResponse(204)

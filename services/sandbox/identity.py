@@ -16,6 +16,18 @@ Error codes chosen (all real AADSTS codes):
 - authorize: tenant requires admin consent -> `error=consent_required`, `AADSTS90094`; Cancel ->
   `error=access_denied`, `AADSTS65004`; unknown sign-in name -> the page shows AADSTS50034.
 - injected outage (`token_endpoint_status`): `temporarily_unavailable` / `server_error` 90033.
+- Conditional Access block on the tenant (`POST /sandbox/tenants/{id}/policy {"conditional_access_block":
+  true}`): the token endpoint answers `interaction_required`, AADSTS53003, `suberror: message_only` (the
+  shape Entra returns for "Access has been blocked by Conditional Access policies. The access policy does
+  not allow token issuance."; entra-docs reference-error-codes lists 53003 BlockedByConditionalAccess), and
+  authorize redirects back with `error=access_denied` (entra error docs: access_denied covers "a conditional
+  access request failed").
+
+Refresh tokens are reusable until they expire (tokens.py). The `claims` parameter (OIDC claims request,
+entra-docs claims-challenge) is read on every token request: `xms_cc` values containing `cp1` make the
+access token a CAE-capable one (JWT claim `xms_cc: ["cp1"]`), and an `nbf` claim answering a challenge
+changes nothing else: for a revoked user the request fails with the revocation's AADSTS code, exactly as
+a plain refresh does.
 """
 
 from __future__ import annotations
@@ -35,7 +47,14 @@ from services.sandbox import pages
 from services.sandbox.flows import AuthRequest
 from services.sandbox.model import Mailbox
 from services.sandbox.state import SANDBOX, Sandbox
-from services.sandbox.tokens import GRAPH_APP_ID, Grant, graph_scopes, normalize_scopes
+from services.sandbox.tokens import (
+    GRAPH_APP_ID,
+    Grant,
+    claims_request,
+    declares_cp1,
+    graph_scopes,
+    normalize_scopes,
+)
 
 REVOCATION_ERRORS = {
     "password_reset": ("invalid_grant", 50173,
@@ -53,9 +72,13 @@ def _base(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
 
+CA_BLOCKED = (53003, "Access has been blocked by Conditional Access policies. The access policy does not allow "
+                     "token issuance.")
+
+
 def aad_error(request: web.Request, error: str, code: int, description: str, *, status: int = 400,
-              headers: dict[str, str] | None = None) -> web.Response:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+              headers: dict[str, str] | None = None, extra: dict[str, str] | None = None) -> web.Response:
+    stamp = request.app[SANDBOX].clock.now().strftime("%Y-%m-%d %H:%M:%SZ")
     trace = str(uuid.uuid4())
     correlation = request.headers.get("client-request-id") or str(uuid.uuid4())
     body = {
@@ -64,6 +87,7 @@ def aad_error(request: web.Request, error: str, code: int, description: str, *, 
                               f"\r\nTimestamp: {stamp}"),
         "error_codes": [code], "timestamp": stamp, "trace_id": trace, "correlation_id": correlation,
         "error_uri": f"{_base(request)}/error?code={code}",
+        **(extra or {}),
     }
     request.app[SANDBOX].stats.token_endpoint.errors += 1
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store", **(headers or {})})
@@ -171,6 +195,8 @@ def _complete(sb: Sandbox, auth: AuthRequest, mailbox: Mailbox) -> web.Response:
     if auth.tenant.lower() not in ("common", "organizations") and auth.tenant.lower() != mailbox.tenant_id.lower():
         return _page(400, 50020, f"User account '{mailbox.address}' from identity provider does not exist in "
                                  f"tenant '{auth.tenant}' and cannot access the application '{auth.client_id}'.")
+    if sb.tokens.ca_blocked(mailbox.tenant_id):
+        return _redirect_error(auth, "access_denied", CA_BLOCKED[0], CA_BLOCKED[1])
     if sb.tokens.consent_blocked(mailbox.tenant_id):
         return _redirect_error(
             auth, "consent_required", 90094,
@@ -222,6 +248,10 @@ async def token(request: web.Request) -> web.Response:
     if not form.get("client_secret") and not form.get("client_assertion"):
         return aad_error(request, "invalid_client", 7000218, "The request body must contain the following "
                          "parameter: 'client_assertion' or 'client_secret'.", status=401)
+    try:
+        claims = claims_request(form.get("claims", ""))
+    except ValueError:
+        return aad_error(request, "invalid_request", 90014, "The claims parameter is not valid JSON.")
     grant_type = form.get("grant_type", "")
     if grant_type == "authorization_code":
         outcome = _redeem_code(request, sb, form, client_id)
@@ -235,7 +265,7 @@ async def token(request: web.Request) -> web.Response:
                          f"The app requested an unsupported grant type '{grant_type[:40]}'.")
     if isinstance(outcome, web.Response):
         return outcome
-    return _issue(request, sb, outcome)
+    return _issue(request, sb, outcome, cp1=declares_cp1(claims))
 
 
 def _common_checks(request: web.Request, sb: Sandbox, grant: Grant) -> web.Response | None:
@@ -246,6 +276,8 @@ def _common_checks(request: web.Request, sb: Sandbox, grant: Grant) -> web.Respo
     tenant = request.match_info["tenant"]
     if tenant.lower() not in ("common", "organizations") and tenant.lower() != grant.tenant_id.lower():
         return aad_error(request, "invalid_grant", 50020, f"User account does not exist in tenant '{tenant}'.")
+    if sb.tokens.ca_blocked(grant.tenant_id):
+        return aad_error(request, "interaction_required", *CA_BLOCKED, extra={"suberror": "message_only"})
     if sb.tokens.consent_blocked(grant.tenant_id):
         return aad_error(request, "invalid_grant", 65001, _not_consented(grant.client_id))
     return None
@@ -268,7 +300,7 @@ def _redeem_code(request: web.Request, sb: Sandbox, form: dict[str, str], client
         return aad_error(request, "invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, please "
                          "retry with a new valid code or use an existing refresh token.")
     record.used = True  # single use, whatever the outcome
-    if record.expires_at <= time.time():
+    if record.expires_at <= sb.clock.time():
         return aad_error(request, "invalid_grant", 70008, "The provided authorization code or refresh token has "
                          "expired due to inactivity. Send a new interactive authorization request for this user "
                          "and resource.")
@@ -307,26 +339,22 @@ def _redeem_refresh(request: web.Request, sb: Sandbox, form: dict[str, str], cli
     problem = _common_checks(request, sb, record.grant)
     if problem is not None:
         return problem
-    if record.used:
-        return aad_error(request, "invalid_grant", 70000, "Provided grant is invalid or malformed: this refresh "
-                         "token was already used and replaced by a newer one (the sandbox rotates refresh tokens).")
-    if record.expires_at <= time.time():
+    if record.expires_at <= sb.clock.time():
         return aad_error(request, "invalid_grant", *REVOCATION_ERRORS["inactive"][1:])
     wanted = normalize_scopes(form.get("scope", ""))
     granted = {s.lower() for s in record.grant.scopes}
     if any(s.lower() not in granted for s in wanted):
         return aad_error(request, "invalid_grant", 65001, _not_consented(client_id))
-    record.used = True
     return sb.tokens.regrant(record.grant, record.grant.scopes)
 
 
-def _issue(request: web.Request, sb: Sandbox, grant: Grant) -> web.Response:
+def _issue(request: web.Request, sb: Sandbox, grant: Grant, *, cp1: bool = False) -> web.Response:
     mailbox = sb.mail.mailboxes.get(grant.user_id)
     if mailbox is None:
         return aad_error(request, "invalid_grant", 50034,
                          f"The user account {grant.user_id} does not exist in the directory.")
     access, lifetime = sb.tokens.issue_access(grant, sb.faults.access_token_lifetime_s,
-                                              name=mailbox.display_name, upn=mailbox.address)
+                                              name=mailbox.display_name, upn=mailbox.address, cp1=cp1)
     lowered = {s.lower() for s in grant.scopes}
     body: dict[str, Any] = {
         "token_type": "Bearer",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.sandbox.clock import Clock
 from services.sandbox.model import (
     OUTGOING,
     Address,
@@ -18,7 +19,7 @@ from services.sandbox.model import (
     parse_address,
     parse_addresses,
 )
-from services.sandbox.timefmt import now, parse_time
+from services.sandbox.timefmt import parse_time
 
 
 class InputError(ValueError):
@@ -61,7 +62,11 @@ def _time(body: dict[str, Any], key: str, default: datetime) -> datetime:
 
 
 class MailStore:
-    def __init__(self) -> None:
+    """Times the store assigns (`receivedDateTime` when none is given, `lastModifiedDateTime`) come from
+    the sandbox clock; a `received_at` given with an offset keeps it (timefmt.py)."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
         self.mailboxes: dict[str, Mailbox] = {}
         self._by_address: dict[str, str] = {}
         self._ids: dict[str, str] = {}  # lower-cased user id -> user id
@@ -149,7 +154,7 @@ class MailStore:
             raise InputError(str(exc)) from None
         if from_ is None:
             raise InputError("from is required for incoming mail")
-        received = _time(body, "received_at", now())
+        received = _time(body, "received_at", self.clock.now())
         sent = _time(body, "sent_at", received)
         subject = _text(body, "subject")
         imid = _text(body, "internet_message_id") or f"<{uuid.uuid4()}@sandbox.local>"
@@ -169,7 +174,7 @@ class MailStore:
             id=new_message_id(), folder_id=folder.id, subject=subject, body=_text(body, "body"),
             body_type=body_type, from_=from_, sender=sender, to=recipients["to"], cc=recipients["cc"],
             bcc=recipients["bcc"], reply_to=recipients["reply_to"], received=received, sent=sent,
-            created=received, modified=now(), internet_message_id=imid,
+            created=received, modified=self.clock.now(), internet_message_id=imid,
             conversation_id=_text(body, "conversation_id") or conversation_id_for(mailbox.user_id, subject),
             is_draft=bool(is_draft), is_read=bool(body.get("is_read", outgoing)),
             extra_headers=[(h["name"], h["value"]) for h in headers], seq=seq, entered_seq=seq)
@@ -191,7 +196,7 @@ class MailStore:
         mailbox.tombstones.get(target.id, {}).pop(message.id, None)
         message.folder_id, message.seq, message.entered_seq = target.id, seq, seq
         message.version += 1
-        message.modified = now()
+        message.modified = self.clock.now()
         if target.well_known == "drafts":
             message.is_draft = True
         self._emit(Change(mailbox.user_id, message.id, "moved", old, target.id, message.etag))
@@ -206,7 +211,7 @@ class MailStore:
             message.body = _text(body, "body")
         message.seq = mailbox.next_seq()
         message.version += 1
-        message.modified = now()
+        message.modified = self.clock.now()
         self._emit(Change(mailbox.user_id, message.id, "updated", message.folder_id, message.folder_id,
                           message.etag))
         return message

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.sandbox.clock import Clock
 from services.sandbox.faults import Faults
 from services.sandbox.flows import Flows
+from services.sandbox.lifecycle import LifecycleTimer
 from services.sandbox.mailstore import Change, MailStore
 from services.sandbox.notifier import Notifier
 from services.sandbox.stats import Stats
@@ -16,26 +18,31 @@ from services.sandbox.tokens import TokenStore
 
 class Sandbox:
     def __init__(self) -> None:
-        self.mail = MailStore()
-        self.tokens = TokenStore()
+        self.clock = Clock()
+        self.mail = MailStore(self.clock)
+        self.tokens = TokenStore(clock=self.clock)
         self.faults = Faults()
         self.stats = Stats()
-        self.throttler = Throttler(self.stats)
+        self.throttler = Throttler(self.stats, self.clock)
         self.flows = Flows()
-        self.subscriptions = SubscriptionStore()
-        self.notifier = Notifier(lambda: self.faults, self.stats)
+        self.subscriptions = SubscriptionStore(self.clock)
+        self.notifier = Notifier(lambda: self.faults, self.stats, self.clock)
+        self.lifecycle = LifecycleTimer(self)
         self.mail.listeners.append(self._on_change)
 
     def _on_change(self, change: Change) -> None:
+        now = self.clock.time()
         for sub, change_type in self.subscriptions.for_change(change):
-            if sub.paused:
-                # Graph pauses delivery until the subscription is reauthorized; those changes are lost.
+            if sub.paused or (sub.lifecycle_url and sub.token_lapsed(now)):
+                # Graph pauses delivery until the subscription is reauthorized (asked for and not answered,
+                # or the token it was authorized with has expired); those changes are lost.
                 self.stats.notification(sub.user_id, "dropped")
             else:
                 self.notifier.change(sub, change_type, change)
 
     async def reset(self) -> None:
         await self.notifier.clear()
+        self.clock.reset()
         self.mail.clear()
         self.tokens.clear()
         self.faults = Faults(delta_epoch=self.faults.delta_epoch + 1)

@@ -1,13 +1,21 @@
-"""Change-notification subscriptions: the records, lazy expiry, and which ones a change concerns."""
+"""Change-notification subscriptions: the records, lazy expiry (on the sandbox clock), and which ones a
+change concerns.
+
+Each subscription remembers the expiry of the access token it was created, renewed or reauthorized
+with (`token_expires_at`): Graph sends `reauthorizationRequired` as that token nears expiry
+(lifecycle.py), and a subscription whose token has expired without being reauthorized gets no
+notifications (they are lost, as Graph documents for an unanswered reauthorizationRequired).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from services.sandbox.clock import Clock
 from services.sandbox.mailstore import Change
-from services.sandbox.timefmt import graph_time7, now
+from services.sandbox.timefmt import graph_time7
 
 MAX_PER_MAILBOX = 1000
 
@@ -27,20 +35,39 @@ class Subscription:
     application_id: str
     creator_id: str
     tls_version: str
-    paused: bool = False  # reauthorizationRequired sent, not yet reauthorized: notifications are lost
+    paused: bool = False  # reauthorizationRequired sent on request, not yet reauthorized: notifications are lost
+    token_expires_at: float = float("inf")  # sandbox epoch expiry of the token it was (re)authorized with
+    delegated: bool = True  # created with a user's token (a password reset removes it) or an app-only one
+    next_reauth_at: float | None = None  # when the next spontaneous reauthorizationRequired is due
+    reauth_sent: int = 0  # spontaneous reauthorizationRequired notifications since the last reauthorization
+
+    def authorize_with(self, token_expires_at: float) -> None:
+        """Created, renewed or reauthorized with a token valid until `token_expires_at`."""
+        self.token_expires_at = token_expires_at
+        self.next_reauth_at = None
+        self.reauth_sent = 0
+        self.paused = False
+
+    def token_lapsed(self, at: float) -> bool:
+        return at >= self.token_expires_at
 
     def graph(self) -> dict[str, Any]:
         return {
             "id": self.id, "resource": self.resource, "applicationId": self.application_id,
             "changeType": ",".join(self.change_types), "clientState": self.client_state,
             "notificationUrl": self.notification_url, "notificationQueryOptions": None,
+            "notificationContentType": "application/json",
             "lifecycleNotificationUrl": self.lifecycle_url, "expirationDateTime": graph_time7(self.expires_at),
             "creatorId": self.creator_id, "includeResourceData": False, "latestSupportedTlsVersion": self.tls_version,
             "encryptionCertificate": None, "encryptionCertificateId": None, "notificationUrlAppId": None,
         }
 
     def control(self) -> dict[str, Any]:
-        return {**self.graph(), "tenantId": self.tenant_id, "userId": self.user_id, "paused": self.paused}
+        token_expiry = (graph_time7(datetime.fromtimestamp(self.token_expires_at, UTC))
+                        if self.token_expires_at != float("inf") else None)
+        return {**self.graph(), "tenantId": self.tenant_id, "userId": self.user_id, "paused": self.paused,
+                "delegated": self.delegated, "tokenExpirationDateTime": token_expiry,
+                "reauthorizationsSent": self.reauth_sent}
 
 
 def change_type_for(sub: Subscription, change: Change) -> str | None:
@@ -58,8 +85,9 @@ def change_type_for(sub: Subscription, change: Change) -> str | None:
 
 
 class SubscriptionStore:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self._subs: dict[str, Subscription] = {}
+        self._clock = clock or Clock()
 
     def clear(self) -> None:
         self._subs.clear()
@@ -73,16 +101,19 @@ class SubscriptionStore:
     def get(self, sub_id: str) -> Subscription | None:
         """A live subscription; an expired one is removed on the way (lazily)."""
         sub = self._subs.get(sub_id)
-        if sub is not None and sub.expires_at <= now():
+        if sub is not None and sub.expires_at <= self._clock.now():
             del self._subs[sub_id]
             return None
         return sub
 
     def live(self) -> list[Subscription]:
-        current = now()
+        current = self._clock.now()
         for sub_id in [k for k, v in self._subs.items() if v.expires_at <= current]:
             del self._subs[sub_id]
         return list(self._subs.values())
+
+    def for_user(self, user_id: str) -> list[Subscription]:
+        return [s for s in self.live() if s.user_id == user_id]
 
     def count_for(self, user_id: str) -> int:
         return sum(1 for s in self.live() if s.user_id == user_id)

@@ -5,15 +5,20 @@ ignores `Retry-After` stays throttled. A request that arrives before the `Retry-
 the same application for the same mailbox has elapsed is counted as an early retry, unless it arrived
 within IN_FLIGHT_GRACE_S of that 429: such a request was already on the wire when the client learnt
 of the throttling (concurrent requests), so no client could have held it back.
+
+The 10-minute window and the rate-limit `Retry-After` run on the sandbox clock (clock.py); the header
+is given in real seconds (sandbox seconds / speed), as `expires_in` is, so a client that waits what it
+is told is never early. Concurrency throttling is about requests in flight, which take real time: its
+`Retry-After` (0.5 s) and the in-flight grace stay real.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from services.sandbox.clock import Clock
 from services.sandbox.faults import Throttle
 from services.sandbox.stats import Stats
 
@@ -33,7 +38,7 @@ class _Key:
 @dataclass(frozen=True)
 class Throttled:
     message: str
-    retry_after: float
+    retry_after: float  # real seconds
 
     @property
     def header(self) -> str:
@@ -45,8 +50,9 @@ class Throttled:
 
 
 class Throttler:
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, clock: Clock | None = None) -> None:
         self._stats = stats
+        self._clock = clock or Clock()
         self._keys: dict[tuple[str, str], _Key] = {}
 
     def clear(self) -> None:
@@ -54,11 +60,12 @@ class Throttler:
 
     def enter(self, app_id: str, mailbox: str, limits: Throttle) -> Throttled | None:
         """Admit a request (then `leave` must follow) or say why not."""
-        now = time.monotonic()
+        now = self._clock.time()
+        speed = self._clock.speed
         key = self._keys.setdefault((app_id, mailbox), _Key())
         counts = self._stats.mailboxes[mailbox]
         counts.requests += 1
-        if now < key.retry_not_before and now > key.throttled_at + IN_FLIGHT_GRACE_S:
+        if now < key.retry_not_before and now > key.throttled_at + IN_FLIGHT_GRACE_S * speed:
             counts.early_retries += 1
         key.arrivals.append(now)
         while key.arrivals and key.arrivals[0] <= now - WINDOW_S:
@@ -68,14 +75,14 @@ class Throttler:
             # Free again once enough of the window's arrivals have aged out.
             oldest_needed = key.arrivals[len(key.arrivals) - limits.per_mailbox_per_10min]
             decision = Throttled("Application is over its MailboxRequestRate limit.",
-                                 max(0.001, oldest_needed + WINDOW_S - now))
+                                 max(0.001, self._clock.real_seconds(oldest_needed + WINDOW_S - now)))
         elif key.in_flight >= limits.concurrent:
             decision = Throttled("Application is over its MailboxConcurrency limit.", CONCURRENCY_RETRY_AFTER_S)
         if decision is not None:
             counts.throttled += 1
             if now >= key.retry_not_before:
                 key.throttled_at = now
-            key.retry_not_before = max(key.retry_not_before, now + decision.retry_after)
+            key.retry_not_before = max(key.retry_not_before, now + decision.retry_after * speed)
             return decision
         key.in_flight += 1
         counts.max_concurrent = max(counts.max_concurrent, key.in_flight)

@@ -1,14 +1,23 @@
 """What the identity platform knows: authorization codes, access and refresh tokens, revocations,
-tenant consent policies.
+tenant consent and Conditional Access policies. Every lifetime reads the sandbox clock (clock.py).
 
 Access tokens look like Microsoft's (a JWT: `header.claims.signature`, signed with a per-process
-key nobody else knows) but the store, not the signature, decides whether one is valid, so a revocation
-takes effect at once (as continuous access evaluation does). Every grant carries a sequence number;
-a revocation invalidates everything issued up to it and nothing issued later (a new sign-in works).
+key nobody else knows) but the store, not the signature, decides whether one is valid. Every grant
+carries a sequence number; a revocation covers everything issued up to it and nothing issued later
+(a new sign-in works).
 
-Refresh tokens rotate strictly: every use returns a new one and the used one stops working at once.
-Microsoft keeps the old one valid until it expires; the sandbox is stricter on purpose, so clients
-that lose the rotated token (or refresh the same token twice concurrently) are caught.
+Revocation follows continuous access evaluation as Microsoft documents it (entra-docs,
+concept-continuous-access-evaluation and claims-challenge): an access token stays valid until it
+expires after a password reset or revocation, unless it was issued to a client that declared the
+`cp1` capability (`claims={"access_token":{"xms_cc":{"values":["cp1"]}}}` on the token request);
+such a token is challenged at once (401 `insufficient_claims`, see graph_core.py). Only the critical
+events CAE evaluates challenge a token: `password_reset` and `mfa_required`; a refresh token that
+expired through inactivity (`inactive`) leaves access tokens alone. A Conditional Access block on the
+tenant likewise challenges cp1 tokens only (403) and refuses new tokens (AADSTS53003).
+
+Refresh tokens are not single-use (entra-docs, v2-oauth2-auth-code-flow: "Refresh tokens are not
+revoked when used to acquire new access tokens"): every refresh returns a new one, and the old one
+keeps working until it expires (90 days) or is revoked.
 """
 
 from __future__ import annotations
@@ -18,10 +27,11 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from services.sandbox.clock import Clock
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
@@ -31,6 +41,7 @@ DEFAULT_GRANT = ("User.Read", "Mail.Read")  # what `.default` stands for (the ap
 MAIL_READ_SCOPES = frozenset({"mail.read", "mail.readwrite", "mail.readbasic"})
 CODE_LIFETIME_S = 600.0
 REFRESH_LIFETIME_S = 90 * 24 * 3600.0
+CAE_REASONS = frozenset({"password_reset", "mfa_required"})  # critical events that challenge cp1 tokens
 
 
 def normalize_scopes(raw: str | list[str]) -> tuple[str, ...]:
@@ -75,24 +86,51 @@ class AuthCode:
 @dataclass
 class AccessToken:
     grant: Grant
-    expires_at: float
+    expires_at: float  # sandbox epoch seconds
+    cp1: bool = False  # issued to a client that declared the cp1 capability (xms_cc)
+    issued_at: float = 0.0
 
 
 @dataclass
 class RefreshToken:
     grant: Grant
     expires_at: float
-    used: bool = False
 
 
 @dataclass(frozen=True)
 class Revocation:
     seq: int
     reason: str
+    at: float  # sandbox epoch seconds: the `nbf` a claims challenge asks for
+
+
+def claims_request(raw: str) -> dict[str, Any] | None:
+    """The `claims` token-request parameter as JSON (None when absent; ValueError when malformed)."""
+    if not raw.strip():
+        return None
+    parsed = json.loads(raw)
+    if not isinstance(parsed, dict):
+        raise ValueError("claims must be a JSON object")
+    return parsed
+
+
+def declares_cp1(claims: dict[str, Any] | None) -> bool:
+    """True when `claims` carries `{"access_token":{"xms_cc":{"values":[..."cp1"...]}}}`."""
+    access = claims.get("access_token") if claims else None
+    xms_cc = access.get("xms_cc") if isinstance(access, dict) else None
+    values = xms_cc.get("values") if isinstance(xms_cc, dict) else None
+    return isinstance(values, list) and "cp1" in values
+
+
+def challenge_claims(nbf: float) -> str:
+    """The base64 claims of a CAE challenge: a token issued no earlier than `nbf` is essential."""
+    body = {"access_token": {"nbf": {"essential": True, "value": str(int(nbf))}}}
+    return base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
 
 
 @dataclass
 class TokenStore:
+    clock: Clock = field(default_factory=Clock)
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     seq: int = 0
     codes: dict[str, AuthCode] = field(default_factory=dict)
@@ -100,10 +138,12 @@ class TokenStore:
     refresh: dict[str, RefreshToken] = field(default_factory=dict)
     revocations: dict[str, Revocation] = field(default_factory=dict)
     admin_consent_required: dict[str, bool] = field(default_factory=dict)  # lower-cased tenant id -> policy
+    conditional_access_block: dict[str, bool] = field(default_factory=dict)  # lower-cased tenant id -> block
     _issued: int = 0
 
     def clear(self) -> None:
-        for store in (self.codes, self.access, self.refresh, self.revocations, self.admin_consent_required):
+        for store in (self.codes, self.access, self.refresh, self.revocations, self.admin_consent_required,
+                      self.conditional_access_block):
             store.clear()
 
     def grant(self, user_id: str, tenant_id: str, client_id: str, scopes: tuple[str, ...]) -> Grant:
@@ -118,14 +158,18 @@ class TokenStore:
     def issue_code(self, grant: Grant, redirect_uri: str, challenge: str | None, method: str | None) -> str:
         self._prune()
         code = "0.A" + secrets.token_urlsafe(96)
-        self.codes[code] = AuthCode(grant, redirect_uri, challenge, method, time.time() + CODE_LIFETIME_S)
+        self.codes[code] = AuthCode(grant, redirect_uri, challenge, method,
+                                     self.clock.time() + CODE_LIFETIME_S)
         return code
 
     # --- tokens -------------------------------------------------------------------------------
 
-    def issue_access(self, grant: Grant, lifetime_s: int, *, name: str, upn: str) -> tuple[str, int]:
+    def issue_access(self, grant: Grant, lifetime_s: int, *, name: str, upn: str, cp1: bool = False
+                     ) -> tuple[str, int]:
+        """A new access token and its `expires_in` in *real* seconds (clock.py: lifetime / speed)."""
         self._prune()
-        issued = int(time.time())
+        now = self.clock.time()
+        issued = int(now)
         header = {"typ": "JWT", "alg": "RS256", "kid": "sandbox", "x5t": "sandbox"}
         claims = {
             "aud": GRAPH_APP_ID, "iss": f"https://sts.windows.net/{grant.tenant_id}/", "iat": issued,
@@ -134,19 +178,21 @@ class TokenStore:
             "sub": _b64(hashlib.sha256(f"{grant.user_id}:{grant.client_id}".encode()).digest()),
             "tid": grant.tenant_id, "upn": upn, "uti": _b64(secrets.token_bytes(16)), "ver": "1.0",
         }
+        if cp1:
+            claims["xms_cc"] = ["cp1"]
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
         signature = _b64(hmac.new(self.key, signing_input.encode(), hashlib.sha256).digest() * 8)
         token = f"{signing_input}.{signature}"
-        self.access[token] = AccessToken(grant, time.time() + lifetime_s)
-        return token, lifetime_s
+        self.access[token] = AccessToken(grant, now + lifetime_s, cp1=cp1, issued_at=now)
+        return token, self.clock.real_whole_seconds(lifetime_s)
 
     def issue_refresh(self, grant: Grant) -> str:
         token = "0.AX" + secrets.token_urlsafe(180)
-        self.refresh[token] = RefreshToken(grant, time.time() + REFRESH_LIFETIME_S)
+        self.refresh[token] = RefreshToken(grant, self.clock.time() + REFRESH_LIFETIME_S)
         return token
 
     def id_token(self, grant: Grant, *, name: str, upn: str) -> str:
-        issued = int(time.time())
+        issued = int(self.clock.time())
         claims = {
             "aud": grant.client_id, "iss": f"https://login.microsoftonline.com/{grant.tenant_id}/v2.0",
             "iat": issued, "nbf": issued, "exp": issued + 3600, "name": name, "oid": grant.user_id,
@@ -157,24 +203,33 @@ class TokenStore:
         return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}."
 
     def check_access(self, token: str) -> tuple[AccessToken | None, str]:
-        """(the token, "") when usable, else (token or None, why: missing | expired | revoked)."""
+        """(the token, "") when usable, else (token or None, why: missing | expired | revoked | policy).
+
+        `revoked` and `policy` only ever concern cp1 tokens: without the capability, Graph keeps
+        accepting a token until it expires, whatever happened to the user since."""
         found = self.access.get(token)
         if found is None:
             return None, "missing"
-        if self.revoked(found.grant) is not None:
-            return found, "revoked"
-        if found.expires_at <= time.time():
+        if found.expires_at <= self.clock.time():
             return found, "expired"
+        if found.cp1:
+            revocation = self.revoked(found.grant)
+            if revocation is not None and revocation.reason in CAE_REASONS:
+                return found, "revoked"
+            if self.ca_blocked(found.grant.tenant_id):
+                return found, "policy"
         return found, ""
 
     # --- revocation and policy -----------------------------------------------------------------
 
-    def revoke(self, user_id: str, reason: str) -> int:
-        """Everything issued to the user so far stops working; returns how many access tokens that hit."""
+    def revoke(self, user_id: str, reason: str) -> tuple[int, int]:
+        """Refresh tokens and codes issued to the user so far stop working. Returns (access tokens
+        still live, of which cp1 tokens now challenged)."""
         self.seq += 1
-        self.revocations[user_id] = Revocation(self.seq, reason)
-        now = time.time()
-        return sum(1 for t in self.access.values() if t.grant.user_id == user_id and t.expires_at > now)
+        now = self.clock.time()
+        self.revocations[user_id] = Revocation(self.seq, reason, now)
+        live = [t for t in self.access.values() if t.grant.user_id == user_id and t.expires_at > now]
+        return len(live), sum(1 for t in live if t.cp1 and reason in CAE_REASONS)
 
     def revoked(self, grant: Grant) -> Revocation | None:
         revocation = self.revocations.get(grant.user_id)
@@ -183,11 +238,14 @@ class TokenStore:
     def consent_blocked(self, tenant_id: str) -> bool:
         return self.admin_consent_required.get(tenant_id.lower(), False)
 
+    def ca_blocked(self, tenant_id: str) -> bool:
+        return self.conditional_access_block.get(tenant_id.lower(), False)
+
     def _prune(self) -> None:
         self._issued += 1
         if self._issued % 500:
             return
-        now = time.time()
+        now = self.clock.time()
         for name, store in (("codes", self.codes), ("access", self.access), ("refresh", self.refresh)):
             stale = [k for k, v in store.items() if v.expires_at + (3600 if name == "codes" else 0) < now]
             for k in stale:

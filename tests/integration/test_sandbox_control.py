@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 async def test_faults_merge_reset_and_refuse_unknown_keys(env: Env):
     defaults = await env.control("GET", "/sandbox/faults")
     assert defaults["throttle"] == {"per_mailbox_per_10min": 10000, "concurrent": 4}
-    assert defaults["access_token_lifetime_s"] == 4500 and defaults["notification_retry_base_ms"] == 500
+    assert defaults["access_token_lifetime_s"] == 4500 and defaults["notification_retry_base_ms"] == 60_000
     assert await env.control("POST", "/sandbox/faults", {}) == defaults
     merged = await env.control("POST", "/sandbox/faults", {"throttle": {"concurrent": 2},
                                                            "notification_drop_rate": 0.5})
@@ -59,7 +59,7 @@ async def test_stats_shape(env: Env):
     token = await env.token(box["user_id"])
     await env.graph("GET", "/me/messages", token)
     stats = await env.stats()
-    assert set(stats) == {"mailboxes", "notifications", "endpoints", "token_endpoint"}
+    assert set(stats) == {"mailboxes", "notifications", "lifecycle", "endpoints", "token_endpoint"}
     assert {"requests", "throttled", "max_concurrent", "early_retries", "notifications"} <= set(
         stats["mailboxes"][box["user_id"]])
     assert {"sent", "retried", "dropped", "failed", "pending", "in_flight"} <= set(stats["notifications"])

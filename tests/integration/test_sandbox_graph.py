@@ -187,7 +187,8 @@ async def test_delta_pages_changes_removals_and_expiry(env: Env):
     status, page, _ = await env.graph("GET", headers["Location"], token)
     assert status == 200 and "@odata.deltaLink" in page
     status, lost, _ = await env.graph("GET", first["@odata.nextLink"], token)
-    assert status == 400 and lost["error"]["code"] == "SyncStateNotFound"
+    assert status == 400 and lost["error"]["code"] == "BadRequest"
+    assert lost["error"]["innerError"]["code"] == "syncStateNotFound"  # Graph nests the specific code
 
 
 async def test_batch_steps_are_throttled_one_by_one(env: Env):

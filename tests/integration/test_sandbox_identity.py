@@ -72,7 +72,8 @@ async def test_token_endpoint_requires_a_client_secret(env: Env):
         assert_aad(await r.json(), "invalid_client", 7000218)
 
 
-async def test_refresh_rotates_and_the_old_refresh_token_stops_working(env: Env):
+async def test_refresh_rotates_and_the_old_refresh_token_keeps_working(env: Env):
+    # Microsoft: refresh tokens are not revoked when used; a new one comes back and both work until expiry.
     box = await env.mailbox()
     first = await env.sign_in(box["address"])
     status, second = await env.token_post({"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
@@ -80,8 +81,7 @@ async def test_refresh_rotates_and_the_old_refresh_token_stops_working(env: Env)
     assert status == 200 and second["refresh_token"] != first["refresh_token"]
     assert second["access_token"] != first["access_token"]
     status, reused = await env.token_post({"grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
-    assert status == 400
-    assert_aad(reused, "invalid_grant", 70000)
+    assert status == 200 and reused["refresh_token"] not in (first["refresh_token"], second["refresh_token"])
     status, third = await env.token_post({"grant_type": "refresh_token", "refresh_token": second["refresh_token"]})
     assert status == 200 and third["refresh_token"]
     status, wider = await env.token_post({"grant_type": "refresh_token", "refresh_token": third["refresh_token"],
@@ -95,18 +95,19 @@ async def test_refresh_rotates_and_the_old_refresh_token_stops_working(env: Env)
     ("inactive", "invalid_grant", 700082),
     ("mfa_required", "interaction_required", 50076),
 ])
-async def test_revocation_kills_access_tokens_at_once_and_refresh_with_the_matching_error(
+async def test_revocation_fails_refresh_with_the_matching_error_and_access_tokens_live_on(
         env: Env, reason: str, error: str, code: int):
+    # Without the cp1 capability Graph accepts an access token until it expires, whatever happened since
+    # (continuous access evaluation challenges only clients that declared cp1: test_sandbox_fidelity.py).
     box = await env.mailbox()
     tokens = await env.sign_in(box["address"])
     explorer = await env.token(box["user_id"])
     assert (await env.graph("GET", "/me/messages", tokens["access_token"]))[0] == 200
     revoked = await env.control("POST", f"/sandbox/users/{box['user_id']}/revoke", {"reason": reason})
-    assert revoked["access_tokens_revoked"] == 2
+    assert (revoked["access_tokens_live"], revoked["access_tokens_challenged"]) == (2, 0)
     for token in (tokens["access_token"], explorer):
-        status, body, headers = await env.graph("GET", "/me/messages", token)
-        assert status == 401 and body["error"]["code"] == "InvalidAuthenticationToken"
-        assert "WWW-Authenticate" in headers
+        status, _, _ = await env.graph("GET", "/me/messages", token)
+        assert status == 200
     status, refreshed = await env.token_post({"grant_type": "refresh_token",
                                               "refresh_token": tokens["refresh_token"]})
     assert status == 400

@@ -121,9 +121,10 @@ async def test_moves_and_deletes_per_subscription_scope(env: Env):
 
 
 async def test_failed_deliveries_are_retried_with_back_off(env: Env):
+    # Graph's back-off is minutes (1, 2, 4 ... of sandbox time): the clock runs 600 times faster here.
     box = await env.mailbox()
-    await env.control("POST", "/sandbox/faults", {"notification_retry_base_ms": 50})
     await subscribe(env, await env.token(box["user_id"]))
+    await env.control("POST", "/sandbox/clock", {"speed": 600})
     env.receiver.statuses.extend([500, 503])
     message_id = await env.deliver(box["user_id"])
     items = await received(env, 3)
@@ -137,8 +138,9 @@ async def test_failed_deliveries_are_retried_with_back_off(env: Env):
 
 async def test_a_slow_answer_counts_as_failed_and_slow(env: Env):
     box = await env.mailbox()
-    await env.control("POST", "/sandbox/faults", {"notification_timeout_ms": 150, "notification_retry_base_ms": 20})
+    await env.control("POST", "/sandbox/faults", {"notification_timeout_ms": 150})
     await subscribe(env, await env.token(box["user_id"]))
+    await env.control("POST", "/sandbox/clock", {"speed": 600})  # the retry comes a sandbox minute later
     env.receiver.delays.append(0.4)
     await env.deliver(box["user_id"])
     await received(env, 2)  # the slow POST was recorded by the receiver, then retried
@@ -148,11 +150,13 @@ async def test_a_slow_answer_counts_as_failed_and_slow(env: Env):
 
 
 async def test_giving_up_after_the_retry_window(env: Env):
+    # Four hours of Graph's retries, 20,000 times faster (under a second). No lifecycle URL: hours of sandbox
+    # time would bring reauthorizationRequired notifications too.
     box = await env.mailbox()
-    await env.control("POST", "/sandbox/faults", {"notification_retry_base_ms": 10, "notification_retry_max_s": 0})
-    await subscribe(env, await env.token(box["user_id"]))
-    env.receiver.statuses.append(500)
+    await subscribe(env, await env.token(box["user_id"]), lifecycleNotificationUrl=None)
+    env.receiver.statuses.extend([500] * 30)
     await env.deliver(box["user_id"])
+    await env.control("POST", "/sandbox/clock", {"speed": 20_000})
     stats = await env.settled()
     assert stats["notifications"]["failed"] == 1 and stats["notifications"]["sent"] == 0
 
