@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -142,38 +142,60 @@ class TokenService:
         )
 
     async def call(self, connection_id: str, fn: Callable[[str], Awaitable[T]]) -> T:
-        """Run a Graph call with the mailbox's token; a 401 (revoked early, as continuous access
-        evaluation does) gets one forced refresh, whose outcome decides the mailbox's status."""
-        token = await self.access_token(connection_id)
-        try:
+        """Run a Graph call with the mailbox's token; see call_with_expiry."""
+        async def with_token(token: str, _expires_at: datetime) -> T:
             return await fn(token)
-        except AccessTokenRejected:
-            token = await self.access_token(connection_id, force_refresh=True)
+        return await self.call_with_expiry(connection_id, with_token)
+
+    async def call_with_expiry(self, connection_id: str, fn: Callable[[str, datetime], Awaitable[T]], *,
+                               fresh: Callable[[datetime], bool] | None = None) -> T:
+        """Run a Graph call with the mailbox's token and that token's expiry.
+
+        `fresh(expires_at)` False forces a refresh before the call (a subscription PATCH wants a token that
+        outlives the one the subscription holds). A rejected token (401, or a 403 claims challenge from
+        Conditional Access: Graph revoked it early, as continuous access evaluation does) gets one forced
+        refresh that passes the challenge's claims, merged with cp1, to the token endpoint; the refresh's
+        outcome decides the mailbox's status (AADSTS50173 after a password reset, 53003 when Conditional
+        Access blocks it: one status change, NotConnected raised). A token rejected again right after a
+        successful refresh marks the mailbox with the rejection's reason."""
+        token, expires_at = await self.access_token_with_expiry(connection_id)
+        if fresh is not None and not fresh(expires_at):
+            token, expires_at = await self.access_token_with_expiry(connection_id, force_refresh=True)
+        try:
+            return await fn(token, expires_at)
+        except AccessTokenRejected as first:
+            claims = first.challenge.claims if first.challenge is not None else None
+            token, expires_at = await self.access_token_with_expiry(connection_id, force_refresh=True,
+                                                                    claims=claims)
             try:
-                return await fn(token)
+                return await fn(token, expires_at)
             except AccessTokenRejected as exc:
                 await self.mark_failed(connection_id, exc)
-                raise NotConnected(connection_id, ConnectionStatus.RECONNECT_REQUIRED.value) from exc
+                raise NotConnected(connection_id, _failed_status(exc).value) from exc
 
-    async def access_token(self, connection_id: str, *, force_refresh: bool = False) -> str:
-        token, _ = await self.access_token_with_expiry(connection_id, force_refresh=force_refresh)
+    async def access_token(self, connection_id: str, *, force_refresh: bool = False,
+                           claims: Mapping[str, Any] | None = None) -> str:
+        token, _ = await self.access_token_with_expiry(connection_id, force_refresh=force_refresh, claims=claims)
         return token
 
-    async def access_token_with_expiry(self, connection_id: str, *, force_refresh: bool = False
-                                       ) -> tuple[str, datetime]:
+    async def access_token_with_expiry(self, connection_id: str, *, force_refresh: bool = False,
+                                       claims: Mapping[str, Any] | None = None) -> tuple[str, datetime]:
+        """`claims`: what a claims challenge asked for; implies a refresh (the cached token was refused)."""
+        force_refresh = force_refresh or claims is not None
         cached = self._cache.get(connection_id)
         if force_refresh:
             self._cache.pop(connection_id, None)
         elif cached is not None and cached[1] > datetime.now(UTC) + REFRESH_AHEAD:
             return cached
-        found = await self._from_db(connection_id, force_refresh)
+        found = await self._from_db(connection_id, force_refresh, claims)
         self._cache[connection_id] = found
         return found
 
     def forget(self, connection_id: str) -> None:
         self._cache.pop(connection_id, None)
 
-    async def _from_db(self, connection_id: str, force_refresh: bool) -> tuple[str, datetime]:
+    async def _from_db(self, connection_id: str, force_refresh: bool,
+                       claims: Mapping[str, Any] | None = None) -> tuple[str, datetime]:
         row = await self._pool.fetchrow(
             "SELECT status, access_token_enc, access_expires_at FROM mailbox_connections"
             " WHERE connection_id = $1::uuid", connection_id)
@@ -182,7 +204,7 @@ class TokenService:
             raise NotConnected(connection_id, row["status"] if row else "unknown")
         if not force_refresh and row["access_expires_at"] > datetime.now(UTC) + REFRESH_AHEAD:
             return await self._open(connection_id, row["access_token_enc"]), row["access_expires_at"]
-        return await self._refresh(connection_id, seen_expiry=row["access_expires_at"])
+        return await self._refresh(connection_id, seen_expiry=row["access_expires_at"], claims=claims)
 
     async def _open(self, connection_id: str, blob: bytes) -> str:
         """Decrypt a stored token. One that cannot be read (its key was dropped, the blob damaged) is the
@@ -197,10 +219,12 @@ class TokenService:
                                           "token_unreadable")
             raise NotConnected(connection_id, ConnectionStatus.RECONNECT_REQUIRED.value) from None
 
-    async def _refresh(self, connection_id: str, *, seen_expiry: datetime) -> tuple[str, datetime]:
+    async def _refresh(self, connection_id: str, *, seen_expiry: datetime,
+                       claims: Mapping[str, Any] | None = None) -> tuple[str, datetime]:
         """Claim a refresh lease (short transaction), call the identity platform with no transaction open,
         record the outcome (short transaction). A replica that finds the lease taken waits for the
-        holder's result instead of refreshing the same grant twice."""
+        holder's result instead of refreshing the same grant twice. The new refresh token that comes back
+        is stored; the one used is not assumed dead (Microsoft's stay valid), only superseded."""
         deadline = asyncio.get_running_loop().time() + REFRESH_LEASE.total_seconds()
         while True:
             claimed = await self._pool.fetchrow(
@@ -225,7 +249,7 @@ class TokenService:
             await asyncio.sleep(0.2)  # the holder's lease is short; its result is what we want
         refresh_token = await self._open(connection_id, claimed["refresh_token_enc"])
         try:
-            tokens = await self._identity.refresh(refresh_token, claimed["tenant_id"])
+            tokens = await self._identity.refresh(refresh_token, claimed["tenant_id"], claims)
         except GraphError as exc:
             TOKEN_REFRESHES.labels(exc.classified.severity.value).inc()
             await self._pool.execute("UPDATE mailbox_connections SET refresh_lease_until = NULL"
@@ -242,8 +266,11 @@ class TokenService:
         return tokens.access_token, tokens.expires_at
 
     async def mark_failed(self, connection_id: str, failure: GraphError) -> None:
-        severity = failure.classified.severity
-        status = (ConnectionStatus.CONSENT_REQUIRED if severity is Severity.CONSENT
-                  else ConnectionStatus.RECONNECT_REQUIRED)
-        await self._status.set_status(connection_id, status, failure.classified.reason,
+        self.forget(connection_id)
+        await self._status.set_status(connection_id, _failed_status(failure), failure.classified.reason,
                                       failure.classified.error_code)
+
+
+def _failed_status(failure: GraphError) -> ConnectionStatus:
+    return (ConnectionStatus.CONSENT_REQUIRED if failure.classified.severity is Severity.CONSENT
+            else ConnectionStatus.RECONNECT_REQUIRED)

@@ -36,7 +36,10 @@ async def create_mailbox_subscription(
     account_id: str,
     tenant_id: str,
     graph_user_id: str,
+    token_expires_at: datetime | None = None,
 ) -> dict[str, Any]:
+    """`token_expires_at`: when `token` expires, i.e. until when Graph delivers without a reauthorization
+    (stored as authorized_until; None when the caller does not know)."""
     client_state = secrets.token_urlsafe(48)  # 64 chars, under Graph's 128
     body = {
         "changeType": "created,updated,deleted",
@@ -51,10 +54,10 @@ async def create_mailbox_subscription(
     # Store what Graph granted, not what we asked for.
     await db.execute(
         """INSERT INTO subscriptions (subscription_id, connection_id, account_id, tenant_id, resource,
-                                      client_state, expires_at)
-           VALUES ($1, $2::uuid, $3, $4, $5, $6, $7)""",
+                                      client_state, expires_at, authorized_until)
+           VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8)""",
         created["id"], connection_id, account_id, tenant_id, created.get("resource", body["resource"]),
-        client_state, parse_graph_time(created["expirationDateTime"]),
+        client_state, parse_graph_time(created["expirationDateTime"]), token_expires_at,
     )
     return created
 

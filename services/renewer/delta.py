@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from services.core.connections import Connection, NotConnected, TokenService, get_connection
 from services.core.graph.client import GraphClient
-from services.core.graph.errors import AccessTokenRejected, DeltaExpired, GraphError, NotFound
+from services.core.graph.errors import DeltaExpired, GraphError, NotFound
 from services.core.kafka import Publisher
 from services.core.schedule import iso, next_poll_at
 from services.renewer.notify import publish_found
@@ -67,12 +67,9 @@ async def _unknown(pool: asyncpg.Pool, connection_id: str, ids: list[str]) -> li
 
 
 async def poll_mailbox(deps: PollDeps, connection: Connection) -> int:
-    """One delta pass; a token Graph revoked early gets one forced refresh (which decides the status)."""
-    try:
-        return await _poll(deps, connection, await deps.tokens.access_token(connection.connection_id))
-    except AccessTokenRejected:
-        token = await deps.tokens.access_token(connection.connection_id, force_refresh=True)
-        return await _poll(deps, connection, token)
+    """One delta pass; a token Graph revoked early (401, or a claims challenge) gets one forced refresh
+    with the challenge's claims, which decides the status (TokenService.call)."""
+    return await deps.tokens.call(connection.connection_id, lambda token: _poll(deps, connection, token))
 
 
 async def _excluded_folder_ids(deps: PollDeps, token: str, user: str) -> set[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.core.connections import NotConnected
@@ -13,6 +15,54 @@ from services.renewer.subscriptions import RenewerDeps, ensure_one, renew_one
 
 log = logging.getLogger(__name__)
 
+# Our clock and Graph's may disagree a little; an authorization that ends this close to the answer is
+# treated as having lapsed.
+CLOCK_SKEW = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    """What mailsync knew of a subscription when a reauthorizationRequired for it arrived."""
+
+    expires_at: datetime  # the subscription's own expiry
+    authorized_until: datetime | None  # expiry of the token it was created or last PATCHed with; None: unknown
+    reauth_failed_at: datetime | None  # a PATCH of it failed since its last success
+
+
+def may_have_missed(state: SubscriptionState, now: datetime) -> bool:
+    """Pure: after answering a reauthorizationRequired, may change notifications have been lost?
+
+    Graph keeps delivering to a subscription until the access token it holds expires; a reminder answered
+    before then loses nothing, and a catch-up poll would only cost Graph requests (Microsoft sends these
+    reminders repeatedly in a token's last hour: a poll each time would be one every 15-45 minutes per
+    mailbox). Notifications may have been missed, and the mailbox gets a catch-up delta poll, exactly when
+    delivery may have been paused:
+
+    - the subscription itself had expired (`expires_at` <= now);
+    - its authorization had lapsed: the token it held expired before this answer
+      (`authorized_until` <= now + CLOCK_SKEW), so Graph paused delivery in between;
+    - we do not know when its authorization ends (`authorized_until` unknown: created before it was
+      recorded, or by a path that did not know its token's expiry);
+    - an earlier PATCH of it failed since its last success (`reauth_failed_at` set): we cannot tell when
+      Graph stopped waiting for an answer.
+
+    A `missed` lifecycle event always gets a catch-up poll, and a `subscriptionRemoved` one after the
+    subscription is recreated; neither goes through this function."""
+    if state.expires_at <= now:
+        return True
+    if state.authorized_until is None or state.authorized_until <= now + CLOCK_SKEW:
+        return True
+    return state.reauth_failed_at is not None
+
+
+async def _subscription_state(conn: Any, subscription_id: str) -> SubscriptionState | None:
+    row = await conn.fetchrow(
+        "SELECT expires_at, authorized_until, reauth_failed_at FROM subscriptions WHERE subscription_id = $1",
+        subscription_id)
+    if row is None:
+        return None
+    return SubscriptionState(row["expires_at"], row["authorized_until"], row["reauth_failed_at"])
+
 
 async def handle_lifecycle(event: dict[str, Any], deps: RenewerDeps) -> None:
     """No transaction is open across the Graph calls: renew_one and ensure_one claim what they change."""
@@ -20,18 +70,29 @@ async def handle_lifecycle(event: dict[str, Any], deps: RenewerDeps) -> None:
     subscription_id = require_str(event, "subscription_id")
     kind = event.get("lifecycle_event")
     if kind == "reauthorizationRequired":
-        if await deps.pool.fetchval("SELECT 1 FROM subscriptions WHERE subscription_id = $1", subscription_id):
-            # PATCH with a fresh token reauthorizes and renews in one call; delivery paused meanwhile.
-            await renew_one(deps, subscription_id, connection_id)
+        before = await _subscription_state(deps.pool, subscription_id)
+        if before is None:
+            return  # not ours (any more); a mailbox left without a subscription is ensure_subscriptions' job
+        # PATCH with a fresh token reauthorizes and renews in one call. A failure is recorded on the row
+        # (the next reminder or renewal answers it, then catches up); a 404 recreates and catches up.
+        if await renew_one(deps, subscription_id, connection_id) and may_have_missed(before, datetime.now(UTC)):
             await _catch_up(deps.pool, connection_id)
     elif kind == "subscriptionRemoved":
+        # Outlook removes a user's subscriptions when the password is reset or the account disabled.
+        # Recreating may then fail because the grant is revoked: the token service records one status
+        # change (reconnect_required with the AADSTS reason) and raises NotConnected. Nothing retries:
+        # ensure_subscriptions and the polls look at connected mailboxes only.
         await deps.pool.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
         try:
             await ensure_one(deps, connection_id)
-        except (NotConnected, GraphError) as exc:
-            # ensure_subscriptions retries on the next tick.
+        except NotConnected as exc:
+            log.info("subscription not recreated: mailbox not connected",
+                     extra={"connection_id": connection_id, "status": exc.status})
+            return
+        except GraphError as exc:
+            # A connected mailbox: ensure_subscriptions tries again on a later tick.
             log.warning("could not recreate subscription", extra={"connection_id": connection_id,
-                                                                   "error": type(exc).__name__})
+                                                                   "error_code": exc.classified.error_code})
         await _catch_up(deps.pool, connection_id)
     elif kind == "missed":
         await _catch_up(deps.pool, connection_id)

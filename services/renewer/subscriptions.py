@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from prometheus_client import Counter, Gauge
@@ -69,45 +70,97 @@ async def _release(pool: asyncpg.Pool, subscription_id: str) -> None:
                        subscription_id)
 
 
+# A PATCH reauthorizes the subscription until the expiry of the token it is sent with. A token that
+# expires no later than the subscription's current authorization would change nothing (Graph would keep
+# sending reauthorizationRequired), and one about to expire would buy little: either way refresh first.
+PATCH_TOKEN_MIN_LIFETIME = timedelta(minutes=30)
+
+
+def token_fresh_enough(token_expires_at: datetime, authorized_until: datetime | None, now: datetime) -> bool:
+    """Pure: may a PATCH (or create) use this token, or must it be refreshed first?"""
+    if token_expires_at < now + PATCH_TOKEN_MIN_LIFETIME:
+        return False
+    return authorized_until is None or token_expires_at > authorized_until
+
+
 async def renew_one(deps: RenewerDeps, subscription_id: str, connection_id: str) -> bool:
-    """PATCH with a fresh token (which also reauthorizes); no transaction is open during the calls."""
+    """PATCH a new expiry with a fresh token, which also reauthorizes the subscription until that token
+    expires (stored as authorized_until); no transaction is open during the calls. A token Graph refuses
+    (claims challenge) is refreshed with the challenge's claims by the token service, whose outcome
+    decides the mailbox's status. A failed PATCH is recorded (reauth_failed_at) for the lifecycle
+    handler's catch-up decision. Returns whether the subscription was renewed or recreated."""
     connection = await get_connection(deps.pool, connection_id)
     if connection is None or connection.graph_user_id is None or connection.status != "connected":
         return False
-    try:
-        token = await deps.tokens.access_token(connection_id)
+    user = connection.graph_user_id
+    authorized_until = await deps.pool.fetchval(
+        "SELECT authorized_until FROM subscriptions WHERE subscription_id = $1", subscription_id)
+
+    async def patch(token: str, token_expires_at: datetime) -> tuple[dict[str, Any], datetime]:
         # Jitter spreads renewals of subscriptions created together.
         minutes = deps.settings.subscription_lifetime_min - random.randint(0, 10)
-        granted = await deps.graph.renew_subscription(token, connection.graph_user_id, subscription_id,
-                                                      expiry_iso(minutes))
+        return await deps.graph.renew_subscription(token, user, subscription_id, expiry_iso(minutes)), \
+            token_expires_at
+
+    try:
+        granted, token_expires_at = await deps.tokens.call_with_expiry(
+            connection_id, patch,
+            fresh=lambda expires_at: token_fresh_enough(expires_at, authorized_until, datetime.now(UTC)))
     except NotConnected:
         RENEWALS.labels("not_connected").inc()
         return False
     except NotFound:
-        RENEWALS.labels("recreated").inc()
+        # Expired or removed at Graph: create a new one (ensure_one schedules the catch-up poll).
         await deps.pool.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
-        await ensure_one(deps, connection_id)
+        try:
+            await ensure_one(deps, connection_id)
+        except NotConnected:
+            RENEWALS.labels("not_connected").inc()
+            return False
+        except GraphError as exc:
+            # The mailbox has no subscription now: ensure_subscriptions tries again on a later tick.
+            RENEWALS.labels("failed").inc()
+            log.warning("subscription not recreated", extra={"connection_id": connection_id,
+                                                              "error_code": exc.classified.error_code})
+            return False
+        RENEWALS.labels("recreated").inc()
         return True
     except GraphError as exc:
         RENEWALS.labels("failed").inc()
         log.warning("renewal failed", extra={"subscription_id": subscription_id,
                                               "error_code": exc.classified.error_code})
+        await deps.pool.execute(
+            "UPDATE subscriptions SET reauth_failed_at = coalesce(reauth_failed_at, now())"
+            " WHERE subscription_id = $1", subscription_id)
         return False
     await deps.pool.execute(
-        "UPDATE subscriptions SET expires_at = $2, renewed_at = now() WHERE subscription_id = $1",
-        subscription_id, parse_graph_time(granted["expirationDateTime"]))
+        """UPDATE subscriptions SET expires_at = $2, renewed_at = now(), authorized_until = $3,
+                  reauth_failed_at = NULL
+            WHERE subscription_id = $1""",
+        subscription_id, parse_graph_time(granted["expirationDateTime"]), token_expires_at)
     RENEWALS.labels("renewed").inc()
     return True
 
 
 async def recreate(deps: RenewerDeps, connection_id: str) -> None:
+    """Create the mailbox's subscription. A token Graph refuses on the way (after a password reset, with
+    cp1 declared: a claims challenge) is refreshed once with the challenge's claims; when the grant is
+    revoked that refresh fails, the token service records one status change (reconnect_required,
+    AADSTS50173) and NotConnected is raised. ensure_subscriptions only looks at connected mailboxes, so
+    nothing tries again until the user reconnects."""
     connection = await get_connection(deps.pool, connection_id)
     if connection is None or connection.graph_user_id is None or connection.status != "connected":
         return  # a mailbox that is not connected gets no subscription
-    token = await deps.tokens.access_token(connection_id)
-    await create_mailbox_subscription(deps.pool, deps.graph, deps.settings, token=token,
-                                      connection_id=connection_id, account_id=connection.account_id,
-                                      tenant_id=connection.tenant_id or "", graph_user_id=connection.graph_user_id)
+    user = connection.graph_user_id
+
+    async def create(token: str, token_expires_at: datetime) -> None:
+        await create_mailbox_subscription(deps.pool, deps.graph, deps.settings, token=token,
+                                          connection_id=connection_id, account_id=connection.account_id,
+                                          tenant_id=connection.tenant_id or "", graph_user_id=user,
+                                          token_expires_at=token_expires_at)
+
+    await deps.tokens.call_with_expiry(
+        connection_id, create, fresh=lambda expires_at: token_fresh_enough(expires_at, None, datetime.now(UTC)))
 
 
 async def count_connections(pool: asyncpg.Pool) -> None:

@@ -3,13 +3,44 @@ claims challenges, Conditional Access, the reauthorizationRequired catch-up deci
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.core.config import Settings
+from services.core.connections import NotConnected, TokenService
+from services.core.graph.claims import (
+    CP1_CLAIMS,
+    asks_for_claims,
+    parse_claims_challenge,
+    token_request_claims,
+)
+from services.core.graph.client import error_for, read_batch_round
+from services.core.graph.errors import (
+    CONDITIONAL_ACCESS_REASON,
+    MAX_INNER_DEPTH,
+    AccessTokenRejected,
+    Classified,
+    DeltaExpired,
+    GraphError,
+    NotFound,
+    Severity,
+    classify_graph_response,
+    classify_identity_error,
+    graph_error_codes,
+    header,
+    retry_after_seconds,
+)
+from services.core.graph.identity import IdentityClient
 from services.core.graph.times import parse_graph_time, parse_graph_time_or_none
+from services.renewer.lifecycle import CLOCK_SKEW, SubscriptionState, may_have_missed
+from services.renewer.subscriptions import PATCH_TOKEN_MIN_LIFETIME, token_fresh_enough
 
 # --- times -------------------------------------------------------------------------------------------
 
@@ -81,21 +112,6 @@ def test_any_aware_time_parses_back_to_the_microsecond(at: datetime, offset_min:
 
 # --- nested error codes ------------------------------------------------------------------------------
 
-from services.core.graph.client import error_for, read_batch_round  # noqa: E402
-from services.core.graph.errors import (  # noqa: E402
-    CONDITIONAL_ACCESS_REASON,
-    MAX_INNER_DEPTH,
-    AccessTokenRejected,
-    DeltaExpired,
-    GraphError,
-    NotFound,
-    Severity,
-    classify_graph_response,
-    classify_identity_error,
-    graph_error_codes,
-    header,
-    retry_after_seconds,
-)
 
 
 def test_nested_codes_outermost_first_any_key_case() -> None:
@@ -224,3 +240,288 @@ def test_token_endpoint_blocked_by_policy(code: int) -> None:
     assert classified.severity is Severity.RECONNECT
     assert classified.error_code == f"AADSTS{code}"
     assert classified.reason == CONDITIONAL_ACCESS_REASON
+
+
+# --- claims challenges -------------------------------------------------------------------------------
+
+
+
+NBF = {"access_token": {"nbf": {"essential": True, "value": "1604106651"}}}
+
+
+def _b64(value: object, *, urlsafe: bool = False, pad: bool = True) -> str:
+    raw = json.dumps(value).encode()
+    text = (base64.urlsafe_b64encode(raw) if urlsafe else base64.b64encode(raw)).decode()
+    return text if pad else text.rstrip("=")
+
+
+def test_microsoft_example_challenge() -> None:
+    header = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
+              f'client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="{_b64(NBF)}"')
+    challenge = parse_claims_challenge(header)
+    assert challenge is not None
+    assert challenge.scheme == "Bearer" and challenge.claims == NBF
+    assert challenge.params["client_id"] == "00000003-0000-0000-c000-000000000000"
+
+
+@pytest.mark.parametrize("claims", [_b64(NBF, urlsafe=True, pad=False), _b64(NBF, pad=False)])
+def test_base64_forms(claims: str) -> None:
+    challenge = parse_claims_challenge(f'Bearer error="insufficient_claims", claims="{claims}"')
+    assert challenge is not None and challenge.claims == NBF
+
+
+def test_unquoted_values_and_any_case() -> None:
+    challenge = parse_claims_challenge(f"bearer ERROR=insufficient_claims, Claims={_b64(NBF)}")
+    assert challenge is not None and challenge.claims == NBF
+
+
+def test_quoted_values_with_commas_and_escapes() -> None:
+    header = (r'Bearer realm="a, \"quoted\" realm", error_description="x, y", '
+              f'error="insufficient_claims", claims="{_b64(NBF)}"')
+    challenge = parse_claims_challenge(header)
+    assert challenge is not None and challenge.params["realm"] == 'a, "quoted" realm'
+
+
+def test_several_challenges_the_claims_one_is_found() -> None:
+    header = (f'PoP realm="", nonce="abc", Bearer realm="", error="invalid_token", '
+              f'Bearer authorization_uri="https://login", error="insufficient_claims", claims="{_b64(NBF)}"')
+    challenge = parse_claims_challenge(header)
+    assert challenge is not None and challenge.scheme == "Bearer" and challenge.claims == NBF
+
+
+def test_parameters_do_not_leak_between_challenges() -> None:
+    # The error belongs to the first challenge, the claims to the second: neither is a claims challenge.
+    header = f'Bearer error="insufficient_claims", Basic claims="{_b64(NBF)}"'
+    assert parse_claims_challenge(header) is None
+    assert asks_for_claims(header)
+
+
+@pytest.mark.parametrize("header", [
+    None, "", "Bearer", 'Bearer realm=""', 'Bearer error="invalid_token"',
+    f'Bearer error="invalid_token", claims="{_b64(NBF)}"',
+    'Bearer error="insufficient_claims"',  # no claims
+    'Bearer error="insufficient_claims", claims="%%%not base64%%%"',
+    'Bearer error="insufficient_claims", claims="bm90IGpzb24="',  # "not json"
+    f'Bearer error="insufficient_claims", claims="{_b64([1, 2])}"',  # JSON, not an object
+    f'Bearer error="insufficient_claims", claims="{_b64({})}"',
+    'Bearer error="insufficient_claims", claims="' + "A" * 9000 + '"',  # oversized
+    '"unterminated',
+])
+def test_not_a_claims_challenge(header: str | None) -> None:
+    assert parse_claims_challenge(header) is None
+
+
+def test_raw_json_claims_are_read() -> None:
+    header = 'Bearer error="insufficient_claims", claims="{\\"access_token\\":{\\"acrs\\":{\\"values\\":[\\"c1\\"]}}}"'
+    challenge = parse_claims_challenge(header)
+    assert challenge is not None and challenge.claims == {"access_token": {"acrs": {"values": ["c1"]}}}
+
+
+def test_token_requests_declare_cp1() -> None:
+    assert json.loads(token_request_claims()) == {"access_token": {"xms_cc": {"values": ["cp1"]}}}
+    assert json.loads(token_request_claims(None)) == CP1_CLAIMS
+
+
+def test_challenge_claims_merged_with_cp1() -> None:
+    merged = json.loads(token_request_claims(NBF))
+    assert merged == {"access_token": {"nbf": {"essential": True, "value": "1604106651"},
+                                       "xms_cc": {"values": ["cp1"]}}}
+    both = json.loads(token_request_claims({"access_token": {"xms_cc": {"values": ["cp2"]}},
+                                            "id_token": {"auth_time": {"essential": True}}}))
+    assert both["access_token"]["xms_cc"]["values"] == ["cp2", "cp1"]
+    assert both["id_token"] == {"auth_time": {"essential": True}}
+
+
+def test_merge_does_not_mutate_the_challenge() -> None:
+    challenge = {"access_token": {"xms_cc": {"values": ["cp2"]}}}
+    token_request_claims(challenge)
+    assert challenge == {"access_token": {"xms_cc": {"values": ["cp2"]}}}
+
+
+# --- reauthorizationRequired --------------------------------------------------------------------------
+
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+def _state(*, expires_in: timedelta = timedelta(days=2), authorized_for: timedelta | None = timedelta(minutes=40),
+           failed: bool = False) -> SubscriptionState:
+    return SubscriptionState(expires_at=NOW + expires_in,
+                             authorized_until=None if authorized_for is None else NOW + authorized_for,
+                             reauth_failed_at=NOW - timedelta(minutes=5) if failed else None)
+
+
+def test_a_reminder_answered_in_time_needs_no_catch_up() -> None:
+    assert not may_have_missed(_state(), NOW)
+
+
+def test_catch_up_when_the_authorization_lapsed() -> None:
+    assert may_have_missed(_state(authorized_for=-timedelta(minutes=3)), NOW)
+    assert may_have_missed(_state(authorized_for=timedelta(0)), NOW)
+    assert may_have_missed(_state(authorized_for=CLOCK_SKEW / 2), NOW)  # within clock skew
+    assert not may_have_missed(_state(authorized_for=CLOCK_SKEW * 2), NOW)
+
+
+def test_catch_up_when_the_authorization_is_unknown() -> None:
+    assert may_have_missed(_state(authorized_for=None), NOW)
+
+
+def test_catch_up_after_a_failed_patch() -> None:
+    assert may_have_missed(_state(failed=True), NOW)
+
+
+def test_catch_up_when_the_subscription_itself_expired() -> None:
+    assert may_have_missed(_state(expires_in=-timedelta(seconds=1)), NOW)
+
+
+@given(expires_in=st.integers(-10_000, 10_000), authorized_for=st.one_of(st.none(), st.integers(-10_000, 10_000)),
+       failed=st.booleans())
+def test_missed_exactly_when_delivery_may_have_paused(expires_in: int, authorized_for: int | None,
+                                                    failed: bool) -> None:
+    state = _state(expires_in=timedelta(seconds=expires_in), failed=failed,
+                   authorized_for=None if authorized_for is None else timedelta(seconds=authorized_for))
+    paused = (expires_in <= 0 or authorized_for is None or authorized_for <= CLOCK_SKEW.total_seconds()
+              or failed)
+    assert may_have_missed(state, NOW) is paused
+
+
+def test_patch_token_must_outlive_the_current_authorization() -> None:
+    long = NOW + timedelta(minutes=70)
+    assert token_fresh_enough(long, None, NOW)
+    assert token_fresh_enough(long, NOW + timedelta(minutes=20), NOW)
+    assert not token_fresh_enough(long, long, NOW)  # the token the subscription already holds: refresh first
+    assert not token_fresh_enough(NOW + PATCH_TOKEN_MIN_LIFETIME - timedelta(seconds=1), None, NOW)
+
+
+# --- the token service answers a claims challenge once; identity declares cp1 ------------------------
+
+
+
+EXPIRY = NOW + timedelta(hours=1)
+
+
+class _Tokens(TokenService):
+    """TokenService with the database replaced: records what the call path asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[bool, Mapping[str, Any] | None]] = []
+        self.failed: list[GraphError] = []
+        self._cache = {}
+
+    async def access_token_with_expiry(self, connection_id: str, *, force_refresh: bool = False,
+                                       claims: Mapping[str, Any] | None = None) -> tuple[str, datetime]:
+        self.asked.append((force_refresh, claims))
+        return f"token{len(self.asked)}", EXPIRY + timedelta(minutes=len(self.asked))
+
+    async def mark_failed(self, connection_id: str, failure: GraphError) -> None:
+        self.failed.append(failure)
+
+
+def _rejected(challenge_header: str | None, status: int = 401) -> AccessTokenRejected:
+    error = error_for(status, {"error": {"code": "InvalidAuthenticationToken"}}, {}, challenge_header)
+    assert isinstance(error, AccessTokenRejected)
+    return error
+
+
+CHALLENGE = f'Bearer realm="", error="insufficient_claims", claims="{_b64(NBF)}"'
+
+
+async def test_a_claims_challenge_refreshes_once_with_its_claims() -> None:
+    tokens = _Tokens()
+    seen: list[str] = []
+
+    async def call(token: str) -> str:
+        seen.append(token)
+        if token == "token1":
+            raise _rejected(CHALLENGE)
+        return "ok"
+
+    assert await tokens.call("c", call) == "ok"
+    assert seen == ["token1", "token2"]
+    assert tokens.asked == [(False, None), (True, NBF)]
+    assert not tokens.failed
+
+
+async def test_a_plain_401_refreshes_without_claims() -> None:
+    tokens = _Tokens()
+
+    async def call(token: str) -> str:
+        if token == "token1":
+            raise _rejected(None)
+        return "ok"
+
+    assert await tokens.call("c", call) == "ok"
+    assert tokens.asked == [(False, None), (True, None)]
+
+
+async def test_rejected_again_after_the_refresh_marks_the_mailbox_once() -> None:
+    tokens = _Tokens()
+
+    async def call(token: str) -> str:
+        raise _rejected(CHALLENGE, status=403)  # Conditional Access keeps refusing
+
+    with pytest.raises(NotConnected) as caught:
+        await tokens.call("c", call)
+    assert caught.value.status == "reconnect_required"
+    assert len(tokens.failed) == 1
+    assert tokens.failed[0].classified.error_code == "conditional_access"
+    assert tokens.failed[0].classified.reason == CONDITIONAL_ACCESS_REASON
+    assert tokens.asked == [(False, None), (True, NBF)]
+
+
+async def test_a_stale_token_is_refreshed_before_the_call() -> None:
+    tokens = _Tokens()
+    used: list[tuple[str, datetime]] = []
+
+    async def call(token: str, expires_at: datetime) -> None:
+        used.append((token, expires_at))
+
+    await tokens.call_with_expiry("c", call, fresh=lambda expires_at: expires_at > EXPIRY + timedelta(minutes=1))
+    assert tokens.asked == [(False, None), (True, None)]
+    assert used == [("token2", EXPIRY + timedelta(minutes=2))]
+
+
+async def test_other_graph_errors_pass_through_without_a_refresh() -> None:
+    tokens = _Tokens()
+
+    async def call(token: str) -> None:
+        raise GraphError(Classified(Severity.PERMANENT, "ErrorAccessDenied", "x"), 403)
+
+    with pytest.raises(GraphError):
+        await tokens.call("c", call)
+    assert tokens.asked == [(False, None)] and not tokens.failed
+
+
+class _Response:
+    status = 200
+
+    async def json(self, content_type: str | None = None) -> dict[str, Any]:
+        return {"access_token": "a", "refresh_token": "rotated", "expires_in": 3600, "scope": "Mail.Read"}
+
+    async def __aenter__(self) -> _Response:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.forms: list[dict[str, str]] = []
+
+    def post(self, url: str, *, data: dict[str, str], timeout: object) -> _Response:
+        self.forms.append(data)
+        return _Response()
+
+
+async def test_every_token_request_declares_cp1_and_challenge_claims_are_merged() -> None:
+    session = _Session()
+    identity = IdentityClient(session, Settings(kafka_bootstrap="k", database_url="d"))  # type: ignore[arg-type]
+    await identity.exchange_code("code", "verifier", "https://app/callback")
+    plain = await identity.refresh("old", "tenant")
+    await identity.refresh("old", "tenant", NBF)
+    claims = [json.loads(form["claims"]) for form in session.forms]
+    assert claims[0] == claims[1] == {"access_token": {"xms_cc": {"values": ["cp1"]}}}
+    assert claims[2]["access_token"]["nbf"] == NBF["access_token"]["nbf"]
+    assert claims[2]["access_token"]["xms_cc"] == {"values": ["cp1"]}
+    assert plain.refresh_token == "rotated"  # the rotated refresh token is what gets stored

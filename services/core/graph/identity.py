@@ -1,4 +1,13 @@
-"""The identity platform's token endpoint: code exchange and refresh, errors classified."""
+"""The identity platform's token endpoint: code exchange and refresh, errors classified.
+
+Every token request declares the `cp1` client capability (`claims` parameter, services.core.graph.claims),
+so Graph revokes mailsync's access tokens at once after a password reset or a Conditional Access change
+and says so with a claims challenge, instead of letting them work for up to 90 minutes.
+
+Refresh tokens: each refresh returns a new one, which is stored (TokenService.store); Microsoft does not
+revoke the one used, so nothing here assumes a refresh token is single-use. When an answer carries no
+refresh token, the one sent stays valid and is kept.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,7 @@ import base64
 import hashlib
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +24,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from services.core.config import Settings
+from services.core.graph.claims import token_request_claims
 from services.core.graph.errors import GraphError, classify_identity_error
 
 
@@ -74,15 +85,20 @@ class IdentityClient:
             "redirect_uri": redirect_uri,
         })
 
-    async def refresh(self, refresh_token: str, tenant: str | None) -> TokenSet:
-        return await self._token(tenant, {"grant_type": "refresh_token", "refresh_token": refresh_token})
+    async def refresh(self, refresh_token: str, tenant: str | None,
+                      claims: Mapping[str, Any] | None = None) -> TokenSet:
+        """`claims`: what a claims challenge asked for (decoded JSON), merged with the cp1 declaration."""
+        return await self._token(tenant, {"grant_type": "refresh_token", "refresh_token": refresh_token},
+                                 claims=claims)
 
-    async def _token(self, tenant: str | None, form: dict[str, str]) -> TokenSet:
+    async def _token(self, tenant: str | None, form: dict[str, str],
+                     claims: Mapping[str, Any] | None = None) -> TokenSet:
         form = {
             **form,
             "client_id": self._settings.client_id,
             "client_secret": self._settings.client_secret,
             "scope": " ".join(self._settings.scopes),
+            "claims": token_request_claims(claims),
         }
         try:
             async with self._session.post(
