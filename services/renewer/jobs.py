@@ -52,8 +52,10 @@ async def run_job(deps: PollDeps, job: asyncpg.Record, stop: asyncio.Event | Non
             raise NotConnected(str(job["connection_id"]), connection.status if connection else "unknown")
         try:
             await _run(deps, job, connection.graph_user_id, connection.account_id, stop)
-        except AccessTokenRejected:
-            await deps.tokens.access_token(str(job["connection_id"]), force_refresh=True)
+        except AccessTokenRejected as exc:
+            # Revoked early (a claims challenge passes its claims on): one refresh, whose outcome decides.
+            await deps.tokens.access_token(str(job["connection_id"]), force_refresh=True,
+                                           claims=exc.challenge.claims if exc.challenge is not None else None)
             await _run(deps, await deps.pool.fetchrow("SELECT * FROM sync_jobs WHERE job_id = $1", job["job_id"]),
                        connection.graph_user_id, connection.account_id, stop)
     except Paused:
