@@ -32,13 +32,14 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # The browser test drives Debian's Chromium (no browser download); installed here when missing.
+# certutil (libnss3-tools) lets the test's Chromium profile trust the local CA, never skip verification.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@{ command -v chromium >/dev/null 2>&1 && command -v certutil >/dev/null 2>&1; } || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "browser: installing Debian's chromium (apt-get)"; \
+			echo "browser: installing Debian's chromium and libnss3-tools (apt-get)"; \
 			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-		else echo "browser: chromium is missing; install Debian's chromium package" >&2; exit 1; fi; }
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libnss3-tools >/dev/null; \
+		else echo "browser: install Debian's chromium and libnss3-tools packages" >&2; exit 1; fi; }
 
 test: venv browser
 	$(STACK) infra-exec -- $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -35,11 +35,13 @@ def _run_service(name: str, runner: Callable[[Settings], Coroutine[Any, Any, Non
 
 
 def cmd_subscriber(_: argparse.Namespace) -> int:
-    from services.core.runtime import serve
+    from services.core.runtime import HttpsListener, serve
     from services.subscriber.app import create_app
 
     async def runner(settings: Settings) -> None:
-        await serve(create_app(settings), settings.http_host, settings.http_port, name="subscriber")
+        https = (HttpsListener(settings.tls_cert_file, settings.tls_key_file, settings.https_port)
+                 if settings.tls_cert_file and settings.tls_key_file else None)
+        await serve(create_app(settings), settings.http_host, settings.http_port, name="subscriber", https=https)
 
     return _run_service("subscriber", runner)
 
@@ -59,7 +61,11 @@ def cmd_renewer(_: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from services.sandbox import main as sandbox_main
 
-    return sandbox_main(["--host", args.host, "--port", str(args.port)])
+    argv = ["--host", args.host, "--port", str(args.port)]
+    for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key), ("--ca-file", args.ca_file)):
+        if value:
+            argv += [flag, value]
+    return sandbox_main(argv)
 
 
 def _infra_settings() -> Settings:
@@ -196,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = sub.add_parser("sandbox", help="the local Microsoft 365 stand-in")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8090)
+    sandbox.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    sandbox.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    sandbox.add_argument("--ca-file", help="a CA to trust when delivering notifications (the local stack's)")
     sandbox.set_defaults(func=cmd_sandbox)
     sub.add_parser("migrate", help="apply database migrations (idempotent)").set_defaults(func=cmd_migrate)
     topics = sub.add_parser("topics", help="create the Kafka topics (idempotent)")

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import jwt
 
-from services.core import events
+from services.core import events, tls
 from services.core.kafka import Publisher, consumer
 from services.subscriber.sessions import csrf_token
 
@@ -98,15 +98,15 @@ async def seed() -> int:
     finally:
         await publisher.stop()
     # unsafe=True: the demo's cookies are for 127.0.0.1, which aiohttp's jar ignores by default.
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+    async with tls.client_session(settings.ca_file, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         for user_id, (email, aliases, name) in USERS.items():
             await _sandbox(http, sandbox, "/sandbox/mailboxes", {
                 "user_id": graph_user_id(user_id), "tenant_id": TENANT, "address": email, "aliases": aliases,
                 "display_name": name, "auto_consent": True})
         token = session_token("user-alice", settings.session_secret)
-        await _connect(http, settings.public_url, token, settings.session_secret, USERS["user-alice"][0])
+        await _connect(http, settings.app_url, token, settings.session_secret, USERS["user-alice"][0])
     print(json.dumps({"account_id": ACCOUNT, "user_id": "user-alice",
-                      "settings_url": f"{settings.public_url}/settings/email?session={token}"}), flush=True)
+                      "settings_url": f"{settings.app_url}/settings/email?session={token}"}), flush=True)
     return 0
 
 
@@ -148,7 +148,7 @@ async def trickle(interval_s: float = 4.0) -> int:
 
     async def deliver() -> None:
         rng = random.Random()
-        async with aiohttp.ClientSession() as http:
+        async with tls.client_session(settings.ca_file) as http:
             while not stop.is_set():
                 message = demo_message(rng)
                 await _sandbox(http, settings.login_url,

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -128,10 +129,17 @@ def file_contains(path: Path, needle: str, offset: int = 0) -> bool:
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def http_status(url: str, timeout: float = 2.0) -> int | None:
-    """HTTP status of a GET (any status, including 4xx/5xx), or None when nothing answered."""
+def http_status(url: str, timeout: float = 2.0, ca_file: str | None = None) -> int | None:
+    """HTTP status of a GET (any status, including 4xx/5xx), or None when nothing answered. HTTPS is verified
+    against the system's CAs plus `ca_file` (the local stack's CA)."""
+    opener = _NO_PROXY
+    if ca_file:
+        context = ssl.create_default_context()
+        context.load_verify_locations(cafile=ca_file)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=context))
     try:
-        with _NO_PROXY.open(url, timeout=timeout) as resp:
+        with opener.open(url, timeout=timeout) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)

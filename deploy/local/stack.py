@@ -158,7 +158,11 @@ def write_state(state: dict[str, Any]) -> None:
     tmp.replace(PIDS)
 
 
-def service_env(infra: Infra, sec: dict[str, str], sandbox: str, api: str) -> dict[str, str]:
+TLS_DIR = STATE / "tls"  # the local CA (made once) and the certificates it signs
+
+
+def service_env(infra: Infra, sec: dict[str, str], sandbox: str, api: str, public: str,
+                tls: Mapping[str, tuple[Path, Path]], https_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSYNC_")}
     env.update(no_proxy(os.environ))
     env.update(infra.env)
@@ -168,7 +172,14 @@ def service_env(infra: Infra, sec: dict[str, str], sandbox: str, api: str) -> di
             "MAILSYNC_LOGIN_URL": sandbox,
             "MAILSYNC_CLIENT_ID": sec["client_id"],
             "MAILSYNC_CLIENT_SECRET": sec["client_secret"],
-            "MAILSYNC_PUBLIC_URL": api,
+            "MAILSYNC_PUBLIC_URL": public,  # Graph calls the subscriber's HTTPS listener
+            "MAILSYNC_APP_URL": api,  # pages and API: plain HTTP on loopback, for a browser without setup
+            "MAILSYNC_CA_FILE": str(tls["ca"][0]),
+            "MAILSYNC_TLS_CERT_FILE": str(tls["subscriber"][0]),
+            "MAILSYNC_TLS_KEY_FILE": str(tls["subscriber"][1]),
+            "MAILSYNC_HTTPS_PORT": str(https_port),
+            "MAILSYNC_SANDBOX_TLS_CERT": str(tls["sandbox"][0]),
+            "MAILSYNC_SANDBOX_TLS_KEY": str(tls["sandbox"][1]),
             "MAILSYNC_TOKEN_KEYS": sec["token_keys"],
             "MAILSYNC_API_TOKEN": sec["api_token"],
             "MAILSYNC_SESSION_SECRET": sec["session_secret"],
@@ -214,10 +225,15 @@ def up(timeout: float) -> dict[str, Any]:
     finally:
         record()
 
-    sandbox_port, *ports = free_ports(1 + len(SERVICES))
-    sandbox = f"http://127.0.0.1:{sandbox_port}"
+    from services.sandbox.local_ca import local_tls  # the venv's: `make up` runs this with it
+
+    tls = local_tls(TLS_DIR, "sandbox", "subscriber")
+    sandbox_port, https_port, *ports = free_ports(2 + len(SERVICES))
+    sandbox = f"https://127.0.0.1:{sandbox_port}"
     api = f"http://127.0.0.1:{ports[0]}"
-    env = service_env(infra, sec, sandbox, api)
+    public = f"https://127.0.0.1:{https_port}"
+    ca_file = str(tls["ca"][0])
+    env = service_env(infra, sec, sandbox, api, public, tls, https_port)
     write_env_file(env)
 
     t1 = time.monotonic()
@@ -246,7 +262,7 @@ def up(timeout: float) -> dict[str, Any]:
         want_200 = p.name != "sandbox"
 
         def ready(url: str = url, want_200: bool = want_200) -> bool:
-            status = http_status(url)
+            status = http_status(url, ca_file=ca_file)
             return status is not None and (status == 200 if want_200 else status < 500)
 
         procs.wait_until(f"{p.name} ({url})", ready, timeout, alive=p.dead_reason)
@@ -258,6 +274,9 @@ def up(timeout: float) -> dict[str, Any]:
         "api": api,
         "api_token": sec["api_token"],
         "sandbox": sandbox,
+        "public_url": public,
+        "ca_file": ca_file,
+        "ca_key_file": str(tls["ca"][1]),
         "kafka": infra.kafka.bootstrap,
         "database_url": infra.pg.url,
         "session_secret": sec["session_secret"],
@@ -312,6 +331,7 @@ def print_urls(stack: dict[str, Any]) -> None:
         f"  API        {stack['api']}   (Authorization: Bearer <api_token from .mailsync/stack.json>)\n"
         f"  Settings   {demo.get('settings_url', '-')}\n"
         f"  Sandbox    {stack['sandbox']}   (Microsoft 365 stand-in)\n"
+        f"  Graph-facing {stack['public_url']}   (HTTPS; local CA: {stack['ca_file']})\n"
         f"  Kafka      {stack['kafka']}\n"
         f"  Database   {stack['database_url']}\n"
         f"  Logs       {LOGS.relative_to(REPO)}/   env: source {ENV_FILE.relative_to(REPO)}\n",

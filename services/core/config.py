@@ -52,6 +52,13 @@ class Settings:
     backfill_first_h: int = 24
     backfill_cap_days: int = 60
     webhook_publish_timeout_s: float = 2.5
+    # TLS: Graph calls `public_url` (HTTPS, as Microsoft requires); browsers and the API use `app_url`.
+    app_url: str = ""
+    ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = field(default=None, repr=False)
+    https_port: int = 8443
+    dev_mode: bool = False
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
@@ -67,6 +74,38 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
     return value
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+GRAPH_FACING = frozenset({"subscriber", "renewer"})  # the services that give Graph the public URL
+
+
+def _public_url(env: Mapping[str, str], service: str, dev_mode: bool) -> str:
+    value = _url(env, "MAILSYNC_PUBLIC_URL", "http://127.0.0.1:8080")
+    parts = urlsplit(value)
+    if service in GRAPH_FACING and parts.scheme != "https" and not (dev_mode and parts.hostname in LOOPBACK_HOSTS):
+        raise ConfigError(
+            f"MAILSYNC_PUBLIC_URL must be https:// (Graph refuses other notification URLs), got {value!r}; "
+            "plain http is allowed only for a loopback address with MAILSYNC_DEV_MODE=true")
+    return value
+
+
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise ConfigError(f"{name} names {value!r}, which is not a readable file")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -127,6 +166,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, service: str = "") ->
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"MAILSYNC_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
     default_port = {"subscriber": 8080, "matcher": 8081, "renewer": 8082}.get(service, 8080)
+    dev_mode = _bool(env, "MAILSYNC_DEV_MODE")
+    public_url = _public_url(env, service, dev_mode)
+    cert, key = _file(env, "MAILSYNC_TLS_CERT_FILE"), _file(env, "MAILSYNC_TLS_KEY_FILE")
+    if bool(cert) != bool(key):
+        raise ConfigError("MAILSYNC_TLS_CERT_FILE and MAILSYNC_TLS_KEY_FILE go together: set both or neither")
     return Settings(
         kafka_bootstrap=_require(env, "MAILSYNC_KAFKA_BOOTSTRAP"),
         database_url=_database_url(env),
@@ -135,7 +179,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, service: str = "") ->
         tenant=env.get("MAILSYNC_TENANT", "organizations").strip() or "organizations",
         client_id=_require(env, "MAILSYNC_CLIENT_ID"),
         client_secret=_require(env, "MAILSYNC_CLIENT_SECRET"),
-        public_url=_url(env, "MAILSYNC_PUBLIC_URL", "http://127.0.0.1:8080"),
+        public_url=public_url,
+        app_url=_url(env, "MAILSYNC_APP_URL", public_url),
+        ca_file=_file(env, "MAILSYNC_CA_FILE"),
+        tls_cert_file=cert,
+        tls_key_file=key,
+        https_port=_int(env, "MAILSYNC_HTTPS_PORT", 8443, minimum=0),
+        dev_mode=dev_mode,
         token_keys=parse_token_keys(_require(env, "MAILSYNC_TOKEN_KEYS")),
         api_token=_require(env, "MAILSYNC_API_TOKEN"),
         session_secret=_require(env, "MAILSYNC_SESSION_SECRET"),

@@ -7,6 +7,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
@@ -14,6 +15,7 @@ from aiohttp import web
 from services.core.config import Settings
 from services.core.db.pool import database_reachable
 from services.core.kafka import kafka_reachable
+from services.core.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,18 @@ def stop_event() -> asyncio.Event:
     return stop
 
 
+@dataclass(frozen=True)
+class HttpsListener:
+    """A second, HTTPS listener for the same app: what Graph calls must be HTTPS."""
+
+    cert_file: str
+    key_file: str
+    port: int
+
+
 async def serve(app: web.Application, host: str, port: int, *, name: str,
-                until: Callable[[], Awaitable[object]] | None = None, shutdown_timeout: float = 10.0) -> None:
+                until: Callable[[], Awaitable[object]] | None = None, shutdown_timeout: float = 10.0,
+                https: HttpsListener | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or `until` returns); then stop accepting, finish in-flight requests."""
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None)
     await runner.setup()
@@ -68,6 +80,11 @@ async def serve(app: web.Application, host: str, port: int, *, name: str,
     bound = runner.addresses[0] if runner.addresses else (host, port)
     log.info(f"{name} listening", extra={"host": bound[0], "port": bound[1]})
     print(f"{name} listening on http://{bound[0]}:{bound[1]}", flush=True)
+    if https is not None:
+        secure = web.TCPSite(runner, host, https.port, ssl_context=server_context(https.cert_file, https.key_file))
+        await secure.start()
+        log.info(f"{name} listening (https)", extra={"host": host, "port": https.port})
+        print(f"{name} listening on https://{host}:{https.port}", flush=True)
     stop = stop_event()
     waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
     if until is not None:

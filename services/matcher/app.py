@@ -6,10 +6,9 @@ import asyncio
 import logging
 from datetime import timedelta
 
-import aiohttp
 from aiohttp import web
 
-from services.core import events
+from services.core import events, tls
 from services.core.config import Settings
 from services.core.connections import StatusReporter, TokenService
 from services.core.consuming import run_batches
@@ -32,7 +31,7 @@ async def run(settings: Settings) -> None:
     pool = await create_pool(settings, max_size=20)
     publisher = Publisher(settings)
     await publisher.start()
-    session = aiohttp.ClientSession()
+    session = tls.client_session(settings.ca_file)
     # The live path gets most of Outlook's 10,000 requests/10 min per mailbox; the renewer's bulk work
     # (polls, back-fills, back-syncs) and the subscriber share the rest.
     graph = GraphClient(session, settings.graph_url, per_mailbox=settings.graph_concurrency_per_mailbox,

@@ -8,10 +8,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-import aiohttp
 from aiohttp import web
 
-from services.core import events
+from services.core import events, tls
 from services.core.config import Settings
 from services.core.connections import StatusReporter, TokenService
 from services.core.consuming import run_batches
@@ -50,7 +49,7 @@ async def run(settings: Settings) -> None:
     pool = await create_pool(settings, max_size=15)
     publisher = Publisher(settings)
     await publisher.start()
-    session = aiohttp.ClientSession()
+    session = tls.client_session(settings.ca_file)
     graph = GraphClient(session, settings.graph_url, per_mailbox=settings.graph_concurrency_per_mailbox)
     tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings),
                           StatusReporter(pool, publisher))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 
@@ -66,14 +67,18 @@ async def error_info(request: web.Request) -> web.Response:
     return web.Response(text=f"AADSTS{request.query.get('code', '')}: see the error_description of the response.")
 
 
-def create_app(sandbox: Sandbox | None = None) -> web.Application:
-    """The application; `sandbox` lets a test keep a handle on the state."""
+def create_app(sandbox: Sandbox | None = None, *, ca_file: str | None = None) -> web.Application:
+    """The application; `sandbox` lets a test keep a handle on the state. Notification receivers are
+    verified against the system's CAs plus `ca_file` (the local stack's CA), as Graph verifies them."""
     app = web.Application(middlewares=[control.problems], client_max_size=16 * 1024 * 1024)
     sb = sandbox or Sandbox()
     app[SANDBOX] = sb
 
     async def outbound(app: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=200, limit_per_host=32)
+        verify = ssl.create_default_context()
+        if ca_file:
+            verify.load_verify_locations(cafile=ca_file)
+        connector = aiohttp.TCPConnector(limit=200, limit_per_host=32, ssl=verify)
         async with aiohttp.ClientSession(connector=connector) as session:
             sb.notifier.session = session
             yield

@@ -53,7 +53,7 @@ def _url_ok(value: Any) -> bool:
         url = URL(value)
     except ValueError:
         return False
-    return url.scheme in ("http", "https") and bool(url.host)
+    return url.scheme == "https" and bool(url.host)  # Graph delivers only to HTTPS endpoints
 
 
 def _expiry(call: GraphCall, value: Any) -> datetime | GraphResponse:
@@ -151,10 +151,10 @@ async def create(call: GraphCall) -> GraphResponse:
     if not types or bad:
         return _invalid(f"Invalid 'changeType' attribute: '{bad[0] if bad else raw_types}'.")
     if not _url_ok(body.get("notificationUrl")):
-        return _invalid("notificationUrl must be an absolute http(s) URL.")
+        return _invalid("NotificationUrl must be an absolute https URL.")
     lifecycle = body.get("lifecycleNotificationUrl")
     if lifecycle is not None and not _url_ok(lifecycle):
-        return _invalid("lifecycleNotificationUrl must be an absolute http(s) URL.")
+        return _invalid("LifecycleNotificationUrl must be an absolute https URL.")
     client_state = body.get("clientState")
     if client_state is not None and (not isinstance(client_state, str) or len(client_state) > 128):
         return _invalid("clientState must be a string of at most 128 characters.")
@@ -229,7 +229,7 @@ async def renew(call: GraphCall) -> GraphResponse:
     url = body.get("notificationUrl")
     if url is not None and url != sub.notification_url:
         if not _url_ok(url):
-            return _invalid("notificationUrl must be an absolute http(s) URL.")
+            return _invalid("NotificationUrl must be an absolute https URL.")
         failed = await _validated(call, url)
         if failed is not None:
             return failed

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 from aiohttp import web
 
-from services.core import json_limits
+from services.core import json_limits, tls
 from services.core.config import Settings
 from services.core.connections import StatusReporter, TokenService
 from services.core.crypto import TokenBox
@@ -61,7 +60,7 @@ def create_app(settings: Settings) -> web.Application:
         pool = await create_pool(settings)
         publisher = Publisher(settings, timeout_s=settings.webhook_publish_timeout_s)
         await publisher.start()
-        session = aiohttp.ClientSession()
+        session = tls.client_session(settings.ca_file)
         app[POOL], app[PUBLISHER], app[HTTP] = pool, publisher, session
         app[TRUST] = SubscriptionTrust(pool, ttl_s=settings.clientstate_cache_s)
         app[GRAPH] = GraphClient(session, settings.graph_url, per_mailbox=settings.graph_concurrency_per_mailbox)

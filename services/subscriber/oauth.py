@@ -56,7 +56,7 @@ def nonce_hash(nonce: str) -> str:
 
 
 def redirect_uri(request: web.Request) -> str:
-    return f"{request.app[SETTINGS].public_url}/oauth/microsoft365/callback"
+    return f"{request.app[SETTINGS].app_url}/oauth/microsoft365/callback"
 
 
 def redirect(location: str) -> web.Response:
@@ -76,10 +76,11 @@ def problem_page(status: int, title: str, text: str) -> web.Response:
 
 
 async def purge_states(pool: Any) -> int:
-    """Remove states that expired over PURGE_AFTER ago (used or not); bounded per call."""
+    """Remove states that expired over PURGE_AFTER ago (used or not); bounded per call, and concurrent starts
+    skip each other's rows instead of waiting on them."""
     result = await pool.execute(
         "DELETE FROM oauth_states WHERE state_id IN (SELECT state_id FROM oauth_states"
-        " WHERE expires_at < now() - $1::interval LIMIT $2)", PURGE_AFTER, PURGE_BATCH)
+        " WHERE expires_at < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED)", PURGE_AFTER, PURGE_BATCH)
     return int(str(result).rsplit(" ", 1)[-1] or 0)
 
 
@@ -123,7 +124,7 @@ async def begin(request: web.Request, session: Session, *, login_hint: str | Non
         redirect_uri=redirect_uri(request), login_hint=login_hint)
     response = redirect(url)
     response.set_cookie(NONCE_COOKIE + state_id, nonce, httponly=True, samesite="Lax", path=NONCE_PATH,
-                        max_age=int(STATE_TTL.total_seconds()), secure=settings.public_url.startswith("https://"))
+                        max_age=int(STATE_TTL.total_seconds()), secure=settings.app_url.startswith("https://"))
     return response
 
 

@@ -72,7 +72,7 @@ def session_from(request: web.Request) -> tuple[Session, bool]:
 
 def remember(response: web.StreamResponse, request: web.Request, session: Session) -> None:
     response.set_cookie(COOKIE, session.token, httponly=True, samesite="Lax", path="/",
-                        secure=request.app[SETTINGS].public_url.startswith("https://"))
+                        secure=request.app[SETTINGS].app_url.startswith("https://"))
 
 
 # --- CSRF ----------------------------------------------------------------------------------------

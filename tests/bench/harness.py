@@ -13,7 +13,7 @@ import asyncpg
 from services.core.config import load_settings
 from services.core.db.pool import create_pool
 from services.core.kafka import Publisher
-from tests.support.stack import Stack, start_stack, stop_stack
+from tests.support.stack import Stack, client, start_stack, stop_stack
 
 
 def cpu_seconds(pid: int) -> float:
@@ -54,7 +54,7 @@ class BenchStack:
         publisher = Publisher(settings)
         await publisher.start()
         stack.publisher = publisher
-        stack.http = aiohttp.ClientSession()
+        stack.http = client(stack.ca_file)
         stack.pool = await create_pool(settings, max_size=10)
         return cls(stack, stack.pool, stack.http, publisher)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import uuid
 
-import aiohttp
 import pytest
 
 from tests.support.kafka_caught_up import CaughtUpTail
 from tests.support.stack import Stack
+from tests.support.stack import browser as stack_browser
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
@@ -61,7 +61,7 @@ async def test_tenant_requiring_admin_consent_is_consent_required(stack: Stack):
     mailbox = await stack.new_mailbox(account, connect=False)
     await stack.sandbox("POST", f"/sandbox/tenants/{mailbox.tenant_id}/policy", {"admin_consent_required": True})
     session = stack.session_token(mailbox.user_id, account)
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser, browser.get(
+    async with stack_browser(stack) as browser, browser.get(
             f"{stack.api_url}/oauth/microsoft365/start",
             params={"session": session, "csrf": stack.csrf(session), "login_hint": mailbox.address}) as resp:
         page = await resp.text()
@@ -101,7 +101,7 @@ async def test_tokens_are_ciphertext_in_the_database(stack: Stack, db):
 async def test_a_session_cannot_disconnect_another_users_mailbox(stack: Stack):
     account = stack.new_account()
     alice, bob = await stack.new_mailbox(account), await stack.new_mailbox(account)
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+    async with stack_browser(stack) as browser:
         async with browser.get(f"{stack.api_url}/settings/email",
                                params={"session": stack.session_token(alice.user_id, account)}) as resp:
             page = await resp.text()

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.kafka_tail import Tail, read_topic
-from tests.support.stack import Mailbox, Stack
+from tests.support.stack import Mailbox, Stack, client
 
 pytestmark = [pytest.mark.e2e]
 
@@ -330,7 +329,7 @@ async def _check_topics(stack: Stack, edge: Edge, target: Target, life: Target, 
         message = {"from": CONTACT, "to": [target.mailbox.address], "subject": "after the fuzz", "body": "b",
                    "folder": "inbox", "internet_message_id": imid}
         # This loop's own client: the stack's lives on the session's loop.
-        async with aiohttp.ClientSession() as http, http.post(
+        async with client(stack.ca_file) as http, http.post(
                 f"{stack.sandbox_url}/sandbox/mailboxes/{target.mailbox.graph_id}/messages", json=message) as resp:
             assert resp.status == 201, await resp.text()
         await engagements.wait_for(type="engagement.created", internet_message_id=imid, timeout=120)

@@ -31,7 +31,8 @@ async def test_broker_killed_means_503_not_202(stack: Stack, db):
         env = {**stack.env, "MAILSYNC_KAFKA_BOOTSTRAP": kafka.bootstrap}
         assert Proc("topics-private", [*MAILSYNC, "topics"], env).popen.wait(60) == 0
         port = free_port()
-        subscriber = Proc("subscriber-private", [*MAILSYNC, "subscriber"], {**env, "MAILSYNC_HTTP_PORT": str(port)})
+        subscriber = Proc("subscriber-private", [*MAILSYNC, "subscriber"],
+                          {**env, "MAILSYNC_HTTP_PORT": str(port), "MAILSYNC_HTTPS_PORT": str(free_port())})
         subscriber.wait_http_ok(f"http://127.0.0.1:{port}/readyz")
 
         account, tenant, client_state = stack.new_account(), str(uuid.uuid4()), secrets.token_urlsafe(32)

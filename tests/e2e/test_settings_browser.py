@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
+from tests.support.browser_trust import home_trusting
 from tests.support.stack import Stack
 from tests.support.wait import wait_until
 
@@ -26,7 +27,7 @@ async def consent(page: Page, name: str) -> None:
     await page.wait_for_url(re.compile(r"/settings/email"))
 
 
-async def test_connect_revoke_reconnect_in_a_browser(stack: Stack):
+async def test_connect_revoke_reconnect_in_a_browser(stack: Stack, tmp_path: Path):
     executable = shutil.which("chromium")
     assert executable, "Debian's chromium is required (make test installs it)"
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -34,7 +35,9 @@ async def test_connect_revoke_reconnect_in_a_browser(stack: Stack):
     mailbox = await stack.new_mailbox(account, connect=False, auto_consent=False)
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        home = home_trusting(stack.ca_file, tmp_path)  # the sandbox's sign-in page is HTTPS, as Microsoft's
+        browser = await pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS,
+                                           env={"HOME": str(home)})
         try:
             page = await browser.new_page()
             await page.goto(f"{stack.api_url}/settings/email?session={stack.session_token(mailbox.user_id, account)}")

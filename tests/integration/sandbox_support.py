@@ -10,6 +10,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,21 +18,30 @@ import aiohttp
 import pytest_asyncio
 from aiohttp import web
 
+from services.core.tls import client_session, server_context
 from services.sandbox import create_app
+from services.sandbox.local_ca import local_tls as _local_tls
 from services.sandbox.state import Sandbox
 from tests.support.wait import wait_until
 
 CLIENT_ID = "6f1c6d1e-0000-4000-8000-00000000abcd"
+TLS_DIR = Path(__file__).resolve().parents[2] / ".mailsync" / "tls"
+
+
+def CA_FILE() -> str:
+    """The local CA that signs the in-process sandbox's and receiver's certificates."""
+    return str(_local_tls(TLS_DIR)["ca"][0])
 SCOPES = "openid profile email offline_access User.Read Mail.Read"
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+async def _serve(app: web.Application, cert: tuple[Path, Path]) -> tuple[web.AppRunner, str]:
+    """HTTPS, as Microsoft serves Graph and requires of notification receivers (certificates of the local CA)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(str(cert[0]), str(cert[1])))
     await site.start()
     port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    return runner, f"http://127.0.0.1:{port}"
+    return runner, f"https://127.0.0.1:{port}"
 
 
 @dataclass
@@ -189,12 +199,13 @@ def jwt_claims(token: str) -> dict[str, Any]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def servers() -> AsyncIterator[tuple[str, Sandbox, Receiver]]:
     sb = Sandbox()
-    sandbox_runner, sandbox_url = await _serve(create_app(sb))
+    tls = _local_tls(TLS_DIR, "sandbox", "receiver")
+    sandbox_runner, sandbox_url = await _serve(create_app(sb, ca_file=str(tls["ca"][0])), tls["sandbox"])
     receiver = Receiver()
     app = web.Application()
     app.router.add_post("/notify", receiver.notify)
     app.router.add_post("/lifecycle", receiver.lifecycle)
-    receiver_runner, receiver.url = await _serve(app)
+    receiver_runner, receiver.url = await _serve(app, tls["receiver"])
     try:
         yield sandbox_url, sb, receiver
     finally:
@@ -205,11 +216,11 @@ async def servers() -> AsyncIterator[tuple[str, Sandbox, Receiver]]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def env(servers: tuple[str, Sandbox, Receiver]) -> AsyncIterator[Env]:
     url, sb, receiver = servers
-    async with aiohttp.ClientSession() as http:
+    async with client_session(CA_FILE()) as http:
         environment = Env(url, sb, http, receiver)
         await environment.control("POST", "/sandbox/reset")
         receiver.reset()
         yield environment
 
 
-__all__ = ["CLIENT_ID", "Env", "Receiver", "env", "jwt_claims", "pkce", "query", "servers"]
+__all__ = ["CA_FILE", "CLIENT_ID", "Env", "Receiver", "env", "jwt_claims", "pkce", "query", "servers"]

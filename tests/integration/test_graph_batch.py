@@ -3,11 +3,11 @@ errors come back per step."""
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import GraphError, NotFound
+from services.core.tls import client_session
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]
@@ -23,7 +23,7 @@ async def test_batch_retries_throttled_steps_and_reports_each_step(stack: Stack)
     urls.append(f"/users/{user}/mailFolders/no-such-folder")  # a step that fails for good
     await stack.sandbox("POST", "/sandbox/faults", {"throttle": {"concurrent": 1}, "graph_latency_ms": 50})
     try:
-        async with aiohttp.ClientSession() as session:
+        async with client_session(stack.ca_file) as session:
             graph = GraphClient(session, stack.env["MAILSYNC_GRAPH_URL"])
             results = await graph.batch_get(token, user, urls)
     finally:
@@ -35,7 +35,7 @@ async def test_batch_retries_throttled_steps_and_reports_each_step(stack: Stack)
 
 
 async def test_batch_refuses_more_than_twenty(stack: Stack):
-    async with aiohttp.ClientSession() as session:
+    async with client_session(stack.ca_file) as session:
         graph = GraphClient(session, stack.env["MAILSYNC_GRAPH_URL"])
         with pytest.raises(ValueError, match="20"):
             await graph.batch_get("t", "u", ["/me"] * 21)

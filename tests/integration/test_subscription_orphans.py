@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import secrets
 
-import aiohttp
 import pytest
 
 from services.core.graph.client import GraphClient
 from services.core.subscriptions import expiry_iso, post_subscription
-from tests.integration.sandbox_support import Env, env, servers
+from services.core.tls import client_session
+from tests.integration.sandbox_support import CA_FILE, Env, env, servers
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -31,7 +31,7 @@ async def test_a_timed_out_create_is_adopted_not_duplicated(env: Env, db):
     box = await env.mailbox()
     token = await env.token(box["user_id"])
     env.receiver.validation_delays.append(0.5)  # Graph holds the POST open while it validates the URL
-    async with aiohttp.ClientSession() as session:
+    async with client_session(CA_FILE()) as session:
         graph = GraphClient(session, f"{env.url}/v1.0", timeout_s=0.3)
         body = _body(env, box["user_id"])
         created = await post_subscription(db, graph, token, box["user_id"], body)
@@ -46,7 +46,7 @@ async def test_a_timed_out_create_is_adopted_not_duplicated(env: Env, db):
 async def test_a_stray_subscription_nobody_knows_is_deleted_before_trying_again(env: Env, db):
     box = await env.mailbox()
     token = await env.token(box["user_id"])
-    async with aiohttp.ClientSession() as session:
+    async with client_session(CA_FILE()) as session:
         patient = GraphClient(session, f"{env.url}/v1.0")
         stray = await patient.create_subscription(token, box["user_id"], _body(env, box["user_id"]))
         env.receiver.validation_delays.append(0.5)

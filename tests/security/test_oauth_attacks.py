@@ -17,6 +17,7 @@ import pytest
 
 from services.core import events
 from tests.support.stack import Mailbox, Stack
+from tests.support.stack import browser as stack_browser
 
 pytestmark = [pytest.mark.e2e]
 
@@ -29,7 +30,7 @@ def nonces(resp: aiohttp.ClientResponse) -> list[str]:
 
 
 def browser() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # cookies for 127.0.0.1
+    return stack_browser()  # cookies for 127.0.0.1; trusts the local CA
 
 
 async def connection(stack: Stack, user_id: str) -> dict[str, Any]:
@@ -307,3 +308,19 @@ async def test_old_oauth_states_are_purged_when_a_flow_starts(stack: Stack, db):
     left = {r["state_id"] for r in await db.fetch("SELECT state_id FROM oauth_states WHERE user_id = $1", a.user_id)}
     assert not left & set(old_ids), left
     assert recent in left and len(left) == 2  # the recent one and the flow just started
+
+
+async def test_the_purge_is_bounded_per_start(stack: Stack, db):
+    account = stack.new_account()
+    a = await stack.new_mailbox(account, connect=False)
+    await db.execute(
+        "INSERT INTO oauth_states (state_id, user_id, account_id, code_verifier, expires_at)"
+        " SELECT 'bulk-' || g || '-' || $1, $1, $2, 'v', now() - interval '3 hours' FROM generate_series(1, 600) g",
+        a.user_id, account)
+    old = "SELECT count(*) FROM oauth_states WHERE expires_at < now() - interval '1 hour'"
+    before = await db.fetchval(old)
+    async with browser() as own:
+        await authorize_link(stack, own, a, login_hint=a.address)
+        assert await db.fetchval(old) == before - 500  # one start deletes at most 500 rows
+        await authorize_link(stack, own, a, login_hint=a.address)
+    assert await db.fetchval(old) == max(0, before - 1000)

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.support.stack import Stack
+from tests.support.stack import browser as stack_browser
 
 pytestmark = [pytest.mark.e2e]
 
@@ -22,7 +23,7 @@ START = "/oauth/microsoft365/start"
 
 
 def browser() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # cookies for 127.0.0.1
+    return stack_browser()  # cookies for 127.0.0.1; trusts the local CA
 
 
 def text_of(html: str) -> str:

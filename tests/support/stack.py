@@ -9,6 +9,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,8 +19,10 @@ import jwt
 from services.core import events
 from services.core.config import Settings, load_settings
 from services.core.kafka import Publisher
+from services.core.tls import client_session
+from services.sandbox.local_ca import local_tls as _local_tls
 from services.subscriber.sessions import csrf_token
-from tests.support.procs import MAILSYNC, Proc, free_port
+from tests.support.procs import MAILSYNC, ROOT, Proc, free_port
 from tests.support.wait import wait_until
 
 
@@ -31,14 +34,36 @@ def infra_env() -> dict[str, str]:
     return {n: os.environ[n] for n in ("MAILSYNC_KAFKA_BOOTSTRAP", "MAILSYNC_DATABASE_URL")}
 
 
-def service_env(sandbox_url: str, public_url: str, **extra: str) -> dict[str, str]:
+TLS_DIR = ROOT / ".mailsync" / "tls"  # the local CA, made once and shared with `make up`
+
+
+def local_tls() -> dict[str, tuple[Path, Path]]:
+    """The local CA and the certificates of the sandbox and the subscriber's Graph-facing listener."""
+    return _local_tls(TLS_DIR, "sandbox", "subscriber")
+
+
+def local_ca_file() -> str:
+    return str(local_tls()["ca"][0])
+
+
+def client(ca_file: str, **options: Any) -> aiohttp.ClientSession:
+    """A test's HTTP client: verifies the local stack's HTTPS against its CA, never without."""
+    return client_session(ca_file, **options)
+
+
+def browser(stack: Stack | None = None) -> aiohttp.ClientSession:
+    """Like a browser: keeps cookies (for 127.0.0.1, which aiohttp's jar ignores by default) and trusts the CA."""
+    return client(stack.ca_file if stack else local_ca_file(), cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+def service_env(sandbox_url: str, app_url: str, **extra: str) -> dict[str, str]:
     key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
     env = dict(os.environ)
     env.update(infra_env())
     env.update({
         "MAILSYNC_GRAPH_URL": f"{sandbox_url}/v1.0", "MAILSYNC_LOGIN_URL": sandbox_url,
         "MAILSYNC_CLIENT_ID": "6f1c6d1e-0000-4000-8000-000000000001",
-        "MAILSYNC_CLIENT_SECRET": secrets.token_urlsafe(24), "MAILSYNC_PUBLIC_URL": public_url,
+        "MAILSYNC_CLIENT_SECRET": secrets.token_urlsafe(24), "MAILSYNC_APP_URL": app_url,
         "MAILSYNC_TOKEN_KEYS": f"k1:{key}", "MAILSYNC_API_TOKEN": secrets.token_urlsafe(24),
         "MAILSYNC_SESSION_SECRET": secrets.token_urlsafe(32), "MAILSYNC_HTTP_HOST": "127.0.0.1",
         "MAILSYNC_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
@@ -64,6 +89,8 @@ class Stack:
     env: dict[str, str]
     sandbox_url: str
     api_url: str
+    ca_file: str = ""
+    public_url: str = ""  # the subscriber's HTTPS listener: what Graph calls
     procs: dict[str, Proc] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     settings: Settings | None = None
@@ -136,9 +163,8 @@ class Stack:
 
     async def connect(self, mailbox: Mailbox) -> str:
         """The real OAuth path: start → sandbox authorize (auto-consent) → callback → settings page."""
-        jar = aiohttp.CookieJar(unsafe=True)  # the session cookie is for 127.0.0.1
         session = self.session_token(mailbox.user_id, mailbox.account_id)
-        async with aiohttp.ClientSession(cookie_jar=jar) as browser, browser.get(
+        async with browser(self) as tab, tab.get(
                 f"{self.api_url}/oauth/microsoft365/start",
                                params={"session": session, "csrf": self.csrf(session),
                                        "login_hint": mailbox.address}) as resp:
@@ -160,16 +186,23 @@ class Stack:
 
 def start_stack(infra: dict[str, str] | None = None, prefix: str = "") -> Stack:
     """Migrations, topics, the sandbox and the three services; `infra` overrides Kafka/PostgreSQL."""
-    sandbox_port, api_port = free_port(), free_port()
-    sandbox_url, api_url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{api_port}"
-    env = {**service_env(sandbox_url, api_url), **(infra or {})}
-    stack = Stack(env=env, sandbox_url=sandbox_url, api_url=api_url)
+    tls = local_tls()
+    sandbox_port, api_port, https_port = free_port(), free_port(), free_port()
+    sandbox_url, api_url = f"https://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{api_port}"
+    public_url, ca_file = f"https://127.0.0.1:{https_port}", str(tls["ca"][0])
+    env = {**service_env(sandbox_url, api_url, MAILSYNC_PUBLIC_URL=public_url, MAILSYNC_CA_FILE=ca_file,
+                         MAILSYNC_TLS_CERT_FILE=str(tls["subscriber"][0]),
+                         MAILSYNC_TLS_KEY_FILE=str(tls["subscriber"][1]), MAILSYNC_HTTPS_PORT=str(https_port)),
+           **(infra or {})}
+    stack = Stack(env=env, sandbox_url=sandbox_url, api_url=api_url, ca_file=ca_file, public_url=public_url)
     try:
         for cmd in ("migrate", "topics"):
             code = Proc(prefix + cmd, [*MAILSYNC, cmd], env).popen.wait(120)
             assert code == 0, f"mailsync {cmd} failed ({code})"
-        sandbox = stack.procs["sandbox"] = Proc(prefix + "sandbox", [*MAILSYNC, "sandbox", "--port", str(sandbox_port)],
-                                                env)
+        cert, key = (str(p) for p in tls["sandbox"])
+        argv = [*MAILSYNC, "sandbox", "--port", str(sandbox_port), "--tls-cert", cert, "--tls-key", key,
+                "--ca-file", ca_file]
+        sandbox = stack.procs["sandbox"] = Proc(prefix + "sandbox", argv, env)
         sandbox.wait_for_line(r"sandbox listening on")
         for name, port in (("subscriber", api_port), ("matcher", free_port()), ("renewer", free_port())):
             stack.ports[name] = port
@@ -189,7 +222,7 @@ async def open_clients(stack: Stack) -> Stack:
     stack.settings = load_settings(stack.env, service="tests")
     stack.publisher = Publisher(stack.settings)
     await stack.publisher.start()
-    stack.http = aiohttp.ClientSession()
+    stack.http = client(stack.ca_file)
     stack.pool = await create_pool(stack.settings)
     return stack
 

@@ -22,7 +22,7 @@ def env(**over):
 
 
 def test_defaults_follow_the_contract():
-    settings = load_settings(env(), service="subscriber")
+    settings = load_settings(env(MAILSYNC_PUBLIC_URL="https://mailsync.example.com"), service="subscriber")
     assert settings.graph_url == "https://graph.microsoft.com/v1.0"
     assert settings.login_url == "https://login.microsoftonline.com"
     assert settings.http_port == 8080
@@ -65,3 +65,31 @@ def test_records_with_nul_characters_are_poison():
     with _pytest.raises(BadEvent, match="NUL"):
         decode(b'{"type": "contact.upserted", "emails": ["a\\u0000@b.example"]}')
     assert decode(b'{"type": "x", "k": ["fine"]}')["k"] == ["fine"]
+
+
+@pytest.mark.parametrize("service", ["subscriber", "renewer"])
+def test_an_http_public_url_is_refused_for_the_services_that_hand_it_to_graph(service):
+    with pytest.raises(ConfigError, match="MAILSYNC_PUBLIC_URL must be https"):
+        load_settings(env(MAILSYNC_PUBLIC_URL="http://mailsync.example.com"), service=service)
+    with pytest.raises(ConfigError, match="MAILSYNC_PUBLIC_URL must be https"):  # loopback needs dev mode
+        load_settings(env(MAILSYNC_PUBLIC_URL="http://127.0.0.1:8080"), service=service)
+    with pytest.raises(ConfigError, match="MAILSYNC_PUBLIC_URL must be https"):  # dev mode is loopback only
+        load_settings(env(MAILSYNC_PUBLIC_URL="http://mailsync.example.com", MAILSYNC_DEV_MODE="true"),
+                      service=service)
+    dev = load_settings(env(MAILSYNC_PUBLIC_URL="http://127.0.0.1:8080", MAILSYNC_DEV_MODE="true"), service=service)
+    assert dev.public_url == "http://127.0.0.1:8080" and dev.dev_mode
+    assert load_settings(env(MAILSYNC_PUBLIC_URL="https://m.example"), service=service).app_url == "https://m.example"
+
+
+def test_tls_files_must_exist_and_come_in_pairs(tmp_path):
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    with pytest.raises(ConfigError, match="MAILSYNC_CA_FILE"):
+        load_settings(env(MAILSYNC_CA_FILE=str(tmp_path / "missing.pem")))
+    with pytest.raises(ConfigError, match="go together"):
+        load_settings(env(MAILSYNC_TLS_CERT_FILE=str(cert)))
+    settings = load_settings(env(MAILSYNC_CA_FILE=str(cert), MAILSYNC_TLS_CERT_FILE=str(cert),
+                                 MAILSYNC_TLS_KEY_FILE=str(cert), MAILSYNC_DEV_MODE="no"))
+    assert settings.ca_file == str(cert) and settings.tls_key_file == str(cert) and not settings.dev_mode
+    with pytest.raises(ConfigError, match="MAILSYNC_DEV_MODE"):
+        load_settings(env(MAILSYNC_DEV_MODE="maybe"))
