@@ -58,11 +58,14 @@ async def _run_delta(deps: PollDeps, token: str, user: str, url: str) -> tuple[l
 
 
 async def _unknown(pool: asyncpg.Pool, connection_id: str, ids: list[str]) -> list[str]:
+    """Ids not decided yet. A `not_seen` record (the message was notified while the mailbox was not connected,
+    e.g. after a password reset, or could not be fetched) is not a decision: the message is sent on again,
+    so a reconnect's back-fill imports what arrived in between."""
     if not ids:
         return []
     known = {r["message_id"] for r in await pool.fetch(
-        "SELECT message_id FROM match_decisions WHERE connection_id = $1::uuid AND message_id = ANY($2::text[])",
-        connection_id, ids)}
+        "SELECT message_id FROM match_decisions WHERE connection_id = $1::uuid AND message_id = ANY($2::text[])"
+        " AND decision <> 'not_seen'", connection_id, ids)}
     return sorted({i for i in ids if i not in known})
 
 

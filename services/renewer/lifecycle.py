@@ -46,6 +46,8 @@ def may_have_missed(state: SubscriptionState, now: datetime) -> bool:
     - an earlier PATCH of it failed since its last success (`reauth_failed_at` set): we cannot tell when
       Graph stopped waiting for an answer.
 
+    Microsoft: ignored, delivery "eventually pauses" and the changes in the pause are lost
+    (docs/graph.md#lifecycle); the sandbox drops notifications once the subscription's token has lapsed.
     A `missed` lifecycle event always gets a catch-up poll, and a `subscriptionRemoved` one after the
     subscription is recreated; neither goes through this function."""
     if state.expires_at <= now:
