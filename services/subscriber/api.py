@@ -21,7 +21,7 @@ from services.core.crypto import TokenBox, TokenDecryptError
 from services.core.diagnose import DiagnoseError, diagnose, parse_headers
 from services.core.domain import ConnectionStatus
 from services.core.kafka import Publisher, PublishError
-from services.core.subscriptions import delete_pending, mark_for_deletion
+from services.core.subscriptions import delete_pending, deletion_failed, mark_for_deletion
 from services.subscriber.auth import CALLER, Caller, api_auth, caller
 from services.subscriber.keys import GRAPH, POOL, PUBLISHER, SETTINGS, TOKENS, TRUST
 
@@ -138,7 +138,8 @@ async def disconnect_connection(app: web.Application, connection_id: str, *, acc
         token = _usable_access_token(settings, connection_id, row)
         await conn.execute(
             "UPDATE mailbox_connections SET access_token_enc = NULL, refresh_token_enc = NULL,"
-            " access_expires_at = NULL, updated_at = now() WHERE connection_id = $1::uuid",
+            " access_expires_at = NULL, refresh_lease_until = NULL, updated_at = now()"
+            " WHERE connection_id = $1::uuid",
             connection_id)
         await StatusReporter(pool, cast(Publisher, deferred)).set_status(
             connection_id, ConnectionStatus.DISCONNECTED, DISCONNECTED_REASON, None, conn=conn)
@@ -151,7 +152,10 @@ async def disconnect_connection(app: web.Application, connection_id: str, *, acc
             await app[PUBLISHER].publish(topic, key, value)
         except PublishError:  # the row is the truth; the compacted topic catches up on the next change
             log.warning("connection status not published", extra={"connection_id": connection_id})
-    if pending and token is not None:
+    if pending and token is None:
+        for subscription_id in pending:  # visible as such in the status until a new grant or their expiry
+            await deletion_failed(pool, subscription_id, "no_usable_access_token")
+    elif pending and token is not None:
         try:
             async with asyncio.timeout(GRAPH_CLEANUP_S):
                 await delete_pending(pool, app[GRAPH], token=token, graph_user_id=row["graph_user_id"] or "",

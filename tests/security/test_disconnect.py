@@ -27,6 +27,14 @@ async def live_subscriptions(stack: Stack, mailbox: Mailbox) -> list[dict[str, A
     return [s for s in items if mailbox.graph_id in s["resource"]]
 
 
+async def revoke_grant(stack: Stack, mailbox: Mailbox) -> None:
+    """The grant is revoked at Microsoft (a critical CAE event): mailsync's access token, issued with the
+    cp1 capability, is challenged from now on (every call, the subscription DELETE included, answers 401)
+    and its refresh token refused. Unlike a password reset, Outlook keeps the subscription."""
+    answer = await stack.sandbox("POST", f"/sandbox/users/{mailbox.graph_id}/revoke", {"reason": "mfa_required"})
+    assert answer["access_tokens_challenged"] >= 1 and not answer.get("subscriptions_removed"), answer
+
+
 async def view(stack: Stack, mailbox: Mailbox) -> dict[str, Any]:
     status, body = await stack.api("GET", f"/api/v1/users/{mailbox.user_id}/connection")
     assert status == 200, body
@@ -95,8 +103,8 @@ async def test_disconnect_after_consent_revoked_wipes_tokens_first_and_the_renew
             notification(sub, live_id)]))
         assert [r.get("message_id") for r in records] == [live_id]
 
-        # The user revokes mailsync's consent at Microsoft: the subscription DELETE now answers 401.
-        await stack.sandbox("POST", f"/sandbox/users/{mailbox.graph_id}/revoke", {"reason": "password_reset"})
+        # Microsoft revokes mailsync's grant: the subscription DELETE now answers 401.
+        await revoke_grant(stack, mailbox)
 
         # Watch the row while the disconnect runs: it is `disconnected` exactly when the tokens are gone.
         seen: list[tuple[str, bool]] = []
@@ -165,7 +173,7 @@ async def test_disconnect_after_consent_revoked_wipes_tokens_first_and_the_renew
 async def test_a_pending_deletion_past_its_expiry_is_forgotten(stack: Stack, db):
     mailbox = await stack.new_mailbox(stack.new_account())
     (sub,) = await live_subscriptions(stack, mailbox)
-    await stack.sandbox("POST", f"/sandbox/users/{mailbox.graph_id}/revoke", {"reason": "password_reset"})
+    await revoke_grant(stack, mailbox)
     status, body = await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/disconnect")
     assert status == 200 and body["subscriptions_pending_delete"] == 1, body
     # Nothing can delete it (no grant): it stays pending, visible, while it lives at Graph ...
