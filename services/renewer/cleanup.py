@@ -1,6 +1,7 @@
 """Subscriptions pending deletion (left by a disconnect that Graph did not confirm): deleted at Graph once
 the mailbox has a usable grant again, forgotten once past their expiry at Graph. Never renewed: they are
-no longer in `subscriptions`.
+no longer in `subscriptions`. Also the backstops of a disconnect's races: subscriptions created while it
+ran, tokens a refresh in flight stored after it.
 
 Claimed with a short lease transaction; the Graph call runs outside any transaction; one row's failure
 never stops the others.
@@ -57,6 +58,23 @@ async def sweep_disconnected(pool: asyncpg.Pool) -> int:
     return len(rows)
 
 
+STRAY_GRACE = timedelta(minutes=10)
+
+
+async def wipe_stray_tokens(pool: asyncpg.Pool) -> int:
+    """Backstop: a token refresh that was in flight when the user disconnected can store fresh tokens on the
+    disconnected row after the wipe. Such tokens are never used (every caller checks the status) and are
+    wiped here. The grace leaves alone a reconnect in progress (tokens stored just before `connected`)."""
+    rows = await pool.fetch(
+        """UPDATE mailbox_connections SET access_token_enc = NULL, refresh_token_enc = NULL, access_expires_at = NULL
+            WHERE status = 'disconnected' AND (access_token_enc IS NOT NULL OR refresh_token_enc IS NOT NULL)
+              AND updated_at < now() - $1::interval
+        RETURNING connection_id""", STRAY_GRACE)
+    for row in rows:
+        log.warning("tokens stored after a disconnect wiped", extra={"connection_id": str(row["connection_id"])})
+    return len(rows)
+
+
 async def claim(pool: asyncpg.Pool, *, limit: int) -> list[Claimed]:
     """Pending rows whose mailbox is connected again (same Graph user): the new grant may delete them."""
     rows = await pool.fetch(
@@ -98,6 +116,7 @@ async def clean_up_deletions(deps: RenewerDeps, *, limit: int = 20) -> int:
     try:
         await forget_expired(deps.pool)
         await sweep_disconnected(deps.pool)
+        await wipe_stray_tokens(deps.pool)
         claimed = await claim(deps.pool, limit=limit)
     except Exception:
         log.exception("pending subscription deletions: pass skipped")

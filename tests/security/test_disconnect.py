@@ -204,3 +204,26 @@ async def test_a_normal_disconnect_deletes_the_subscription_at_graph(stack: Stac
     assert row["access_token_enc"] is None and row["refresh_token_enc"] is None
     assert await db.fetchval("SELECT count(*) FROM subscription_deletions WHERE connection_id = $1::uuid",
                              mailbox.connection_id) == 0
+
+
+async def test_tokens_a_refresh_stored_after_the_disconnect_are_wiped(stack: Stack, db):
+    """A token refresh in flight when the user disconnected may store fresh tokens on the disconnected row;
+    the renewer wipes them. A reconnect in progress (tokens just stored, `connected` a moment later) is left
+    alone: the positive control, written in the same instant, keeps its tokens through the same pass."""
+    account = stack.new_account()
+    stray, fresh = await stack.new_mailbox(account), await stack.new_mailbox(account)
+    for mailbox in (stray, fresh):
+        status, body = await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/disconnect")
+        assert status == 200 and body["status"] == "disconnected", body
+    await db.execute(
+        """UPDATE mailbox_connections SET access_token_enc = 'v1.k1.stray'::bytea,
+                  refresh_token_enc = 'v1.k1.stray'::bytea, access_expires_at = now() + interval '1 hour',
+                  updated_at = CASE WHEN connection_id = $1::uuid THEN now() - interval '11 minutes' ELSE now() END
+            WHERE connection_id = ANY($2::uuid[])""", stray.connection_id, [stray.connection_id, fresh.connection_id])
+
+    async def wiped() -> bool:
+        return (await stored(stack, stray))["refresh_token_enc"] is None
+
+    await wait_until(wiped, timeout=30, what="the stray tokens wiped")
+    assert (await stored(stack, stray))["access_token_enc"] is None
+    assert (await stored(stack, fresh))["refresh_token_enc"] is not None
