@@ -86,6 +86,10 @@ async def seed(stack: Stack) -> Tenant:
     assert status == 202, created
     await wait_until(lambda: settled(stack, mailbox.connection_id), timeout=90,
                      what=f"connection {mailbox.connection_id} settled")
+    # Its next hourly poll may fall in the next seconds; moved out of the test's way, so the row stays still
+    # unless a call changes it (a leaked "sync now" would set it to now()).
+    await stack.pool.execute("UPDATE mailbox_connections SET next_poll_at = now() + interval '1 day'"
+                             " WHERE connection_id = $1::uuid", mailbox.connection_id)
     return Tenant(account_id=account, user_id=mailbox.user_id, connection_id=mailbox.connection_id,
                   idle_user_id=idle.user_id, contact_id=contact, contact_address=contact_address,
                   address=mailbox.address, imid=imid, backsync_id=created["backsync_id"])
