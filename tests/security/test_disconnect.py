@@ -101,7 +101,7 @@ async def test_disconnect_after_consent_revoked_wipes_tokens_first_and_the_renew
         live_id = f"live-{uuid.uuid4().hex}"
         records = await published_by(stack, events.NOTIFICATIONS, lambda: post_notifications(stack, [
             notification(sub, live_id)]))
-        assert [r.get("message_id") for r in records] == [live_id]
+        assert live_id in [r.get("message_id") for r in records]
 
         # Microsoft revokes mailsync's grant: the subscription DELETE now answers 401.
         await revoke_grant(stack, mailbox)
