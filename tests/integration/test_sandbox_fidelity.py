@@ -298,6 +298,38 @@ async def test_failed_deliveries_are_retried_for_four_hours_of_sandbox_time_then
     assert len(env.receiver.posts) == 9
 
 
+async def test_an_endpoint_slow_on_a_tenth_of_its_notifications_is_delayed_ten_minutes(env: Env):
+    box = await env.mailbox()
+    await subscribe(env, await env.token(box["user_id"]), lifecycle=False)
+    url = f"{env.receiver.url}/notify"
+    await env.control("POST", "/sandbox/faults", {"notification_timeout_ms": 200})  # "slow" = over 194 ms here
+
+    async def endpoint(key: str, count: int) -> dict[str, Any] | None:
+        stats = await env.stats()
+        counts = stats["endpoints"].get(url, {})
+        return stats if counts.get(key, 0) >= count else None
+
+    for i in range(11):  # 11 slow notifications, one per POST ...
+        env.receiver.delays.append(0.4)
+        await env.deliver(box["user_id"])
+        await wait_until(lambda i=i: endpoint("slow", i + 1), timeout=10, interval=0.02, what="a slow POST")
+    for _ in range(90):  # ... among 101 in the 10-minute window: 10.9 %
+        await env.deliver(box["user_id"])
+
+    async def fast_ones() -> bool:
+        return (await env.stats())["notifications"]["sent"] >= 90
+    await wait_until(fast_ones, timeout=20, interval=0.05, what="90 fast notifications")
+    late = await env.deliver(box["user_id"])
+    stats = await env.stats()
+    assert stats["notifications"]["delayed"] == 1 and stats["notifications"]["dropped"] == 0
+    assert late not in {i["resourceData"]["id"] for i in env.receiver.notifications}
+    await env.control("POST", "/sandbox/clock", {"advance_s": 601})  # Graph delays it 10 minutes
+
+    async def arrived() -> bool:
+        return late in {i["resourceData"]["id"] for i in env.receiver.notifications}
+    await wait_until(arrived, timeout=10, interval=0.02, what="the delayed notification")
+
+
 # --- 6. offsets in times ----------------------------------------------------------------------------
 
 
