@@ -33,6 +33,9 @@ async def test_connect_revoke_reconnect_in_a_browser(stack: Stack, tmp_path: Pat
     SHOTS.mkdir(parents=True, exist_ok=True)
     account = stack.new_account()
     mailbox = await stack.new_mailbox(account, connect=False, auto_consent=False)
+    # A password reset leaves access tokens valid until they expire (no cp1), as at Microsoft: tokens under
+    # the services' refresh margin make the next Graph call refresh, and that refresh fails with AADSTS50173.
+    await stack.sandbox("POST", "/sandbox/faults", {"access_token_lifetime_s": 120})
 
     async with async_playwright() as pw:
         home = home_trusting(stack.ca_file, tmp_path)  # the sandbox's sign-in page is HTTPS, as Microsoft's
@@ -52,7 +55,8 @@ async def test_connect_revoke_reconnect_in_a_browser(stack: Stack, tmp_path: Pat
             await page.screenshot(path=str(SHOTS / "3-connected.png"), full_page=True)
 
             await stack.sandbox("POST", f"/sandbox/users/{mailbox.graph_id}/revoke", {"reason": "password_reset"})
-            await stack.deliver(mailbox, **{"from": "client@client.example"})  # the next fetch meets the revocation
+            await stack.deliver(mailbox, **{"from": "client@client.example"})  # Outlook removed the subscription:
+            # recreating it (or any Graph call) refreshes the token first, and the refresh meets the revocation
 
             async def flagged() -> bool:
                 _, view = await stack.api("GET", f"/api/v1/users/{mailbox.user_id}/connection")
@@ -70,3 +74,4 @@ async def test_connect_revoke_reconnect_in_a_browser(stack: Stack, tmp_path: Pat
             await page.screenshot(path=str(SHOTS / "6-connected-again.png"), full_page=True)
         finally:
             await browser.close()
+            await stack.sandbox("POST", "/sandbox/faults", {"reset": True})
