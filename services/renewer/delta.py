@@ -173,7 +173,10 @@ async def claim_due(pool: asyncpg.Pool, *, limit: int, lease: timedelta) -> list
 
 
 async def poll_claimed(deps: PollDeps, connection_id: str) -> None:
+    """Poll one claimed mailbox. A successful poll moves last_synced_at to when it *started*: mail that
+    arrives while it runs may be missed by it, and a reconnect's back-fill starts from last_synced_at."""
     connection = await get_connection(deps.pool, connection_id)
+    started = datetime.now(UTC)
     outcome = "ok"
     try:
         if connection is not None and connection.status == "connected":
@@ -188,7 +191,7 @@ async def poll_claimed(deps: PollDeps, connection_id: str) -> None:
         await deps.pool.execute(
             """UPDATE mailbox_connections SET poll_lease_until = NULL, next_poll_at = $2,
                       last_polled_at = CASE WHEN $3 THEN now() ELSE last_polled_at END,
-                      last_synced_at = CASE WHEN $3 THEN now() ELSE last_synced_at END
+                      last_synced_at = CASE WHEN $3 THEN $4 ELSE last_synced_at END
                 WHERE connection_id = $1::uuid""",
-            connection_id, next_poll_at(connection_id, now, deps.interval), outcome == "ok")
+            connection_id, next_poll_at(connection_id, now, deps.interval), outcome == "ok", started)
         POLLS.labels(outcome).inc()
