@@ -72,32 +72,40 @@ async def subscription_of(stack: Stack, mailbox: Mailbox) -> dict[str, Any]:
 
 async def test_reauthorization_required_renews_with_a_fresh_token_and_catches_up(stack: Stack, db,
                                                                                  engagements_tail):
+    """The subscription's authorization had lapsed (the token it held expired): Graph paused delivery, so
+    the PATCH that reauthorizes it is followed by a catch-up poll; and push works again after it."""
     _account, (contact,), mailbox = await contact_and_mailbox(stack, "reauth@client.example")
     await quiet(stack, db, mailbox)
     sub = await subscription_of(stack, mailbox)
+    await db.execute("UPDATE subscriptions SET authorized_until = now() - interval '5 minutes'"
+                     " WHERE subscription_id = $1", sub["id"])
     renewals = (await mailbox_stats(stack, mailbox)).get("subscription_renewals", 0)
-    await stack.sandbox("POST", "/sandbox/faults", {"notification_drop_rate": 1.0})  # push lost meanwhile
+    await stack.sandbox("POST", "/sandbox/faults", {"notification_drop_rate": 1.0})  # its push is lost
     try:
         imid = await stack.deliver(mailbox, **{"from": "reauth@client.example", "subject": "while paused"})
-        sent = await stack.sandbox("POST", "/sandbox/lifecycle",
-                                   {"subscription_id": sub["id"], "event": "reauthorizationRequired"})
-        assert sent["sent"] is True
-
-        async def reauthorized() -> dict[str, Any] | None:
-            now = await subscription_of(stack, mailbox)
-            return now if not now["paused"] else None
-
-        # Graph resumes delivery only after a PATCH with a valid token: that is the renewal.
-        await wait_until(reauthorized, timeout=40, what="the subscription reauthorized (PATCHed)")
-        assert (await mailbox_stats(stack, mailbox))["subscription_renewals"] == renewals + 1
-        row = await stack.wait_row("SELECT renewed_at FROM subscriptions WHERE subscription_id = $1"
-                                   " AND renewed_at IS NOT NULL", sub["id"], what="the renewal recorded")
-        assert row["renewed_at"] > datetime.now(UTC) - timedelta(minutes=1)
-        # The mail whose notification was lost comes in by the catch-up poll (the next regular one is a day away).
-        event = await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=40)
-        assert event["source"] == "delta" and event["contact_ids"] == [contact]
     finally:
         await stack.sandbox("POST", "/sandbox/faults", {"reset": True})
+    sent = await stack.sandbox("POST", "/sandbox/lifecycle",
+                               {"subscription_id": sub["id"], "event": "reauthorizationRequired"})
+    assert sent["sent"] is True
+
+    async def reauthorized() -> dict[str, Any] | None:
+        now = await subscription_of(stack, mailbox)
+        return now if not now["paused"] else None
+
+    # Graph resumes delivery only after a PATCH with a valid token: that is the renewal.
+    await wait_until(reauthorized, timeout=40, what="the subscription reauthorized (PATCHed)")
+    assert (await mailbox_stats(stack, mailbox))["subscription_renewals"] == renewals + 1
+    row = await stack.wait_row("SELECT renewed_at, authorized_until FROM subscriptions WHERE subscription_id = $1"
+                               " AND renewed_at IS NOT NULL", sub["id"], what="the renewal recorded")
+    assert row["renewed_at"] > datetime.now(UTC) - timedelta(minutes=1)
+    assert row["authorized_until"] is None or row["authorized_until"] > datetime.now(UTC)
+    # The mail whose notification was lost comes in by the catch-up poll (the next regular one is a day away).
+    event = await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=40)
+    assert event["source"] == "delta" and event["contact_ids"] == [contact]
+    pushed = await stack.deliver(mailbox, **{"from": "reauth@client.example", "subject": "after"})
+    event = await engagements_tail.wait_for(type="engagement.created", internet_message_id=pushed, timeout=40)
+    assert event["source"] == "webhook"  # delivery resumed
 
 
 async def test_a_missed_lifecycle_event_runs_a_catch_up_poll(stack: Stack, db, engagements_tail):
@@ -355,5 +363,42 @@ async def test_at_most_4_graph_requests_in_flight_per_mailbox(stack: Stack, db, 
         await stack.sandbox("POST", "/sandbox/faults", {"throttle": {"concurrent": 2}})
         await burst("over the limit", 8)  # still all delivered: 429s are retried after Retry-After
         assert (await mailbox_stats(stack, mailbox))["throttled"] > after["throttled"]
+    finally:
+        await stack.sandbox("POST", "/sandbox/faults", {"reset": True})
+
+
+async def test_at_most_4_in_flight_per_mailbox_with_the_renewer_working_the_same_mailbox(stack: Stack, db,
+                                                                                          engagements_tail):
+    """End to end, not per process: Outlook's limit of 4 concurrent requests is per application and
+    mailbox, so the matcher's fetches and the renewer's poll and back-sync of the same mailbox share it."""
+    _account, _contacts, mailbox = await contact_and_mailbox(stack, "shared.limit@client.example")
+    await quiet(stack, db, mailbox)
+    await stack.sandbox("POST", "/sandbox/faults", {"graph_latency_ms": 150})
+    try:
+        history = [await stack.deliver(mailbox, received_at=ago(days=d), **{"from": "shared.limit@client.example"})
+                   for d in range(3, 40, 3)]
+        await engagements_tail.wait_for(type="engagement.created", internet_message_id=history[-1], timeout=60)
+        before = await mailbox_stats(stack, mailbox)
+        status, job = await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/backsyncs",
+                                      {"since": ago(days=45), "until": ago(days=1)})
+        assert status == 202
+        status, _ = await stack.api("POST", f"/api/v1/connections/{mailbox.connection_id}/sync")
+        assert status == 202
+
+        async def backsync(*states: str) -> bool:
+            _, view = await stack.api("GET", f"/api/v1/backsyncs/{job['backsync_id']}")
+            return view["status"] in states
+
+        await wait_until(lambda: backsync("running", "done"), what="the back-sync started")
+        imids = await asyncio.gather(*(stack.deliver(mailbox, **{"from": "shared.limit@client.example",
+                                                                 "subject": f"live {i}"}) for i in range(32)))
+        for imid in imids:
+            await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=60)
+        await wait_until(lambda: backsync("done"), timeout=60, what="the back-sync")
+        after = await mailbox_stats(stack, mailbox)
+        assert after["requests"] - before["requests"] > 32 + 14  # the three kinds of work did run
+        assert after["throttled"] == before["throttled"], (
+            f"{after['throttled'] - before['throttled']} request(s) throttled for concurrency and "
+            f"{after['early_retries'] - before['early_retries']} sent before a Retry-After had elapsed")
     finally:
         await stack.sandbox("POST", "/sandbox/faults", {"reset": True})
