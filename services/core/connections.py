@@ -260,9 +260,17 @@ class TokenService:
             raise NotConnected(connection_id, exc.classified.severity.value) from exc
         TOKEN_REFRESHES.labels("ok").inc()
         async with self._pool.acquire() as conn, conn.transaction():
-            await self.store(conn, connection_id, tokens)
-            await conn.execute("UPDATE mailbox_connections SET refresh_lease_until = NULL"
-                               " WHERE connection_id = $1::uuid", connection_id)
+            access, refresh = self.seal(connection_id, tokens)
+            # Only while still connected and our lease stands: a disconnect during the call wiped the tokens
+            # and the lease, and its wipe wins.
+            stored = await conn.fetchval(
+                """UPDATE mailbox_connections SET access_token_enc = $2, refresh_token_enc = $3,
+                          access_expires_at = $4, scopes = $5, refresh_lease_until = NULL, updated_at = now()
+                    WHERE connection_id = $1::uuid AND status = 'connected' AND refresh_lease_until IS NOT NULL
+                RETURNING 1""", connection_id, access, refresh, tokens.expires_at, list(tokens.scopes))
+        if not stored:
+            self.forget(connection_id)
+            raise NotConnected(connection_id, "disconnected")
         return tokens.access_token, tokens.expires_at
 
     async def mark_failed(self, connection_id: str, failure: GraphError) -> None:
