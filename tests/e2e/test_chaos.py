@@ -58,7 +58,7 @@ async def test_matcher_killed_mid_batch(stack: Stack, db, engagements_tail):
                 return await unpublished(db, account)
 
             try:
-                await wait_until(window_open, timeout=60, interval=0.01, what="a committed, unpublished engagement")
+                await wait_until(window_open, timeout=30, interval=0.01, what="a committed, unpublished engagement")
             except AssertionError:
                 misses += 1  # the whole wave went through between two looks: try again
                 continue

@@ -204,6 +204,8 @@ async def _publish_and_check(stack: Stack, corpus: list[bytes]) -> None:
                 "contact_id": marker, "account_id": account, "client_id": None,
                 "emails": [f"{marker}@fuzz.example"]})), key=account.encode())
         async def applied() -> int:
+            matcher = stack.procs["matcher"]
+            assert matcher.popen.poll() is None, f"the matcher died on the hostile records:\n{matcher.tail()}"
             n = await conn.fetchval("SELECT count(*) FROM contacts WHERE contact_id = ANY($1::text[])", markers)
             return n if n == MARKERS else 0
 

@@ -49,8 +49,17 @@ async def audit_engagements(db: asyncpg.Pool, tail: Tail, account_id: str, imids
         have = {r["internet_message_id"] for r in rows}
         return rows if wanted <= have and all(r["published_at"] for r in rows) else None
 
-    rows = await wait_until(rows_done, timeout=timeout, interval=0.2,
-                            what=f"{len(wanted)} engagements stored and marked published")
+    try:
+        rows = await wait_until(rows_done, timeout=timeout, interval=0.2,
+                                what=f"{len(wanted)} engagements stored and marked published")
+    except AssertionError:
+        rows = await db.fetch("SELECT internet_message_id, published_at FROM engagements WHERE account_id = $1",
+                              account_id)
+        stored = {r["internet_message_id"] for r in rows} & wanted
+        published = {r["internet_message_id"] for r in rows if r["published_at"]} & wanted
+        raise AssertionError(f"after {timeout}s: {len(stored)} of {len(wanted)} messages are engagements, "
+                             f"{len(published)} marked published; e.g. missing {sorted(wanted - stored)[:3]}, "
+                             f"unpublished {sorted(stored - published)[:3]}") from None
     per_message: dict[str, list[str]] = defaultdict(list)
     for r in rows:
         per_message[r["internet_message_id"]].append(str(r["engagement_id"]))
