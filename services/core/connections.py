@@ -151,16 +151,14 @@ class TokenService:
                                fresh: Callable[[datetime], bool] | None = None) -> T:
         """Run a Graph call with the mailbox's token and that token's expiry.
 
-        `fresh(expires_at)` False forces a refresh before the call (a subscription PATCH wants a token that
+        `fresh(expires_at)` False makes the call refresh first, once (a subscription PATCH wants a token that
         outlives the one the subscription holds). A rejected token (401, or a 403 claims challenge from
         Conditional Access: Graph revoked it early, as continuous access evaluation does) gets one forced
         refresh that passes the challenge's claims, merged with cp1, to the token endpoint; the refresh's
         outcome decides the mailbox's status (AADSTS50173 after a password reset, 53003 when Conditional
         Access blocks it: one status change, NotConnected raised). A token rejected again right after a
         successful refresh marks the mailbox with the rejection's reason."""
-        token, expires_at = await self.access_token_with_expiry(connection_id)
-        if fresh is not None and not fresh(expires_at):
-            token, expires_at = await self.access_token_with_expiry(connection_id, force_refresh=True)
+        token, expires_at = await self.access_token_with_expiry(connection_id, accept=fresh)
         try:
             return await fn(token, expires_at)
         except AccessTokenRejected as first:
@@ -179,30 +177,32 @@ class TokenService:
         return token
 
     async def access_token_with_expiry(self, connection_id: str, *, force_refresh: bool = False,
-                                       claims: Mapping[str, Any] | None = None) -> tuple[str, datetime]:
-        """`claims`: what a claims challenge asked for; implies a refresh (the cached token was refused)."""
+                                       claims: Mapping[str, Any] | None = None,
+                                       accept: Callable[[datetime], bool] | None = None) -> tuple[str, datetime]:
+        """`claims`: what a claims challenge asked for; implies a refresh (the cached token was refused).
+        `accept(expires_at)`: a cached or stored token it refuses is refreshed (once) like an expiring one."""
         force_refresh = force_refresh or claims is not None
         cached = self._cache.get(connection_id)
         if force_refresh:
             self._cache.pop(connection_id, None)
-        elif cached is not None and cached[1] > datetime.now(UTC) + REFRESH_AHEAD:
+        elif cached is not None and _usable(cached[1], accept):
             return cached
-        found = await self._from_db(connection_id, force_refresh, claims)
+        found = await self._from_db(connection_id, force_refresh, claims, accept)
         self._cache[connection_id] = found
         return found
 
     def forget(self, connection_id: str) -> None:
         self._cache.pop(connection_id, None)
 
-    async def _from_db(self, connection_id: str, force_refresh: bool,
-                       claims: Mapping[str, Any] | None = None) -> tuple[str, datetime]:
+    async def _from_db(self, connection_id: str, force_refresh: bool, claims: Mapping[str, Any] | None = None,
+                       accept: Callable[[datetime], bool] | None = None) -> tuple[str, datetime]:
         row = await self._pool.fetchrow(
             "SELECT status, access_token_enc, access_expires_at FROM mailbox_connections"
             " WHERE connection_id = $1::uuid", connection_id)
         if row is None or row["status"] != ConnectionStatus.CONNECTED or row["access_token_enc"] is None:
             self.forget(connection_id)
             raise NotConnected(connection_id, row["status"] if row else "unknown")
-        if not force_refresh and row["access_expires_at"] > datetime.now(UTC) + REFRESH_AHEAD:
+        if not force_refresh and _usable(row["access_expires_at"], accept):
             return await self._open(connection_id, row["access_token_enc"]), row["access_expires_at"]
         return await self._refresh(connection_id, seen_expiry=row["access_expires_at"], claims=claims)
 
@@ -277,6 +277,10 @@ class TokenService:
         self.forget(connection_id)
         await self._status.set_status(connection_id, _failed_status(failure), failure.classified.reason,
                                       failure.classified.error_code)
+
+
+def _usable(expires_at: datetime, accept: Callable[[datetime], bool] | None) -> bool:
+    return expires_at > datetime.now(UTC) + REFRESH_AHEAD and (accept is None or accept(expires_at))
 
 
 def _failed_status(failure: GraphError) -> ConnectionStatus:

@@ -15,9 +15,11 @@ from services.renewer.subscriptions import RenewerDeps, ensure_one, renew_one
 
 log = logging.getLogger(__name__)
 
-# Our clock and Graph's may disagree a little; an authorization that ends this close to the answer is
-# treated as having lapsed.
-CLOCK_SKEW = timedelta(minutes=1)
+# Our clock and Graph's may disagree a little (NTP keeps both within a second or so); an authorization that
+# ends this close to the answer is treated as having lapsed. authorized_until is already on the early side:
+# it is computed from `expires_in` on our clock when the token arrives. Kept small so a sped-up sandbox clock,
+# where a token's remaining hour is a few real seconds, tells reminders in time from lapsed ones too.
+CLOCK_SKEW = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,21 @@ headers)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from prometheus_client import REGISTRY
 
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import CONDITIONAL_ACCESS_REASON, DeltaExpired, GraphError
+from services.core.graph.times import parse_graph_time
 from tests.support.kafka_caught_up import CaughtUpTail
-from tests.support.stack import Mailbox, Stack
+from tests.support.private_infra import PrivateInfra
+from tests.support.stack import Mailbox, Stack, close_clients, open_clients, start_stack, stop_stack
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
@@ -173,3 +179,98 @@ async def test_an_expired_delta_link_in_a_batch_step_carries_its_lower_case_loca
     assert isinstance(result, DeltaExpired), result
     assert isinstance(result, GraphError) and not result.transient
     assert result.location and "/messages/delta" in result.location  # read from the lower-case `location`
+
+
+# --- Graph's own reauthorizationRequired, hours of it, on a private stack whose sandbox clock runs fast ----
+# (a sped-up clock never goes back: the shared sandbox would stay hours ahead for every later test).
+
+SPEED = 240.0  # a sandbox hour in 15 real seconds
+SIMULATED_HOURS = 4
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def fast_clock() -> AsyncIterator[Stack]:
+    infra = await asyncio.to_thread(lambda: PrivateInfra().start())
+    stack = None
+    codes: dict[str, int] = {}
+    try:
+        stack = await open_clients(await asyncio.to_thread(start_stack, infra.env, "clock-"))
+        yield stack
+    finally:
+        if stack is not None:
+            await close_clients(stack)
+            codes = await asyncio.to_thread(stop_stack, stack)
+        await asyncio.to_thread(infra.close)
+    assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+
+
+async def _sandbox_now(stack: Stack) -> datetime:
+    clock = await stack.sandbox("GET", "/sandbox/clock")
+    return parse_graph_time(str(clock["now"]))
+
+
+async def _counts(stack: Stack, mailbox: Mailbox) -> dict[str, Any]:
+    return dict((await stack.sandbox("GET", "/sandbox/stats"))["mailboxes"][mailbox.graph_id])
+
+
+async def test_graphs_own_reauthorizations_cost_one_patch_each_and_no_catch_up_poll(fast_clock: Stack):
+    """An idle connected mailbox over four simulated hours: Graph sends reauthorizationRequired by itself
+    as each token the subscription holds nears expiry; each is answered by one PATCH with a newer token, and
+    since the authorization never lapsed no catch-up poll runs. At most 4 Graph requests per hour."""
+    stack = fast_clock
+    assert stack.pool is not None
+    db = stack.pool
+    mailbox = await stack.new_mailbox(stack.new_account())
+    await wait_until(lambda: db.fetchval(
+        "SELECT last_polled_at IS NOT NULL AND poll_lease_until IS NULL FROM mailbox_connections"
+        " WHERE connection_id = $1::uuid", mailbox.connection_id), timeout=40, what="the first poll")
+    await wait_until(lambda: db.fetchval(
+        "SELECT bool_and(status = 'done') FROM sync_jobs WHERE connection_id = $1::uuid", mailbox.connection_id),
+        timeout=40, what="the first back-fill")
+    # The hourly poll is the services' own clock's business: keep it out of what is measured.
+    await db.execute("UPDATE mailbox_connections SET next_poll_at = now() + interval '1 day'"
+                     " WHERE connection_id = $1::uuid", mailbox.connection_id)
+    await stack.sandbox("POST", "/sandbox/clock", {"speed": SPEED})
+
+    # The subscription made at connect time has no recorded authorization: its first reminder may catch up.
+    async def first_answered() -> bool:
+        counts = await _counts(stack, mailbox)
+        authorized = await db.fetchval("SELECT authorized_until IS NOT NULL FROM subscriptions"
+                                       " WHERE connection_id = $1::uuid", mailbox.connection_id)
+        return counts["lifecycle"]["spontaneous"] >= 1 and counts["subscription_renewals"] >= 1 and bool(authorized)
+
+    await wait_until(first_answered, timeout=90, what="Graph's first reauthorizationRequired answered")
+
+    async def settled() -> dict[str, Any] | None:
+        """No lifecycle work in flight: every reminder so far answered, no poll due or running."""
+        counts = await _counts(stack, mailbox)
+        polling = await db.fetchval("SELECT poll_lease_until IS NOT NULL OR next_poll_at <= now()"
+                                    " FROM mailbox_connections WHERE connection_id = $1::uuid", mailbox.connection_id)
+        answered = counts["subscription_renewals"] >= counts["lifecycle"]["spontaneous"]
+        return counts if answered and not polling else None
+
+    base = await wait_until(settled, timeout=30, what="the first reminder's work settled")
+    await db.execute("UPDATE mailbox_connections SET next_poll_at = now() + interval '1 day'"
+                     " WHERE connection_id = $1::uuid", mailbox.connection_id)
+    start = await _sandbox_now(stack)
+
+    async def hours_passed() -> bool:
+        return (await _sandbox_now(stack) - start).total_seconds() >= SIMULATED_HOURS * 3600
+
+    await wait_until(hours_passed, timeout=SIMULATED_HOURS * 3600 / SPEED + 60, interval=0.5,
+                     what=f"{SIMULATED_HOURS} simulated hours")
+    after = await wait_until(settled, timeout=30, what="the last reminder's work settled")
+    hours = (await _sandbox_now(stack) - start).total_seconds() / 3600
+
+    reminders = after["lifecycle"]["spontaneous"] - base["lifecycle"]["spontaneous"]
+    patches = after["subscription_renewals"] - base["subscription_renewals"]
+    assert reminders >= SIMULATED_HOURS, after  # Graph did keep asking (every 15-45 minutes)
+    assert patches == reminders, (patches, reminders)  # each answered with exactly one PATCH
+    assert after["delta_requests"] == base["delta_requests"], "a catch-up poll ran though nothing was missed"
+    assert after["requests"] - base["requests"] <= 4 * hours, (after["requests"] - base["requests"], hours)
+    assert after["notifications"]["dropped"] == base["notifications"]["dropped"]  # delivery never paused
+    live = (await stack.sandbox("GET", "/sandbox/subscriptions"))["value"]
+    (sub,) = [s for s in live if s["userId"] == mailbox.graph_id]
+    assert not sub["paused"]
+    assert await db.fetchval("SELECT reauth_failed_at IS NULL FROM subscriptions WHERE subscription_id = $1",
+                             sub["id"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -409,9 +409,14 @@ class _Tokens(TokenService):
         self._cache = {}
 
     async def access_token_with_expiry(self, connection_id: str, *, force_refresh: bool = False,
-                                       claims: Mapping[str, Any] | None = None) -> tuple[str, datetime]:
+                                       claims: Mapping[str, Any] | None = None,
+                                       accept: Callable[[datetime], bool] | None = None) -> tuple[str, datetime]:
         self.asked.append((force_refresh, claims))
-        return f"token{len(self.asked)}", EXPIRY + timedelta(minutes=len(self.asked))
+        expires_at = EXPIRY + timedelta(minutes=len(self.asked))
+        if accept is not None and not accept(expires_at):  # what the real one does: refresh once
+            self.asked.append((True, claims))
+            expires_at = EXPIRY + timedelta(minutes=len(self.asked))
+        return f"token{len(self.asked)}", expires_at
 
     async def mark_failed(self, connection_id: str, failure: GraphError) -> None:
         self.failed.append(failure)
@@ -525,3 +530,25 @@ async def test_every_token_request_declares_cp1_and_challenge_claims_are_merged(
     assert claims[2]["access_token"]["nbf"] == NBF["access_token"]["nbf"]
     assert claims[2]["access_token"]["xms_cc"] == {"values": ["cp1"]}
     assert plain.refresh_token == "rotated"  # the rotated refresh token is what gets stored
+
+
+async def test_a_cached_token_the_caller_refuses_is_refreshed_once() -> None:
+    tokens = TokenService.__new__(TokenService)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    tokens._cache = {"c": ("cached", later)}
+    fetched: list[tuple[bool, object]] = []
+
+    async def from_db(connection_id: str, force_refresh: bool, claims: object = None,
+                      accept: object = None) -> tuple[str, datetime]:
+        fetched.append((force_refresh, accept))
+        return "refreshed", later + timedelta(minutes=1)
+
+    tokens._from_db = from_db  # type: ignore[method-assign]
+    assert await tokens.access_token_with_expiry("c", accept=lambda _: True) == ("cached", later)
+    assert not fetched
+
+    def refuse(_: datetime) -> bool:
+        return False
+
+    assert (await tokens.access_token_with_expiry("c", accept=refuse))[0] == "refreshed"
+    assert fetched == [(False, refuse)]  # the store decides with the same rule, refreshing when it refuses too
