@@ -357,11 +357,10 @@ async def test_at_most_4_graph_requests_in_flight_per_mailbox(stack: Stack, db, 
         after = await mailbox_stats(stack, mailbox)
         assert after["throttled"] == before["throttled"], "a request was throttled for concurrency"
         assert after["max_concurrent"] <= 4
-        # Positive controls: the burst really ran requests side by side (up to the limit), and the
-        # sandbox does throttle a client that exceeds the limit in force.
-        assert after["max_concurrent"] == 4, after
-        await stack.sandbox("POST", "/sandbox/faults", {"throttle": {"concurrent": 2}})
-        await burst("over the limit", 8)  # still all delivered: 429s are retried after Retry-After
+        # Positive control: the same burst against a limit of 3 is throttled, so the matcher does run 4
+        # requests side by side (never 5), and the sandbox does count what exceeds the limit in force.
+        await stack.sandbox("POST", "/sandbox/faults", {"throttle": {"concurrent": 3}})
+        await burst("over the limit", 24)  # still all delivered: 429s are retried after Retry-After
         assert (await mailbox_stats(stack, mailbox))["throttled"] > after["throttled"]
     finally:
         await stack.sandbox("POST", "/sandbox/faults", {"reset": True})
