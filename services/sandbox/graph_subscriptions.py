@@ -184,7 +184,7 @@ async def create(call: GraphCall) -> GraphResponse:
         notification_url=body["notificationUrl"], lifecycle_url=lifecycle, client_state=client_state,
         expires_at=expires, application_id=token.grant.client_id, creator_id=token.grant.user_id, tls_version=tls,
         delegated=not getattr(token.grant, "app_only", False))
-    sub.authorize_with(token.expires_at)
+    sub.authorize_with(token.expires_at, token.expires_at - token.issued_at)
     call.sb.subscriptions.add(sub)
     call.sb.lifecycle.poke()
     return _entity(call, sub, 201)
@@ -237,7 +237,7 @@ async def renew(call: GraphCall) -> GraphResponse:
     if expires is not None:
         sub.expires_at = expires
     assert call.token is not None
-    sub.authorize_with(call.token.expires_at)
+    sub.authorize_with(call.token.expires_at, call.token.expires_at - call.token.issued_at)
     call.sb.lifecycle.poke()
     call.sb.stats.mailboxes[sub.user_id].subscription_renewals += 1
     return _entity(call, sub)
@@ -258,7 +258,7 @@ async def reauthorize(call: GraphCall) -> GraphResponse:
     if isinstance(sub, GraphResponse):
         return sub
     assert call.token is not None
-    sub.authorize_with(call.token.expires_at)
+    sub.authorize_with(call.token.expires_at, call.token.expires_at - call.token.issued_at)
     call.sb.lifecycle.poke()
     call.sb.stats.mailboxes[sub.user_id].subscription_reauthorizations += 1
     return GraphResponse(204)

@@ -11,6 +11,10 @@ subscription is reauthorized, and a subscription that is not reauthorized stops 
 - the first one is due in the last hour before the token's expiry (at expiry - 60 min + 0..15 min), then
   again every 15-45 minutes of sandbox time while the subscription is not reauthorized, until it expires;
   times come from a generator seeded with the subscription id, so a run is repeatable;
+- that schedule is for Microsoft's tokens (60-90 minutes, 75 on average = `access_token_lifetime_s` 4500).
+  A token made shorter with that fault gets the same schedule scaled by lifetime / 4500 (a 120 s token:
+  first notice 24-48 s after it was issued, then every 24-72 s), so a client that answers each notice
+  keeps its subscription authorized instead of being told in a tight loop or too late;
 - `PATCH /subscriptions/{id}` or `POST /subscriptions/{id}/reauthorize` with a token valid until a later
   time records that token (subscription_store.Subscription.authorize_with) and the timer starts over
   from the new token's expiry;
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 FIRST_LEAD_S = 3600.0  # the first notice comes in the last hour before the token expires ...
 FIRST_SPREAD_S = 900.0  # ... at some point in its first 15 minutes
 REPEAT_MIN_S, REPEAT_MAX_S = 15 * 60.0, 45 * 60.0
+TYPICAL_TOKEN_S = 4500.0  # Microsoft's access tokens live 60-90 minutes, 75 on average
 INFINITY = float("inf")
 
 
@@ -44,12 +49,18 @@ def _rng(sub: Subscription) -> random.Random:
     return random.Random(f"{sub.id}:{sub.token_expires_at}:{sub.reauth_sent}")
 
 
+def _scale(sub: Subscription) -> float:
+    return min(1.0, sub.token_lifetime / TYPICAL_TOKEN_S)
+
+
 def first_due(sub: Subscription) -> float:
-    return sub.token_expires_at - FIRST_LEAD_S + _rng(sub).uniform(0, FIRST_SPREAD_S)
+    scale = _scale(sub)
+    return sub.token_expires_at - FIRST_LEAD_S * scale + _rng(sub).uniform(0, FIRST_SPREAD_S * scale)
 
 
 def next_due(sub: Subscription, now: float) -> float:
-    return now + _rng(sub).uniform(REPEAT_MIN_S, REPEAT_MAX_S)
+    scale = _scale(sub)
+    return now + _rng(sub).uniform(REPEAT_MIN_S * scale, REPEAT_MAX_S * scale)
 
 
 class LifecycleTimer:

@@ -37,13 +37,15 @@ class Subscription:
     tls_version: str
     paused: bool = False  # reauthorizationRequired sent on request, not yet reauthorized: notifications are lost
     token_expires_at: float = float("inf")  # sandbox epoch expiry of the token it was (re)authorized with
+    token_lifetime: float = 4500.0  # that token's whole lifetime (sandbox seconds)
     delegated: bool = True  # created with a user's token (a password reset removes it) or an app-only one
     next_reauth_at: float | None = None  # when the next spontaneous reauthorizationRequired is due
     reauth_sent: int = 0  # spontaneous reauthorizationRequired notifications since the last reauthorization
 
-    def authorize_with(self, token_expires_at: float) -> None:
+    def authorize_with(self, token_expires_at: float, token_lifetime: float) -> None:
         """Created, renewed or reauthorized with a token valid until `token_expires_at`."""
         self.token_expires_at = token_expires_at
+        self.token_lifetime = max(1.0, token_lifetime)
         self.next_reauth_at = None
         self.reauth_sent = 0
         self.paused = False

@@ -266,6 +266,19 @@ async def test_graph_sends_reauthorization_required_on_its_own_until_reauthorize
     await wait_until(delivered, timeout=10, interval=0.02, what="the notification after reauthorizing")
 
 
+async def test_short_lived_tokens_get_the_schedule_scaled_not_a_tight_loop(env: Env):
+    await env.control("POST", "/sandbox/faults", {"access_token_lifetime_s": 120})
+    box = await env.mailbox()
+    sub = await subscribe(env, await env.token(box["user_id"]))
+    assert (await control_view(env, sub["id"]))["reauthorizationsSent"] == 0  # not at once: 24-48 s in
+    await env.control("POST", "/sandbox/clock", {"advance_s": 50})
+    await lifecycle_events(env, 1, "reauthorizationRequired")
+    status, _, _ = await env.graph("POST", f"/subscriptions/{sub['id']}/reauthorize", await env.token(box["user_id"]))
+    assert status == 204
+    await env.control("POST", "/sandbox/clock", {"advance_s": 20})
+    assert (await control_view(env, sub["id"]))["reauthorizationsSent"] == 0
+
+
 async def test_hours_of_reauthorization_pass_in_seconds_with_a_fast_clock(env: Env):
     box = await env.mailbox()
     token = await env.token(box["user_id"])
