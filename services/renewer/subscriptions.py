@@ -172,10 +172,15 @@ async def count_connections(pool: asyncpg.Pool) -> None:
 
 async def ensure_subscriptions(deps: RenewerDeps, *, limit: int = 20) -> int:
     """Connected mailboxes without a live subscription (its creation failed, or Graph lost it) get one,
-    and a catch-up poll for whatever arrived meanwhile. A failure is isolated to its mailbox."""
+    and a catch-up poll for whatever arrived meanwhile. A failure is isolated to its mailbox.
+
+    Only connected mailboxes are candidates: one whose grant was revoked (reconnect_required) is never
+    tried again until the user reconnects. A connected one whose create keeps failing backs off (the
+    first failure is retried on the next tick, later ones after 30 s, 90 s, ... at most an hour)."""
     candidates = await deps.pool.fetch(
         """SELECT c.connection_id FROM mailbox_connections c
             WHERE c.status = 'connected' AND c.graph_user_id IS NOT NULL
+              AND (c.subscribe_retry_at IS NULL OR c.subscribe_retry_at <= now())
               AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.connection_id = c.connection_id
                                AND s.expires_at > now())
             ORDER BY c.updated_at LIMIT $1""", limit)
@@ -184,12 +189,25 @@ async def ensure_subscriptions(deps: RenewerDeps, *, limit: int = 20) -> int:
         connection_id = str(row["connection_id"])
         try:
             created += await ensure_one(deps, connection_id)
-        except (NotConnected, GraphError) as exc:
+        except NotConnected as exc:
+            log.info("no subscription for a mailbox that is not connected",
+                     extra={"connection_id": connection_id, "status": exc.status})
+        except GraphError as exc:
+            await _subscribe_failed(deps.pool, connection_id)
             log.warning("could not create a subscription", extra={"connection_id": connection_id,
-                                                                   "error": type(exc).__name__})
+                                                                   "error_code": exc.classified.error_code})
         except Exception:
+            await _subscribe_failed(deps.pool, connection_id)
             log.exception("could not create a subscription", extra={"connection_id": connection_id})
     return created
+
+
+async def _subscribe_failed(pool: asyncpg.Pool, connection_id: str) -> None:
+    await pool.execute(
+        """UPDATE mailbox_connections SET subscribe_failures = subscribe_failures + 1,
+                  subscribe_retry_at = now() + least(
+                      interval '30 seconds' * (power(2, least(subscribe_failures, 10)) - 1), interval '1 hour')
+            WHERE connection_id = $1::uuid""", connection_id)
 
 
 async def ensure_one(deps: RenewerDeps, connection_id: str) -> bool:
@@ -207,8 +225,8 @@ async def ensure_one(deps: RenewerDeps, connection_id: str) -> bool:
                 return False  # created meanwhile
             await conn.execute("DELETE FROM subscriptions WHERE connection_id = $1::uuid", connection_id)
             await recreate(deps, connection_id)
-            await conn.execute("UPDATE mailbox_connections SET next_poll_at = now()"
-                               " WHERE connection_id = $1::uuid", connection_id)
+            await conn.execute("UPDATE mailbox_connections SET next_poll_at = now(), subscribe_failures = 0,"
+                               " subscribe_retry_at = NULL WHERE connection_id = $1::uuid", connection_id)
             RENEWALS.labels("created").inc()
             return True
         finally:

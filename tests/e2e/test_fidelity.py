@@ -5,6 +5,8 @@ headers)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -16,6 +18,7 @@ from prometheus_client import REGISTRY
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import CONDITIONAL_ACCESS_REASON, DeltaExpired, GraphError
 from services.core.graph.times import parse_graph_time
+from services.renewer.subscriptions import _subscribe_failed
 from tests.support.kafka_caught_up import CaughtUpTail
 from tests.support.private_infra import PrivateInfra
 from tests.support.stack import Mailbox, Stack, close_clients, open_clients, start_stack, stop_stack
@@ -274,3 +277,21 @@ async def test_graphs_own_reauthorizations_cost_one_patch_each_and_no_catch_up_p
     assert not sub["paused"]
     assert await db.fetchval("SELECT reauth_failed_at IS NULL FROM subscriptions WHERE subscription_id = $1",
                              sub["id"])
+
+
+async def test_failed_subscription_creates_back_off(stack: Stack, db):
+    """The bookkeeping behind ensure_subscriptions' back-off, on the real schema: the first failure is retried
+    at once, then 30 s, 90 s, ... at most an hour; a disconnected row so no renewer touches it meanwhile."""
+    connection_id = await db.fetchval(
+        "INSERT INTO mailbox_connections (account_id, user_id, status) VALUES ($1, $2, 'disconnected')"
+        " RETURNING connection_id::text", stack.new_account(), f"backoff-{uuid.uuid4().hex[:10]}")
+    waits = []
+    for _ in range(13):
+        await _subscribe_failed(db, connection_id)
+        waits.append(await db.fetchval("SELECT extract(epoch FROM subscribe_retry_at - now()) FROM mailbox_connections"
+                                       " WHERE connection_id = $1::uuid", connection_id))
+    assert waits[0] <= 1 and 29 <= waits[1] <= 31 and 89 <= waits[2] <= 91
+    assert all(later >= earlier - 1 for earlier, later in itertools.pairwise(waits))
+    assert 3599 <= waits[-1] <= 3601
+    assert await db.fetchval("SELECT subscribe_failures FROM mailbox_connections WHERE connection_id = $1::uuid",
+                             connection_id) == 13
