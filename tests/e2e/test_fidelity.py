@@ -187,7 +187,7 @@ async def test_an_expired_delta_link_in_a_batch_step_carries_its_lower_case_loca
 # --- Graph's own reauthorizationRequired, hours of it, on a private stack whose sandbox clock runs fast ----
 # (a sped-up clock never goes back: the shared sandbox would stay hours ahead for every later test).
 
-SPEED = 240.0  # a sandbox hour in 15 real seconds
+SPEED = 180.0  # a sandbox hour in 20 real seconds
 SIMULATED_HOURS = 4
 
 
