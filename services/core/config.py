@@ -44,6 +44,13 @@ class Settings:
     matcher_group: str = "mailsync-matcher"
     matcher_batch_size: int = 100
     graph_concurrency_per_mailbox: int = 4
+
+    @property
+    def live_graph_slots(self) -> int:
+        """Outlook allows 4 concurrent requests per application and mailbox, across every process of that
+        application. The split: the live path (matcher) gets all but one; the bulk path (the renewer's
+        polls, back-fills, back-syncs, renewals; and the subscriber's connect-time calls) one."""
+        return max(1, self.graph_concurrency_per_mailbox - BULK_GRAPH_SLOTS)
     clientstate_cache_s: float = 60.0
     renewer_tick_s: float = 30.0
     rematch_window_days: int = 90
@@ -76,6 +83,7 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+BULK_GRAPH_SLOTS = 1
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 GRAPH_FACING = frozenset({"subscriber", "renewer"})  # the services that give Graph the public URL
 

@@ -34,7 +34,7 @@ async def run(settings: Settings) -> None:
     session = tls.client_session(settings.ca_file)
     # The live path gets most of Outlook's 10,000 requests/10 min per mailbox; the renewer's bulk work
     # (polls, back-fills, back-syncs) and the subscriber share the rest.
-    graph = GraphClient(session, settings.graph_url, per_mailbox=settings.graph_concurrency_per_mailbox,
+    graph = GraphClient(session, settings.graph_url, per_mailbox=settings.live_graph_slots,
                         budget_per_10min=6000)
     status = StatusReporter(pool, publisher)
     tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings), status)

@@ -11,7 +11,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from services.core import events, tls
-from services.core.config import Settings
+from services.core.config import BULK_GRAPH_SLOTS, Settings
 from services.core.connections import StatusReporter, TokenService
 from services.core.consuming import run_batches
 from services.core.crypto import TokenBox
@@ -50,7 +50,9 @@ async def run(settings: Settings) -> None:
     publisher = Publisher(settings)
     await publisher.start()
     session = tls.client_session(settings.ca_file)
-    graph = GraphClient(session, settings.graph_url, per_mailbox=settings.graph_concurrency_per_mailbox)
+    # One request in flight per mailbox, $batch steps one after another: the rest of Outlook's 4 is the
+    # live path's (Settings.live_graph_slots).
+    graph = GraphClient(session, settings.graph_url, per_mailbox=BULK_GRAPH_SLOTS, sequential_batches=True)
     tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings),
                           StatusReporter(pool, publisher))
     deps = RenewerDeps(pool=pool, graph=graph, tokens=tokens, settings=settings)

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 RENEWALS = Counter("mailsync_subscription_renewals_total", "Subscription renewals by outcome", ["outcome"])
 EXPIRING_SOON = Gauge("mailsync_subscriptions_expiring_soon", "Subscriptions inside the renewal window")
 RENEW_LEASE = timedelta(minutes=5)  # longer than a renewal's calls with their retries
+RETRY_FAILED_RENEWAL = timedelta(seconds=30)
 CONNECTIONS = Gauge("mailsync_connections", "Mailbox connections by status", ["status"])
 
 
@@ -45,29 +46,36 @@ async def renew_due(deps: RenewerDeps, *, limit: int = 50) -> int:
     window = renew_window(deps.settings.subscription_lifetime_min)
     EXPIRING_SOON.set(await deps.pool.fetchval(
         "SELECT count(*) FROM subscriptions WHERE expires_at < now() + $1::interval", window))
+    # Only connected mailboxes' subscriptions: the others can never be renewed, and claiming them first (they
+    # expire first) would starve the renewable ones behind them.
     claimed = await deps.pool.fetch(
         """UPDATE subscriptions s SET renew_lease_until = now() + $3::interval
-             FROM (SELECT subscription_id FROM subscriptions
-                    WHERE expires_at < now() + $1::interval
-                      AND (renew_lease_until IS NULL OR renew_lease_until < now())
-                    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+             FROM (SELECT s2.subscription_id FROM subscriptions s2
+                     JOIN mailbox_connections c ON c.connection_id = s2.connection_id AND c.status = 'connected'
+                    WHERE s2.expires_at < now() + $1::interval
+                      AND (s2.renew_lease_until IS NULL OR s2.renew_lease_until < now())
+                    ORDER BY s2.expires_at LIMIT $2 FOR UPDATE OF s2 SKIP LOCKED) due
             WHERE s.subscription_id = due.subscription_id
         RETURNING s.subscription_id, s.connection_id""", window, limit, RENEW_LEASE)
     renewed = 0
     for row in claimed:
+        done = False
         try:
-            renewed += await renew_one(deps, row["subscription_id"], str(row["connection_id"]))
+            done = await renew_one(deps, row["subscription_id"], str(row["connection_id"]))
+            renewed += done
         except Exception:
             RENEWALS.labels("error").inc()
             log.exception("renewal failed", extra={"subscription_id": row["subscription_id"]})
         finally:
-            await _release(deps.pool, row["subscription_id"])
+            # A failed renewal waits a little before its next try, so the other due ones get their turn.
+            await _release(deps.pool, row["subscription_id"], timedelta(0) if done else RETRY_FAILED_RENEWAL)
     return renewed
 
 
-async def _release(pool: asyncpg.Pool, subscription_id: str) -> None:
-    await pool.execute("UPDATE subscriptions SET renew_lease_until = NULL WHERE subscription_id = $1",
-                       subscription_id)
+async def _release(pool: asyncpg.Pool, subscription_id: str, hold: timedelta) -> None:
+    await pool.execute(
+        "UPDATE subscriptions SET renew_lease_until = CASE WHEN $2::interval > interval '0' THEN now() + $2 END"
+        " WHERE subscription_id = $1", subscription_id, hold)
 
 
 # A PATCH reauthorizes the subscription until the expiry of the token it is sent with. A token that

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from services.core import json_limits, tls
-from services.core.config import Settings
+from services.core.config import BULK_GRAPH_SLOTS, Settings
 from services.core.connections import StatusReporter, TokenService
 from services.core.crypto import TokenBox
 from services.core.db.pool import create_pool
@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> web.Application:
         session = tls.client_session(settings.ca_file)
         app[POOL], app[PUBLISHER], app[HTTP] = pool, publisher, session
         app[TRUST] = SubscriptionTrust(pool, ttl_s=settings.clientstate_cache_s)
-        app[GRAPH] = GraphClient(session, settings.graph_url, per_mailbox=settings.graph_concurrency_per_mailbox)
+        app[GRAPH] = GraphClient(session, settings.graph_url, per_mailbox=BULK_GRAPH_SLOTS)  # connect-time calls
         app[IDENTITY] = IdentityClient(session, settings)
         app[STATUS] = StatusReporter(pool, publisher)
         app[TOKENS] = TokenService(pool, TokenBox(settings.token_keys), app[IDENTITY], app[STATUS])

@@ -164,3 +164,19 @@ def test_a_dead_loop_exits_the_process_non_zero(monkeypatch: pytest.MonkeyPatch)
 
     assert cli._run_service("matcher", dies) == 1  # type: ignore[arg-type]
     assert cli._run_service("matcher", stops) == 0  # type: ignore[arg-type]
+
+
+def test_bulk_batches_chain_their_steps_so_graph_runs_one_at_a_time():
+    from services.core.graph.client import batch_steps
+
+    chained = batch_steps(["/a", "/b", "/c"], [4, 7, 9], "p", sequential=True)
+    assert [s["id"] for s in chained] == ["4", "7", "9"]
+    assert [s.get("dependsOn") for s in chained] == [None, ["4"], ["7"]]
+    assert all("dependsOn" not in s for s in batch_steps(["/a", "/b"], [0, 1], "p", sequential=False))
+
+
+def test_the_live_path_leaves_one_of_outlooks_four_slots_to_the_bulk_path():
+    from services.core.config import BULK_GRAPH_SLOTS, Settings
+
+    assert Settings("k", "postgresql://x").live_graph_slots + BULK_GRAPH_SLOTS == 4
+    assert Settings("k", "postgresql://x", graph_concurrency_per_mailbox=1).live_graph_slots == 1

@@ -75,12 +75,16 @@ class GraphClient:
         budget_per_10min: int = 2000,
         attempts: int = 8,
         timeout_s: float = 20.0,
+        sequential_batches: bool = False,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._limits = MailboxLimiter(per_mailbox, budget_per_10min=budget_per_10min)
         self._attempts = attempts
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # Graph runs up to 4 steps of a $batch at once, and they count toward the mailbox's 4: a client
+        # allowed one request in flight chains its steps with dependsOn so they run one at a time.
+        self._sequential_batches = sequential_batches
 
     async def request(
         self,
@@ -170,8 +174,8 @@ class GraphClient:
         prefer = f'odata.maxpagesize={page_size}, IdType="ImmutableId"'
         stalled = 0  # rounds in a row in which no step completed: the retry budget
         while pending:
-            body = {"requests": [{"id": str(i), "method": "GET", "url": self._relative(urls[i]),
-                                  "headers": {"Prefer": prefer}} for i in pending]}
+            body = {"requests": batch_steps([self._relative(urls[i]) for i in pending], pending, prefer,
+                                            sequential=self._sequential_batches)}
             last_round = stalled >= attempts - 1
             try:
                 # One attempt: a refused envelope is retried below, per step, not as a whole by request().
@@ -276,6 +280,18 @@ class BatchRound:
     done: dict[int, dict[str, Any] | GraphError] = field(default_factory=dict)
     retry: list[int] = field(default_factory=list)
     wait: float | None = None
+
+
+def batch_steps(urls: list[str], ids: list[int], prefer: str, *, sequential: bool) -> list[dict[str, Any]]:
+    """Pure. The `requests` of a GET $batch; `sequential` chains each step on the one before (dependsOn),
+    so Graph runs them one at a time (a step after a failed one answers 424 and is retried next round)."""
+    steps: list[dict[str, Any]] = []
+    for n, (url, i) in enumerate(zip(urls, ids, strict=True)):
+        step: dict[str, Any] = {"id": str(i), "method": "GET", "url": url, "headers": {"Prefer": prefer}}
+        if sequential and n:
+            step["dependsOn"] = [str(ids[n - 1])]
+        steps.append(step)
+    return steps
 
 
 def read_batch_round(pending: list[int], responses: Any, *, last_round: bool,
