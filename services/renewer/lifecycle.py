@@ -11,7 +11,7 @@ from services.core.connections import NotConnected
 from services.core.consuming import Record
 from services.core.events import BadEvent, require_str
 from services.core.graph.errors import GraphError
-from services.renewer.subscriptions import RenewerDeps, ensure_one, renew_one
+from services.renewer.subscriptions import RenewerDeps, claim_renewal, ensure_one, release_renewal, renew_one
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,14 @@ async def handle_lifecycle(event: dict[str, Any], deps: RenewerDeps) -> None:
             return  # not ours (any more); a mailbox left without a subscription is ensure_subscriptions' job
         # PATCH with a fresh token reauthorizes and renews in one call. A failure is recorded on the row
         # (the next reminder or renewal answers it, then catches up); a 404 recreates and catches up.
-        if await renew_one(deps, subscription_id, connection_id) and may_have_missed(before, datetime.now(UTC)):
+        # Under the renewal lease: a replica renewing it right now reauthorizes it with the same PATCH.
+        if not await claim_renewal(deps.pool, subscription_id):
+            return
+        try:
+            renewed = await renew_one(deps, subscription_id, connection_id)
+        finally:
+            await release_renewal(deps.pool, subscription_id)
+        if renewed and may_have_missed(before, datetime.now(UTC)):
             await _catch_up(deps.pool, connection_id)
     elif kind == "subscriptionRemoved":
         # Outlook removes a user's subscriptions when the password is reset or the account disabled.

@@ -72,6 +72,18 @@ async def renew_due(deps: RenewerDeps, *, limit: int = 50) -> int:
     return renewed
 
 
+async def claim_renewal(pool: asyncpg.Pool, subscription_id: str) -> bool:
+    """The same lease renew_due takes, for one subscription (a reauthorizationRequired answered now)."""
+    return bool(await pool.fetchval(
+        """UPDATE subscriptions SET renew_lease_until = now() + $2::interval
+            WHERE subscription_id = $1 AND (renew_lease_until IS NULL OR renew_lease_until < now())
+        RETURNING true""", subscription_id, RENEW_LEASE))
+
+
+async def release_renewal(pool: asyncpg.Pool, subscription_id: str) -> None:
+    await _release(pool, subscription_id, timedelta(0))
+
+
 async def _release(pool: asyncpg.Pool, subscription_id: str, hold: timedelta) -> None:
     await pool.execute(
         "UPDATE subscriptions SET renew_lease_until = CASE WHEN $2::interval > interval '0' THEN now() + $2 END"
