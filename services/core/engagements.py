@@ -155,17 +155,27 @@ _TIMELINE = """
            array(SELECT user_id FROM engagement_mailboxes m WHERE m.engagement_id = e.engagement_id
                  ORDER BY user_id) AS mailbox_user_ids
       FROM engagement_contacts c JOIN engagements e ON e.engagement_id = c.engagement_id
-     WHERE c.contact_id = $1 {condition}
-     ORDER BY c.occurred_at DESC, c.engagement_id DESC LIMIT $2"""
+                                                   AND e.account_id = c.account_id
+     WHERE c.contact_id = $1 AND ($2::text IS NULL OR c.account_id = $2) {condition}
+     ORDER BY c.occurred_at DESC, c.engagement_id DESC LIMIT $3"""
 
 
-async def contact_timeline(pool: asyncpg.Pool, contact_id: str, *, limit: int, before: str | None) -> dict[str, Any]:
-    """Newest first, keyset-paginated on (occurred_at, engagement_id)."""
-    args: list[Any] = [contact_id, limit + 1]
+async def contact_timeline(pool: asyncpg.Pool, contact_id: str, account_id: str | None, *, limit: int,
+                           before: str | None) -> dict[str, Any] | None:
+    """Newest first, keyset-paginated on (occurred_at, engagement_id), within `account_id` (None: any
+    account, the operator). None when the contact is unknown there: neither in the directory nor on any
+    engagement, so another account's contact looks exactly like one that does not exist."""
+    known = await pool.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM contacts WHERE contact_id = $1 AND ($2::text IS NULL OR account_id = $2))
+               OR EXISTS (SELECT 1 FROM engagement_contacts WHERE contact_id = $1
+                           AND ($2::text IS NULL OR account_id = $2))""", contact_id, account_id)
+    if not known:
+        return None
+    args: list[Any] = [contact_id, account_id, limit + 1]
     condition = ""
     if before:
         when, engagement_id = decode_cursor(before)
-        condition = "AND (c.occurred_at, c.engagement_id) < ($3, $4::uuid)"
+        condition = "AND (c.occurred_at, c.engagement_id) < ($4, $5::uuid)"
         args += [when, engagement_id]
     rows = await pool.fetch(_TIMELINE.format(condition=condition), *args)
     page = rows[:limit]

@@ -189,49 +189,6 @@ async def post_disconnect(request: web.Request) -> web.Response:
     return web.json_response(await connection_view(pool, user_id, account_id=scope))
 
 
-_TIMELINE = """
-    SELECT e.engagement_id, e.occurred_at, e.direction, e.subject, e.participants,
-           e.internet_message_id, e.conversation_id,
-           array(SELECT user_id FROM engagement_mailboxes m WHERE m.engagement_id = e.engagement_id
-                 ORDER BY user_id) AS mailbox_user_ids
-      FROM engagement_contacts c JOIN engagements e ON e.engagement_id = c.engagement_id
-                                                   AND e.account_id = c.account_id
-     WHERE c.contact_id = $1 AND {scope} {condition}
-     ORDER BY c.occurred_at DESC, c.engagement_id DESC LIMIT $3"""
-
-
-async def contact_timeline(pool: Any, contact_id: str, account_id: str | None, *, limit: int,
-                           before: str | None) -> dict[str, Any] | None:
-    """Newest first, keyset-paginated on (occurred_at, engagement_id); None when the contact is unknown
-    (to the caller): neither in the directory nor on any engagement of the caller's account.
-
-    The account filter is part of the timeline query itself, which is why this is not
-    `engagements.contact_timeline` (that one takes no account)."""
-    known = await pool.fetchval(
-        f"""SELECT EXISTS (SELECT 1 FROM contacts WHERE contact_id = $1 AND {in_scope("account_id", 2)})
-                OR EXISTS (SELECT 1 FROM engagement_contacts WHERE contact_id = $1
-                            AND {in_scope("account_id", 2)})""", contact_id, account_id)  # noqa: S608
-    if not known:
-        return None
-    args: list[Any] = [contact_id, account_id, limit + 1]
-    condition = ""
-    if before:
-        when, engagement_id = engagement_queries.decode_cursor(before)
-        condition = "AND (c.occurred_at, c.engagement_id) < ($4, $5::uuid)"
-        args += [when, engagement_id]
-    rows = await pool.fetch(_TIMELINE.format(scope=in_scope("c.account_id", 2), condition=condition), *args)
-    page = rows[:limit]
-    items = [{
-        "engagement_id": str(r["engagement_id"]), "occurred_at": r["occurred_at"].isoformat(),
-        "direction": r["direction"], "subject": r["subject"], "participants": r["participants"],
-        "internet_message_id": r["internet_message_id"], "conversation_id": r["conversation_id"],
-        "mailbox_user_ids": list(r["mailbox_user_ids"]),
-    } for r in page]
-    next_before = (engagement_queries.encode_cursor(page[-1]["occurred_at"], str(page[-1]["engagement_id"]))
-                   if len(rows) > limit else None)
-    return {"engagements": items, "next_before": next_before}
-
-
 async def get_contact_engagements(request: web.Request) -> web.Response:
     contact_id = request.match_info["contact_id"]
     try:
@@ -239,8 +196,8 @@ async def get_contact_engagements(request: web.Request) -> web.Response:
     except ValueError:
         return api_error(400, "bad_request", "limit must be an integer between 1 and 200")
     try:
-        page = await contact_timeline(request.app[POOL], contact_id, caller(request).account_id, limit=limit,
-                                      before=request.query.get("before"))
+        page = await engagement_queries.contact_timeline(request.app[POOL], contact_id, caller(request).account_id,
+                                                         limit=limit, before=request.query.get("before"))
     except ValueError as exc:
         return api_error(400, "bad_request", str(exc))
     if page is None:
