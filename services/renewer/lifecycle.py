@@ -81,6 +81,10 @@ async def handle_lifecycle(event: dict[str, Any], deps: RenewerDeps) -> None:
         # (the next reminder or renewal answers it, then catches up); a 404 recreates and catches up.
         # Under the renewal lease: a replica renewing it right now reauthorizes it with the same PATCH.
         if not await claim_renewal(deps.pool, subscription_id):
+            # That replica's PATCH answers this reminder too; whether mail may have been missed depends only
+            # on the state before it, so the catch-up decision is still ours.
+            if may_have_missed(before, datetime.now(UTC)):
+                await _catch_up(deps.pool, connection_id)
             return
         try:
             renewed = await renew_one(deps, subscription_id, connection_id)
