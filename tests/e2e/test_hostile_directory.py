@@ -213,6 +213,11 @@ async def _publish_and_check(stack: Stack, corpus: list[bytes]) -> None:
         await wait_until(applied, timeout=240, interval=0.5,
                          what=f"all {MARKERS} valid records published after {sent} hostile ones")
 
+        # Nothing leaked: the victim's directory is unchanged, and no row is filed under a foreign account.
+        assert await victim_directory(conn) == before, "records of other accounts changed the victim's directory"
+        misfiled = await conn.fetch(MISFILED_SQL)
+        assert not misfiled, f"rows filed under another account: {[tuple(r) for r in misfiled[:5]]}"
+
         async def all_refused() -> bool:
             await dlq.poll()
             seen = {(v.get("partition"), v.get("offset")) for _, v in dlq.records if v.get("topic") == topic}
@@ -227,10 +232,6 @@ async def _publish_and_check(stack: Stack, corpus: list[bytes]) -> None:
         dead = [v for _, v in dlq.records if v.get("topic") == topic]
         assert all(v.get("error") for v in dead)  # every refusal says why
 
-        # Nothing leaked: the victim's directory is unchanged, and no row is filed under a foreign account.
-        assert await victim_directory(conn) == before, "records of other accounts changed the victim's directory"
-        misfiled = await conn.fetch(MISFILED_SQL)
-        assert not misfiled, f"rows filed under another account: {[tuple(r) for r in misfiled[:5]]}"
         await _positive_controls(producer, conn, before)
         print(f"\ndirectory fuzz: {sent} hostile records, {MARKERS} valid ones after them all applied; "
               f"{len(dead)} refused to the DLQ ({len(must_refuse)} named in advance, all there)")
