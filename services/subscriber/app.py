@@ -44,7 +44,10 @@ async def bounded_json(request: web.Request, handler: Handler) -> web.StreamResp
     """Every body is checked for size and nesting before any handler parses it (400, never a 500)."""
     if request.can_read_body and request.content_type not in FORMS:
         try:
-            json_limits.check(await request.read(), max_bytes=MAX_BODY)
+            body = await request.read()
+            json_limits.check(body, max_bytes=MAX_BODY)  # the webhooks parse with the same bounds themselves
+            if request.path.startswith("/api/") and json_limits.holds_lone_surrogate(body):
+                raise json_limits.JsonRefused("value holds a lone surrogate (half a UTF-16 pair), which is not text")
         except json_limits.JsonRefused as exc:
             return web.json_response({"error": {"code": "bad_request", "message": f"body refused: {exc}"}},
                                      status=400)

@@ -38,8 +38,15 @@ def test_brackets_inside_strings_do_not_count_and_shallow_values_pass():
 
 @pytest.mark.parametrize("text", ["\\u0000", "\\ud800", "a\\udfffb"])
 def test_values_no_text_column_can_store_are_refused(text: str):
-    with pytest.raises(events.BadEvent, match="NUL character or a lone surrogate"):
+    with pytest.raises(events.BadEvent, match=r"NUL character|lone surrogate"):
         events.decode(('{"type":"user.upserted","email":"' + text + '"}').encode())
+
+
+def test_graph_answers_keep_their_text_with_a_replacement_for_a_broken_pair():
+    raw = b'{"subject": "Hi \\ud83d there", "fine": "\\ud83d\\ude00"}'
+    with pytest.raises(json_limits.JsonRefused, match="lone surrogate"):
+        json_limits.loads(raw)
+    assert json_limits.loads(raw, lone_surrogates="replace") == {"subject": "Hi \ufffd there", "fine": "\U0001f600"}
 
 
 def test_oversized_and_undecodable_records_are_bad_events():

@@ -50,3 +50,22 @@ async def test_request_budget_holds_requests_back():
     done, _ = await asyncio.wait({blocked}, timeout=0.2)
     assert not done  # the fourth request waits for the window
     blocked.cancel()
+
+
+async def test_a_retry_after_learnt_while_waiting_holds_the_waiting_request_too():
+    """A request already waiting out one Retry-After re-checks before it goes: a 429 another request met
+    meanwhile moved the gate on (the sandbox counted these as early retries)."""
+    limiter = MailboxLimiter(per_mailbox=4, cool_down_s=0)
+    limiter.throttled("a", 0.1)
+    started = time.monotonic()
+    sent_at: list[float] = []
+
+    async def waiting() -> None:
+        async with limiter.slot("a"):
+            sent_at.append(time.monotonic() - started)
+
+    task = asyncio.ensure_future(waiting())
+    await asyncio.sleep(0.05)
+    limiter.throttled("a", 0.3)  # another request's 429, while the first waits
+    await task
+    assert sent_at[0] >= 0.35

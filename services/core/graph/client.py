@@ -340,7 +340,7 @@ def _exhausted() -> GraphError:
 
 async def _json_or_none(resp: aiohttp.ClientResponse) -> dict[str, Any] | None:
     try:
-        value = json_limits.loads(await resp.read(), max_bytes=MAX_RESPONSE_BYTES)
+        value = json_limits.loads(await resp.read(), max_bytes=MAX_RESPONSE_BYTES, lone_surrogates="replace")
     except json_limits.JsonRefused:
         return None
     return value if isinstance(value, dict) else None

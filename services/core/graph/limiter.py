@@ -46,8 +46,12 @@ class MailboxLimiter:
             await box.changed.wait_for(lambda: box.in_flight < self._limit(box, time.monotonic()))
             box.in_flight += 1
         try:
-            wait = max(box.not_before - time.monotonic(), self._budget_wait(box))
-            if wait > 0:
+            # Checked again after every wait: a 429 seen by another request meanwhile moves not_before on,
+            # and a request that slept through it must not go out before the new Retry-After.
+            while True:
+                wait = max(box.not_before - time.monotonic(), self._budget_wait(box))
+                if wait <= 0:
+                    break
                 await asyncio.sleep(wait + random.uniform(0.0, 0.05))
             box.sent.append(time.monotonic())
             yield
