@@ -39,6 +39,9 @@ class Settings:
     http_port: int = 8080
     log_level: str = "INFO"
     scopes: tuple[str, ...] = DEFAULT_SCOPES
+    # Declared in token requests: with cp1, Graph revokes access tokens at once after a password reset or
+    # a Conditional Access change (claims challenge) instead of letting them run to expiry.
+    client_capabilities: tuple[str, ...] = ("cp1",)
     kafka_client_id: str = "mailsync"
     subscription_lifetime_min: int = 4230
     matcher_group: str = "mailsync-matcher"
@@ -105,6 +108,16 @@ def _file(env: Mapping[str, str], name: str) -> str | None:
     if not os.path.isfile(value) or not os.access(value, os.R_OK):
         raise ConfigError(f"{name} names {value!r}, which is not a readable file")
     return value
+
+
+def _capabilities(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("MAILSYNC_CLIENT_CAPABILITIES")
+    if raw is None:
+        return ("cp1",)
+    values = tuple(v.strip() for v in raw.split(",") if v.strip() and v.strip().lower() != "none")
+    if any(not re.fullmatch(r"[A-Za-z0-9_]{1,16}", v) for v in values):
+        raise ConfigError(f"MAILSYNC_CLIENT_CAPABILITIES must be a comma-separated list like cp1, got {raw!r}")
+    return values
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
@@ -194,6 +207,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, service: str = "") ->
         tls_key_file=key,
         https_port=_int(env, "MAILSYNC_HTTPS_PORT", 8443, minimum=0),
         dev_mode=dev_mode,
+        client_capabilities=_capabilities(env),
         token_keys=parse_token_keys(_require(env, "MAILSYNC_TOKEN_KEYS")),
         api_token=_require(env, "MAILSYNC_API_TOKEN"),
         session_secret=_require(env, "MAILSYNC_SESSION_SECRET"),

@@ -93,3 +93,11 @@ def test_tls_files_must_exist_and_come_in_pairs(tmp_path):
     assert settings.ca_file == str(cert) and settings.tls_key_file == str(cert) and not settings.dev_mode
     with pytest.raises(ConfigError, match="MAILSYNC_DEV_MODE"):
         load_settings(env(MAILSYNC_DEV_MODE="maybe"))
+
+
+def test_client_capabilities_default_to_cp1_and_can_be_turned_off():
+    assert load_settings(env()).client_capabilities == ("cp1",)
+    assert load_settings(env(MAILSYNC_CLIENT_CAPABILITIES="none")).client_capabilities == ()
+    assert load_settings(env(MAILSYNC_CLIENT_CAPABILITIES="")).client_capabilities == ()
+    with pytest.raises(ConfigError, match="MAILSYNC_CLIENT_CAPABILITIES"):
+        load_settings(env(MAILSYNC_CLIENT_CAPABILITIES="cp1;drop table"))

@@ -120,11 +120,14 @@ def _merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
             into[key] = copy.deepcopy(value)
 
 
-def token_request_claims(challenge: Mapping[str, Any] | None = None) -> str:
-    """The `claims` parameter of a token request: mailsync's cp1 declaration, merged with what a claims
-    challenge asked for (the challenge's values win, except that cp1 stays in `xms_cc`)."""
+def token_request_claims(challenge: Mapping[str, Any] | None = None,
+                         capabilities: tuple[str, ...] = CLIENT_CAPABILITIES) -> str | None:
+    """The `claims` parameter of a token request: mailsync's capability declaration (cp1 unless configured
+    otherwise), merged with what a claims challenge asked for (the challenge's values win, except that the
+    capabilities stay in `xms_cc`). None when there is nothing to send."""
     merged: dict[str, Any] = {}
     if challenge:
         _merge(merged, challenge)
-    _merge(merged, CP1_CLAIMS)
-    return json.dumps(merged, separators=(",", ":"), sort_keys=True)
+    if capabilities:
+        _merge(merged, {"access_token": {"xms_cc": {"values": list(capabilities)}}})
+    return json.dumps(merged, separators=(",", ":"), sort_keys=True) if merged else None

@@ -98,8 +98,10 @@ class IdentityClient:
             "client_id": self._settings.client_id,
             "client_secret": self._settings.client_secret,
             "scope": " ".join(self._settings.scopes),
-            "claims": token_request_claims(claims),
         }
+        requested = token_request_claims(claims, self._settings.client_capabilities)
+        if requested is not None:
+            form["claims"] = requested
         try:
             async with self._session.post(
                 self._endpoint(tenant, "token"), data=form, timeout=aiohttp.ClientTimeout(total=20)
