@@ -310,5 +310,6 @@ async def connect_mailbox(request: web.Request, user_id: str, account_id: str, c
                                           connection_id=connection_id, graph_user_id=graph_user_id)
     await create_mailbox_subscription(pool, app[GRAPH], app[SETTINGS], token=tokens.access_token,
                                       connection_id=connection_id, account_id=account_id,
-                                      tenant_id=tenant_id, graph_user_id=graph_user_id)
+                                      tenant_id=tenant_id, graph_user_id=graph_user_id,
+                                      token_expires_at=tokens.expires_at)  # Graph's first reminder: no catch-up
     return connection_id

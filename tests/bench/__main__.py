@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.bench import directory_scale, end_to_end, intake, matcher_cost, memory, polling
+from tests.bench import directory_scale, end_to_end, intake, matcher_cost, memory, polling, reauthorization
 from tests.bench.harness import BenchStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +27,7 @@ async def main() -> int:
         results["end_to_end"] = await end_to_end.run(stack)
         results["delta_poll"] = await polling.run(stack)
         results["directory_scale"] = await directory_scale.run(stack)
+        results["reauthorization_idle"] = await reauthorization.run(stack)
         results["memory_after_load"] = await memory.measure(stack, "after load")
     finally:
         await stack.stop()
