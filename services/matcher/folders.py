@@ -10,8 +10,11 @@ import asyncio
 
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import NotFound
+from services.core.matching import EXCLUDED_FOLDERS
 
-WELL_KNOWN = ("inbox", "sentitems", "drafts", "junkemail", "deleteditems", "outbox", "archive")
+# Every folder the matching rules name (excluded ones included: mail there must be known as such, not as
+# "other"), plus the ones diagnose and the reasons name. One catalog: services.core.matching.
+WELL_KNOWN = tuple(sorted(EXCLUDED_FOLDERS | {"inbox", "sentitems", "archive", "scheduled", "clutter"}))
 
 
 class FolderResolver:

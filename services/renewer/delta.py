@@ -16,12 +16,13 @@ from services.core.connections import Connection, NotConnected, TokenService, ge
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import DeltaExpired, GraphError, NotFound
 from services.core.kafka import Publisher
+from services.core.matching import EXCLUDED_FOLDERS
 from services.core.schedule import iso, next_poll_at
 from services.renewer.notify import publish_found
 
 log = logging.getLogger(__name__)
 
-EXCLUDED = ("drafts", "junkemail", "deleteditems", "outbox")
+EXCLUDED = tuple(sorted(EXCLUDED_FOLDERS))  # the matching rules' catalog: never polled
 BATCH = 20
 POLLS = Counter("mailsync_delta_polls_total", "Mailbox delta polls by outcome", ["outcome"])
 FOUND = Counter("mailsync_delta_found_total", "Messages the delta poll found that push had not delivered")
@@ -76,7 +77,8 @@ async def poll_mailbox(deps: PollDeps, connection: Connection) -> int:
 
 
 async def _excluded_folder_ids(deps: PollDeps, token: str, user: str) -> set[str]:
-    """Ids of drafts, junk, deleted items and outbox: they never change, so asked once per mailbox."""
+    """Ids of the excluded well-known folders (drafts, junk, deleted items, outbox, Sync Issues, ...): they
+    never change, so asked once per mailbox."""
     known = deps.excluded_ids.get(user)
     if known is None:
         known = set()

@@ -28,7 +28,8 @@ DEFAULT_FOLDERS: dict[str, str] = {
 ROOT_NAME = "msgfolderroot"
 # Well-known names Graph accepts that a sandbox mailbox does not have (404 ErrorFolderNotFound).
 OTHER_WELL_KNOWN = frozenset({
-    "clutter", "conflicts", "localfailures", "serverfailures", "scheduled", "searchfolders", "syncissues",
+    "clutter", "conflicts", "conversationhistory", "localfailures", "serverfailures", "scheduled", "searchfolders",
+    "syncissues",
     "recoverableitemsdeletions", "recoverableitemsroot", "recoverableitemspurges", "recoverableitemsversions",
     "archivemsgfolderroot", "archiveinbox", "archivedeleteditems", "archiverecoverableitemsroot",
 })

@@ -455,3 +455,16 @@ def test_not_seen_reason() -> None:
     reason = not_seen("<m-1@acme.example>")
     assert reason.code == ReasonCode.NOT_SEEN
     assert "<m-1@acme.example>" in reason.detail
+
+
+def test_one_folder_catalog_every_excluded_folder_is_resolved_and_never_polled():
+    """The matcher resolves every folder the rules exclude (else its mail would count as "other" and could
+    become an engagement), and the poll skips every one of them: one catalog, three users."""
+    from services.core.matching import EXCLUDED_FOLDERS
+    from services.matcher.folders import WELL_KNOWN
+    from services.renewer.delta import EXCLUDED
+
+    assert EXCLUDED_FOLDERS <= set(WELL_KNOWN)
+    assert set(EXCLUDED) == EXCLUDED_FOLDERS
+    assert {"syncissues", "conversationhistory", "recoverableitemsdeletions"} <= EXCLUDED_FOLDERS
+    assert {"inbox", "sentitems"} <= set(WELL_KNOWN) - EXCLUDED_FOLDERS
