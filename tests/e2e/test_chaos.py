@@ -117,9 +117,12 @@ async def test_half_the_graph_answers_throttled(stack: Stack, db, engagements_ta
     mailbox = await stack.new_mailbox(account)
     # The renewer's first poll of a new mailbox runs at once; let it finish so the matcher's fetches
     # are what meets the throttling.
-    await stack.wait_row("SELECT 1 FROM mailbox_connections WHERE connection_id = $1::uuid"
-                         " AND last_polled_at IS NOT NULL AND poll_lease_until IS NULL",
-                         mailbox.connection_id, what="the first delta poll")
+    # The same goes for the back-fill a connect queues: the renewer lists the mailbox's recent mail.
+    await stack.wait_row("SELECT 1 FROM mailbox_connections c WHERE connection_id = $1::uuid"
+                         " AND last_polled_at IS NOT NULL AND poll_lease_until IS NULL AND NOT EXISTS"
+                         " (SELECT 1 FROM sync_jobs j WHERE j.connection_id = c.connection_id"
+                         "  AND j.status IN ('queued', 'running'))",
+                         mailbox.connection_id, what="the first delta poll and the back-fill", timeout=60)
     await stack.sandbox("POST", "/sandbox/faults", {"throttle": {"concurrent": 1}, "graph_latency_ms": 100})
     try:
         imids = list(await asyncio.gather(*(stack.deliver(mailbox, **{"from": "throttled@client.example"})
