@@ -61,7 +61,7 @@ class Settings:
     relist_window_h: int = 48
     backfill_first_h: int = 24
     backfill_cap_days: int = 60
-    webhook_publish_timeout_s: float = 2.5
+    webhook_publish_timeout_s: float = 2.0
     # TLS: Graph calls `public_url` (HTTPS, as Microsoft requires); browsers and the API use `app_url`.
     app_url: str = ""
     ca_file: str | None = None
@@ -227,5 +227,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, service: str = "") ->
         rematch_window_days=_int(env, "MAILSYNC_REMATCH_WINDOW_DAYS", 90, minimum=0),
         renewer_tick_s=float(_int(env, "MAILSYNC_RENEWER_TICK_S", 30, minimum=1)),
         # Graph gives up after 3 s: a notification Kafka cannot take in time is answered 503.
-        webhook_publish_timeout_s=float(_int(env, "MAILSYNC_WEBHOOK_PUBLISH_TIMEOUT_MS", 2500, minimum=100)) / 1000,
+        webhook_publish_timeout_s=float(_int(env, "MAILSYNC_WEBHOOK_PUBLISH_TIMEOUT_MS", 2000, minimum=100)) / 1000,
     )

@@ -6,7 +6,7 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -187,6 +187,20 @@ async def contact_timeline(pool: asyncpg.Pool, contact_id: str, account_id: str 
     } for r in page]
     next_before = encode_cursor(page[-1]["occurred_at"], str(page[-1]["engagement_id"])) if len(rows) > limit else None
     return {"engagements": items, "next_before": next_before}
+
+
+async def publish_left_behind(pool: asyncpg.Pool, publisher: Publisher, *, older_than: timedelta,
+                              limit: int = 500) -> int:
+    """The relay's pass: engagements committed but not announced for longer than any batch takes (the batch
+    that stored them failed after its commit, and its record was dead-lettered or handled elsewhere) are
+    published now, with the same stable event ids. Returns how many."""
+    rows = await pool.fetch(
+        "SELECT engagement_id FROM engagements WHERE published_at IS NULL AND created_at < now() - $1::interval"
+        " ORDER BY created_at LIMIT $2", older_than, limit)
+    ids = [str(r["engagement_id"]) for r in rows]
+    if ids:
+        await publish_created(pool, publisher, ids)
+    return len(ids)
 
 
 async def publish_created(pool: asyncpg.Pool, publisher: Publisher, engagement_ids: list[str]) -> None:

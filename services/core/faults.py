@@ -20,6 +20,9 @@ _INFRASTRUCTURE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.QueryCanceledError,
+    # The driver's own state after the server died mid-query ("cannot switch to state ...: another operation
+    # is in progress"): the connection is broken, the record is not at fault.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -15,6 +16,7 @@ from aiohttp import web
 from services.core.config import Settings
 from services.core.db.pool import database_reachable
 from services.core.kafka import kafka_reachable
+from services.core.observability import Liveness
 from services.core.tls import server_context
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,20 @@ async def until_a_worker_ends(workers: list[asyncio.Task[None]]) -> None:
     task = next(iter(done))
     failure = None if task.cancelled() else task.exception()
     raise WorkerDied(f"worker {task.get_name()} ended" + (f": {failure!r}" if failure else "")) from failure
+
+
+async def every(tick_s: float, stop: asyncio.Event, work: Callable[[], Awaitable[object]], name: str,
+                liveness: Liveness | None = None) -> None:
+    """Run `work`, then wait a tick (or less, if stopping); a failure is logged, never fatal."""
+    while not stop.is_set():
+        if liveness:
+            liveness.tick()
+        try:
+            await work()
+        except Exception:
+            log.exception(f"{name} pass failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=tick_s)
 
 
 def stop_event() -> asyncio.Event:

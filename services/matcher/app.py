@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from services.core import events, tls
+from services.core import engagements, events, tls
 from services.core.config import Settings
 from services.core.connections import StatusReporter, TokenService
 from services.core.consuming import run_batches
@@ -18,7 +18,7 @@ from services.core.graph.client import GraphClient
 from services.core.graph.identity import IdentityClient
 from services.core.kafka import Publisher, consumer
 from services.core.observability import Liveness, add_health_routes
-from services.core.runtime import Readiness, serve, until_a_worker_ends
+from services.core.runtime import Readiness, every, serve, until_a_worker_ends
 from services.matcher.consumer import DirectoryBatch, NotificationBatch
 from services.matcher.folders import FolderResolver
 from services.matcher.handler import MatcherDeps
@@ -56,6 +56,10 @@ async def run(settings: Settings) -> None:
             asyncio.create_task(run_batches(notifications, NotificationBatch(deps, publisher), publisher=publisher,
                                             stop=stop, liveness=liveness, max_records=settings.matcher_batch_size),
                                 name="notification consumer"),
+            # The relay: what a failed batch committed but never announced is published, once it is old
+            # enough that no batch in flight can still be about to.
+            asyncio.create_task(every(10.0, stop, lambda: engagements.publish_left_behind(
+                pool, publisher, older_than=timedelta(minutes=2)), "engagement relay"), name="engagement relay"),
         ]
 
         try:

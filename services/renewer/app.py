@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -20,7 +19,7 @@ from services.core.graph.client import GraphClient
 from services.core.graph.identity import IdentityClient
 from services.core.kafka import Publisher, consumer
 from services.core.observability import Liveness, add_health_routes
-from services.core.runtime import Readiness, serve, until_a_worker_ends
+from services.core.runtime import Readiness, every, serve, until_a_worker_ends
 from services.renewer.cleanup import clean_up_deletions
 from services.renewer.delta import PollDeps, claim_due, poll_claimed
 from services.renewer.jobs import claim_job, run_job
@@ -29,20 +28,6 @@ from services.renewer.subscriptions import RenewerDeps, count_connections, ensur
 from services.renewer.tokens import refresh_due
 
 log = logging.getLogger(__name__)
-
-
-async def every(tick_s: float, stop: asyncio.Event, work: Callable[[], Awaitable[object]], name: str,
-                liveness: Liveness | None = None) -> None:
-    """Run `work`, then wait a tick (or less, if stopping); a failure is logged, never fatal."""
-    while not stop.is_set():
-        if liveness:
-            liveness.tick()
-        try:
-            await work()
-        except Exception:
-            log.exception(f"{name} pass failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=tick_s)
 
 
 async def run(settings: Settings) -> None:

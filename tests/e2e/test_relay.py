@@ -1,0 +1,33 @@
+"""The relay: an engagement committed but never announced (its batch failed after the commit and its record
+went to the DLQ, as after a PostgreSQL crash) is published by the matcher's relay, with its stable event id."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.stack import Stack
+from tests.support.wait import wait_until
+
+pytestmark = [pytest.mark.e2e]
+
+
+async def test_an_engagement_left_unpublished_is_published_by_the_relay(stack: Stack, db, engagements_tail):
+    account = stack.new_account()
+    contact = await stack.add_contact(account, "relay@client.example")
+    await stack.wait_contact(contact)
+    mailbox = await stack.new_mailbox(account)
+    imid = await stack.deliver(mailbox, **{"from": "relay@client.example"})
+    first = await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid)
+    # As a crash between the commit and the publish leaves it, and long enough ago that no batch owns it.
+    await db.execute("UPDATE engagements SET published_at = NULL, created_at = now() - interval '3 minutes'"
+                     " WHERE engagement_id = $1::uuid", first["engagement_id"])
+
+    async def announced_again() -> list[dict]:
+        await engagements_tail.poll()
+        mine = engagements_tail.matching(type="engagement.created", engagement_id=first["engagement_id"])
+        return mine if len(mine) >= 2 else []
+
+    records = await wait_until(announced_again, timeout=45, what="the relay's publication")
+    assert {r["event_id"] for r in records} == {first["event_id"]}  # the same event: consumers dedupe
+    assert await db.fetchval("SELECT published_at IS NOT NULL FROM engagements WHERE engagement_id = $1::uuid",
+                             first["engagement_id"])
