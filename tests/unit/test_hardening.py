@@ -112,7 +112,8 @@ def test_infrastructure_failures_are_retried_and_anything_else_is_the_records():
     transient = GraphError(Classified(Severity.TRANSIENT, "network_error", "x"), None)
     permanent = GraphError(Classified(Severity.PERMANENT, "bad", "x"), 400)
     for exc in (ConnectionResetError(), TimeoutError(), PublishError("x"), transient,
-                asyncpg.exceptions.AdminShutdownError(), ExceptionGroup("g", [ValueError(), OSError()])):
+                asyncpg.exceptions.AdminShutdownError(), ExceptionGroup("g", [ValueError(), OSError()]),
+                asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation is in progress")):
         assert faults.is_infrastructure(exc), exc
     for exc in (ValueError("x"), KeyError("k"), RecursionError(), UnicodeEncodeError("utf-8", "\ud800", 0, 1, "x"),
                 permanent, asyncpg.exceptions.DataError("x")):
