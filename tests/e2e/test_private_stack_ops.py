@@ -113,7 +113,8 @@ async def test_rotate_keys_reencrypts_every_token_and_the_old_key_can_be_dropped
     try:
         imids = [await stack.deliver(box, **{"from": "rotation@client.example"}) for box in boxes]
         for imid in imids:  # the matcher decrypted each mailbox's token with the new key
-            event = await tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=40)
+            # 90 s: the restarted matcher rejoins its consumer group first (slow on a loaded host).
+            event = await tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=90)
             assert event["contact_ids"] == [contact]
     finally:
         await tail.stop()

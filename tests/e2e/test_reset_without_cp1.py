@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 import pytest_asyncio
@@ -66,8 +66,11 @@ async def test_a_reset_during_a_stream_of_mail_without_cp1(without_cp1: Stack):
         stream: list[str] = []
 
         async def noticed() -> bool:  # mail keeps coming while nobody has noticed yet
+            # Received "now" on the services' clock: the sped-up sandbox clock runs hours ahead of it, and
+            # the reconnect's back-fill window is the services' (real) time.
             stream.append(await stack.deliver(mailbox, **{"from": "stream@client.example",
-                                                           "subject": f"stream {len(stream)}"}))
+                                                           "subject": f"stream {len(stream)}",
+                                                           "received_at": datetime.now(UTC).isoformat()}))
             return (await connection(stack, mailbox.user_id))["status"] == "reconnect_required"
 
         await wait_until(noticed, timeout=120, interval=0.5, what="the reset noticed")
