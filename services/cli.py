@@ -26,6 +26,10 @@ def _run_service(name: str, runner: Callable[[Settings], Coroutine[Any, Any, Non
 
     settings = _settings(name)
     setup_logging(settings.log_level)
+    if settings.transaction_guard:
+        from services.core import txguard
+
+        txguard.install()
     try:
         asyncio.run(runner(settings))
     except WorkerDied as exc:

@@ -69,6 +69,7 @@ class Settings:
     tls_key_file: str | None = field(default=None, repr=False)
     https_port: int = 8443
     dev_mode: bool = False
+    transaction_guard: bool = False  # test mode: refuse network calls inside a transaction (core.txguard)
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
@@ -208,6 +209,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, service: str = "") ->
         https_port=_int(env, "MAILSYNC_HTTPS_PORT", 8443, minimum=0),
         dev_mode=dev_mode,
         client_capabilities=_capabilities(env),
+        transaction_guard=_bool(env, "MAILSYNC_TRANSACTION_GUARD"),
         token_keys=parse_token_keys(_require(env, "MAILSYNC_TOKEN_KEYS")),
         api_token=_require(env, "MAILSYNC_API_TOKEN"),
         session_secret=_require(env, "MAILSYNC_SESSION_SECRET"),

@@ -67,6 +67,8 @@ def service_env(sandbox_url: str, app_url: str, **extra: str) -> dict[str, str]:
         "MAILSYNC_TOKEN_KEYS": f"k1:{key}", "MAILSYNC_API_TOKEN": secrets.token_urlsafe(24),
         "MAILSYNC_SESSION_SECRET": secrets.token_urlsafe(32), "MAILSYNC_HTTP_HOST": "127.0.0.1",
         "MAILSYNC_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+        # Every service refuses (and logs) a Graph or identity call made inside a database transaction.
+        "MAILSYNC_TRANSACTION_GUARD": "true",
         # Intervals shortened so the renewer's work is observable within a test.
         "MAILSYNC_RENEWER_TICK_S": "1",
     })

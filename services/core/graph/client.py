@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
 
-from services.core import json_limits
+from services.core import json_limits, txguard
 from services.core.graph.claims import parse_claims_challenge
 from services.core.graph.errors import (
     AccessTokenRejected,
@@ -120,6 +120,7 @@ class GraphClient:
         body: dict[str, Any] | None,
         headers: dict[str, str] | None,
     ) -> dict[str, Any]:
+        txguard.check(f"Graph {method} {urlsplit(url).path}")
         all_headers = {"Authorization": f"Bearer {token}", "Prefer": 'IdType="ImmutableId"'}
         all_headers.update(headers or {})
         async with self._limits.slot(mailbox):

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from services.core import txguard
 from services.core.config import Settings
 from services.core.graph.claims import token_request_claims
 from services.core.graph.errors import GraphError, classify_identity_error
@@ -93,6 +94,7 @@ class IdentityClient:
 
     async def _token(self, tenant: str | None, form: dict[str, str],
                      claims: Mapping[str, Any] | None = None) -> TokenSet:
+        txguard.check("identity token endpoint")
         form = {
             **form,
             "client_id": self._settings.client_id,
