@@ -4,7 +4,6 @@ headers)."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator
@@ -20,8 +19,8 @@ from services.core.graph.errors import CONDITIONAL_ACCESS_REASON, DeltaExpired, 
 from services.core.graph.times import parse_graph_time
 from services.renewer.subscriptions import _subscribe_failed
 from tests.support.kafka_caught_up import CaughtUpTail
-from tests.support.private_infra import PrivateInfra
-from tests.support.stack import Mailbox, Stack, close_clients, open_clients, start_stack, stop_stack
+from tests.support.private_infra import private_stack
+from tests.support.stack import Mailbox, Stack
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
@@ -193,18 +192,8 @@ SIMULATED_HOURS = 4
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def fast_clock() -> AsyncIterator[Stack]:
-    infra = await asyncio.to_thread(lambda: PrivateInfra().start())
-    stack = None
-    codes: dict[str, int] = {}
-    try:
-        stack = await open_clients(await asyncio.to_thread(start_stack, infra.env, "clock-"))
+    async with private_stack("clock-") as (stack, _infra):
         yield stack
-    finally:
-        if stack is not None:
-            await close_clients(stack)
-            codes = await asyncio.to_thread(stop_stack, stack)
-        await asyncio.to_thread(infra.close)
-    assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
 
 
 async def _sandbox_now(stack: Stack) -> datetime:

@@ -17,9 +17,9 @@ import pytest_asyncio
 from services.core.config import parse_token_keys
 from services.core.crypto import TokenBox, TokenDecryptError
 from tests.support.kafka_tail import Tail
-from tests.support.private_infra import PrivateInfra
+from tests.support.private_infra import PrivateInfra, private_stack
 from tests.support.procs import MAILSYNC, ROOT, Proc
-from tests.support.stack import Stack, close_clients, open_clients, start_stack, stop_stack
+from tests.support.stack import Stack
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
@@ -30,18 +30,8 @@ launcher_procs = importlib.import_module("procs")  # deploy/local/procs.py, on s
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def private() -> AsyncIterator[tuple[Stack, PrivateInfra]]:
-    infra = await asyncio.to_thread(lambda: PrivateInfra().start())
-    stack = None
-    codes: dict[str, int] = {}
-    try:
-        stack = await open_clients(await asyncio.to_thread(start_stack, infra.env, "ops-"))
+    async with private_stack("ops-") as (stack, infra):
         yield stack, infra
-    finally:
-        if stack is not None:
-            await close_clients(stack)
-            codes = await asyncio.to_thread(stop_stack, stack)
-        await asyncio.to_thread(infra.close)
-    assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
 
 
 def restart_services(stack: Stack, **env: str) -> None:

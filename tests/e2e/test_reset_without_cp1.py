@@ -6,7 +6,6 @@ on their own Kafka and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -17,8 +16,8 @@ from services.core.graph.times import parse_graph_time
 from tests.e2e.test_fidelity import connection, contact_and_mailbox, polled_again
 from tests.support.kafka_caught_up import CaughtUpTail
 from tests.support.kafka_tail import Tail
-from tests.support.private_infra import PrivateInfra
-from tests.support.stack import Stack, close_clients, open_clients, start_stack, stop_stack
+from tests.support.private_infra import private_stack
+from tests.support.stack import Stack
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
@@ -29,19 +28,8 @@ SPEED = 100.0
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def without_cp1() -> AsyncIterator[Stack]:
-    infra = await asyncio.to_thread(lambda: PrivateInfra().start())
-    stack = None
-    codes: dict[str, int] = {}
-    try:
-        env = {**infra.env, "MAILSYNC_CLIENT_CAPABILITIES": "none"}
-        stack = await open_clients(await asyncio.to_thread(start_stack, env, "nocp1-"))
+    async with private_stack("nocp1-", MAILSYNC_CLIENT_CAPABILITIES="none") as (stack, _infra):
         yield stack
-    finally:
-        if stack is not None:
-            await close_clients(stack)
-            codes = await asyncio.to_thread(stop_stack, stack)
-        await asyncio.to_thread(infra.close)
-    assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
 
 
 async def test_a_reset_during_a_stream_of_mail_without_cp1(without_cp1: Stack):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import os
@@ -9,9 +10,11 @@ import secrets
 import shutil
 import signal
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tests.support.own_kafka import PrivateKafka  # puts deploy/local on sys.path
+from tests.support.stack import Stack, close_clients, open_clients, start_stack, stop_stack
 
 PostgresNode = importlib.import_module("postgres_node").PostgresNode  # the stack's own launcher
 _procs = importlib.import_module("procs")  # deploy/local/procs.py: /proc helpers
@@ -80,3 +83,21 @@ class PrivateInfra:
 def _alive(pid: int) -> bool:
     st = _procs.proc_stat(pid)
     return st is not None and st[0] != "Z"
+
+
+@contextlib.asynccontextmanager
+async def private_stack(prefix: str, **env: str) -> AsyncIterator[tuple[Stack, PrivateInfra]]:
+    """A whole stack (its own Kafka, PostgreSQL, sandbox and services) for tests that change what the shared
+    one must not (a sped-up sandbox clock, services restarted or configured otherwise); stopped cleanly after."""
+    infra = await asyncio.to_thread(lambda: PrivateInfra().start())
+    stack = None
+    codes: dict[str, int] = {}
+    try:
+        stack = await open_clients(await asyncio.to_thread(start_stack, {**infra.env, **env}, prefix))
+        yield stack, infra
+    finally:
+        if stack is not None:
+            await close_clients(stack)
+            codes = await asyncio.to_thread(stop_stack, stack)
+        await asyncio.to_thread(infra.close)
+    assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"

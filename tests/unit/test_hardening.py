@@ -162,7 +162,8 @@ async def test_a_worker_that_ends_is_fatal_whether_it_crashed_or_returned():
 
 
 def test_a_dead_loop_exits_the_process_non_zero(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(cli, "_settings", lambda name: type("S", (), {"log_level": "INFO"})())
+    settings = type("S", (), {"log_level": "INFO", "transaction_guard": False})()
+    monkeypatch.setattr(cli, "_settings", lambda name: settings)
 
     async def dies(_: object) -> None:
         raise WorkerDied("worker notification consumer ended")
