@@ -85,8 +85,20 @@ class StatusReporter:
 
     async def set_status(
         self, connection_id: str, status: ConnectionStatus, reason: str | None, error_code: str | None,
-        *, conn: asyncpg.Connection | None = None,
     ) -> bool:
+        """Record the change and publish it."""
+        row = await self.record(self._pool, connection_id, status, reason, error_code)
+        if row is None:
+            return False
+        await self.publish(row)
+        return True
+
+    async def record(
+        self, db: asyncpg.Pool | asyncpg.Connection, connection_id: str, status: ConnectionStatus,
+        reason: str | None, error_code: str | None,
+    ) -> asyncpg.Record | None:
+        """Record the change (inside the caller's transaction when `db` is one) without publishing it; the
+        caller publishes the returned row once committed. None when nothing changed."""
         sql = """
             UPDATE mailbox_connections SET status = $2, reason = $3, error_code = $4,
                    status_changed_at = now(), updated_at = now()
@@ -94,18 +106,16 @@ class StatusReporter:
                AND (status, coalesce(reason, ''), coalesce(error_code, ''))
                    IS DISTINCT FROM ($2, coalesce($3, ''), coalesce($4, ''))
          RETURNING connection_id, user_id, account_id, status, reason, error_code"""
-        db = conn or self._pool
-        row = await db.fetchrow(sql, connection_id, status.value, reason, error_code)
+        row: asyncpg.Record | None = await db.fetchrow(sql, connection_id, status.value, reason, error_code)
         if row is None:
-            return False
+            return None
         await db.execute(
             "INSERT INTO connection_events (connection_id, status, reason, error_code) VALUES ($1, $2, $3, $4)",
             row["connection_id"], row["status"], row["reason"], row["error_code"],
         )
         log.info("connection status changed", extra={"connection_id": connection_id, "status": status.value,
                                                       "error_code": error_code})
-        await self.publish(row)
-        return True
+        return row
 
     async def publish(self, row: dict[str, Any] | asyncpg.Record) -> None:
         try:

@@ -4,6 +4,7 @@ added to the system's trust store, not used instead of checking."""
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import aiohttp
 
@@ -24,8 +25,7 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
-def client_session(ca_file: str | None = None, **options: object) -> aiohttp.ClientSession:
+def client_session(ca_file: str | None = None, *, limit: int = 100, **options: Any) -> aiohttp.ClientSession:
     """An aiohttp session that verifies with `client_context`."""
-    limit = options.pop("limit", 100)
-    connector = aiohttp.TCPConnector(ssl=client_context(ca_file), limit=limit)  # type: ignore[arg-type]
-    return aiohttp.ClientSession(connector=connector, **options)  # type: ignore[arg-type]
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(ca_file), limit=limit),
+                                 **options)

@@ -11,19 +11,17 @@ import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 
 from services.core import engagements as engagement_queries
-from services.core.connections import StatusReporter
 from services.core.crypto import TokenBox, TokenDecryptError
 from services.core.diagnose import DiagnoseError, diagnose, parse_headers
 from services.core.domain import ConnectionStatus
-from services.core.kafka import Publisher, PublishError
 from services.core.subscriptions import delete_pending, deletion_failed, mark_for_deletion
 from services.subscriber.auth import CALLER, Caller, api_auth, caller
-from services.subscriber.keys import GRAPH, POOL, PUBLISHER, SETTINGS, TOKENS, TRUST
+from services.subscriber.keys import GRAPH, POOL, SETTINGS, STATUS, TOKENS, TRUST
 
 __all__ = ["CALLER", "Caller", "api_auth", "api_error", "caller", "connection_view", "disconnect_connection",
            "in_scope"]
@@ -106,17 +104,6 @@ async def get_connection(request: web.Request) -> web.Response:
     return web.json_response(view)
 
 
-class _AfterCommit:
-    """Stands in for the publisher while a transaction is open: the status event `set_status` publishes
-    is kept and sent once the change is committed (no network call inside the transaction)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    async def publish(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        self.records.append((topic, key, value))
-
-
 DISCONNECTED_REASON = "You disconnected this mailbox; mailsync no longer reads it."
 GRAPH_CLEANUP_S = 15.0  # the request waits this long at most for Graph; the renewer retries the rest
 
@@ -127,7 +114,6 @@ async def disconnect_connection(app: web.Application, connection_id: str, *, acc
     access token read before the wipe (never refreshed: the user asked us to stop). What Graph did not
     confirm stays pending for the renewer. Returns False if the connection is unknown (to the caller)."""
     pool, settings = app[POOL], app[SETTINGS]
-    deferred = _AfterCommit()
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"""SELECT graph_user_id, access_token_enc, access_expires_at FROM mailbox_connections
@@ -141,17 +127,14 @@ async def disconnect_connection(app: web.Application, connection_id: str, *, acc
             " access_expires_at = NULL, refresh_lease_until = NULL, updated_at = now()"
             " WHERE connection_id = $1::uuid",
             connection_id)
-        await StatusReporter(pool, cast(Publisher, deferred)).set_status(
-            connection_id, ConnectionStatus.DISCONNECTED, DISCONNECTED_REASON, None, conn=conn)
+        changed = await app[STATUS].record(conn, connection_id, ConnectionStatus.DISCONNECTED, DISCONNECTED_REASON,
+                                           None)
         pending = await mark_for_deletion(conn, connection_id)
     app[TOKENS].forget(connection_id)
     for subscription_id in pending:
         app[TRUST].forget(subscription_id)
-    for topic, key, value in deferred.records:
-        try:
-            await app[PUBLISHER].publish(topic, key, value)
-        except PublishError:  # the row is the truth; the compacted topic catches up on the next change
-            log.warning("connection status not published", extra={"connection_id": connection_id})
+    if changed is not None:
+        await app[STATUS].publish(changed)  # after the commit: no network call inside the transaction
     if pending and token is None:
         for subscription_id in pending:  # visible as such in the status until a new grant or their expiry
             await deletion_failed(pool, subscription_id, "no_usable_access_token")

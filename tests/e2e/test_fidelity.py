@@ -20,7 +20,7 @@ from services.core.graph.times import parse_graph_time
 from services.renewer.subscriptions import _subscribe_failed
 from tests.support.kafka_caught_up import CaughtUpTail
 from tests.support.private_infra import private_stack
-from tests.support.stack import Mailbox, Stack
+from tests.support.stack import Mailbox, Stack, quiet
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
@@ -213,15 +213,8 @@ async def test_graphs_own_reauthorizations_cost_one_patch_each_and_no_catch_up_p
     assert stack.pool is not None
     db = stack.pool
     mailbox = await stack.new_mailbox(stack.new_account())
-    await wait_until(lambda: db.fetchval(
-        "SELECT last_polled_at IS NOT NULL AND poll_lease_until IS NULL FROM mailbox_connections"
-        " WHERE connection_id = $1::uuid", mailbox.connection_id), timeout=40, what="the first poll")
-    await wait_until(lambda: db.fetchval(
-        "SELECT bool_and(status = 'done') FROM sync_jobs WHERE connection_id = $1::uuid", mailbox.connection_id),
-        timeout=40, what="the first back-fill")
     # The hourly poll is the services' own clock's business: keep it out of what is measured.
-    await db.execute("UPDATE mailbox_connections SET next_poll_at = now() + interval '1 day'"
-                     " WHERE connection_id = $1::uuid", mailbox.connection_id)
+    await quiet(stack, db, mailbox)
     await stack.sandbox("POST", "/sandbox/clock", {"speed": SPEED})
 
     # The subscription made at connect time has no recorded authorization: its first reminder may catch up.

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.core import events
 from tests.support.kafka_tail import Tail
-from tests.support.stack import Mailbox, Stack
+from tests.support.stack import Mailbox, Stack, quiet
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
@@ -43,19 +43,6 @@ async def decision_of(db, user_id: str, imid: str, timeout: float = 20.0):
 
 def codes(decision) -> list[str]:
     return [r["code"] for r in decision["reasons"]]
-
-
-async def quiet(stack: Stack, db, mailbox: Mailbox) -> None:
-    """The mailbox's first poll and first back-fill are over, and its next poll is a day away: from
-    here on only what the test does makes the renewer poll it."""
-    await wait_until(lambda: db.fetchval(
-        "SELECT last_polled_at IS NOT NULL AND poll_lease_until IS NULL FROM mailbox_connections"
-        " WHERE connection_id = $1::uuid", mailbox.connection_id), timeout=40, what="the first poll")
-    await wait_until(lambda: db.fetchval(
-        "SELECT bool_and(status = 'done') FROM sync_jobs WHERE connection_id = $1::uuid", mailbox.connection_id),
-        timeout=40, what="the first back-fill")
-    await db.execute("UPDATE mailbox_connections SET next_poll_at = now() + interval '1 day'"
-                     " WHERE connection_id = $1::uuid", mailbox.connection_id)
 
 
 async def mailbox_stats(stack: Stack, mailbox: Mailbox) -> dict[str, Any]:

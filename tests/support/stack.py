@@ -186,6 +186,19 @@ class Stack:
         return str(message["internet_message_id"]) if created else ""
 
 
+async def quiet(stack: Stack, db: asyncpg.Pool, mailbox: Mailbox) -> None:
+    """The mailbox's first poll and first back-fill are over, and its next poll is a day away: from
+    here on only what the test does makes the renewer poll it."""
+    await wait_until(lambda: db.fetchval(
+        "SELECT last_polled_at IS NOT NULL AND poll_lease_until IS NULL FROM mailbox_connections"
+        " WHERE connection_id = $1::uuid", mailbox.connection_id), timeout=40, what="the first poll")
+    await wait_until(lambda: db.fetchval(
+        "SELECT bool_and(status = 'done') FROM sync_jobs WHERE connection_id = $1::uuid", mailbox.connection_id),
+        timeout=40, what="the first back-fill")
+    await db.execute("UPDATE mailbox_connections SET next_poll_at = now() + interval '1 day'"
+                     " WHERE connection_id = $1::uuid", mailbox.connection_id)
+
+
 def start_stack(infra: dict[str, str] | None = None, prefix: str = "") -> Stack:
     """Migrations, topics, the sandbox and the three services; `infra` overrides Kafka/PostgreSQL."""
     tls = local_tls()
