@@ -29,5 +29,7 @@ async def test_an_engagement_left_unpublished_is_published_by_the_relay(stack: S
 
     records = await wait_until(announced_again, timeout=45, what="the relay's publication")
     assert {r["event_id"] for r in records} == {first["event_id"]}  # the same event: consumers dedupe
-    assert await db.fetchval("SELECT published_at IS NOT NULL FROM engagements WHERE engagement_id = $1::uuid",
-                             first["engagement_id"])
+    # Marked once Kafka acknowledged: the mark follows the record it confirms.
+    await wait_until(lambda: db.fetchval("SELECT published_at IS NOT NULL FROM engagements"
+                                         " WHERE engagement_id = $1::uuid", first["engagement_id"]),
+                     timeout=10, what="the engagement marked published")
