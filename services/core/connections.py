@@ -288,6 +288,40 @@ class TokenService:
         await self._status.set_status(connection_id, _failed_status(failure), failure.classified.reason,
                                       failure.classified.error_code)
 
+    async def recover_readable(self, limit: int = 100) -> int:
+        """Heal connections marked `token_unreadable` whose tokens this process can read: the user's
+        sign-in was never at fault, only a replica that lacked a key (a key rollout reaching pods one at a
+        time). Back to connected, with a catch-up poll now for mail of the gap. Returns how many healed."""
+        rows = await self._pool.fetch(
+            """SELECT connection_id, access_token_enc, refresh_token_enc FROM mailbox_connections
+                WHERE status = 'reconnect_required' AND error_code = 'token_unreadable'
+                ORDER BY status_changed_at LIMIT $1""", limit)
+        healed = 0
+        for row in rows:
+            connection_id = str(row["connection_id"])
+            blobs = [bytes(b) for b in (row["access_token_enc"], row["refresh_token_enc"]) if b is not None]
+            try:
+                if not blobs or not all(self._box.decrypt(b, bound_to=connection_id) for b in blobs):
+                    continue
+            except TokenDecryptError:
+                continue  # still unreadable here: the user must reconnect, as the status says
+            async with self._pool.acquire() as conn, conn.transaction():
+                still = await conn.fetchval(  # the user may have reconnected or disconnected meanwhile
+                    """SELECT 1 FROM mailbox_connections WHERE connection_id = $1::uuid
+                          AND status = 'reconnect_required' AND error_code = 'token_unreadable'
+                          AND access_token_enc IS NOT DISTINCT FROM $2 AND refresh_token_enc IS NOT DISTINCT FROM $3
+                          FOR UPDATE""", connection_id, row["access_token_enc"], row["refresh_token_enc"])
+                changed = still and await self._status.record(conn, connection_id, ConnectionStatus.CONNECTED,
+                                                              None, None)
+                if changed:
+                    await conn.execute("UPDATE mailbox_connections SET next_poll_at = now()"
+                                       " WHERE connection_id = $1::uuid", connection_id)
+            if changed:
+                log.info("stored token readable again", extra={"connection_id": connection_id})
+                await self._status.publish(changed)
+                healed += 1
+        return healed
+
 
 def _usable(expires_at: datetime, accept: Callable[[datetime], bool] | None) -> bool:
     return expires_at > datetime.now(UTC) + REFRESH_AHEAD and (accept is None or accept(expires_at))

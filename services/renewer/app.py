@@ -53,6 +53,7 @@ async def run(settings: Settings) -> None:
     async def maintain() -> None:
         # Each step on its own: one failing (the database blinked) never skips the others.
         steps: tuple[tuple[str, Callable[[], Awaitable[object]]], ...] = (
+            ("readable tokens", lambda: tokens.recover_readable()),
             ("token refresh", lambda: refresh_due(pool, tokens, tick=timedelta(seconds=tick))),
             ("renewals", lambda: renew_due(deps)),
             ("missing subscriptions", lambda: ensure_subscriptions(deps)),

@@ -81,7 +81,10 @@ async def test_rotate_keys_reencrypts_every_token_and_the_old_key_can_be_dropped
     assert len(before) >= 3 and all(bytes(r["refresh_token_enc"]).startswith(b"v1.k1.") for r in before)
     plaintexts = opened(old_box, before)  # the old key reads them today
 
-    # The new key first, the old one after it (it still decrypts): what the docstring and docs/deploy.md say.
+    # docs/deploy.md, step 1: every service learns the new key (first, so new tokens use it) and keeps
+    # the old one, *before* anything is re-encrypted; a replica without k2 could not read rotated tokens.
+    await asyncio.to_thread(restart_services, stack, MAILSYNC_TOKEN_KEYS=f"{new_key},{old_keys}")
+    # Step 2: re-encrypt. The new key first, the old one after it (it still decrypts).
     code, out, err = await mailsync({**stack.env, "MAILSYNC_TOKEN_KEYS": f"{new_key},{old_keys}"}, "rotate-keys")
     assert code == 0, err
     assert out.strip() == f"re-encrypted the tokens of {len(before)} connection(s) with key 'k2'"

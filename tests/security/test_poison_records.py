@@ -83,6 +83,8 @@ async def test_an_unreadable_token_marks_its_connection_and_stops_nobody_else(st
     contact = await stack.add_contact(account, f"jane@acme-{account}.example")
     await stack.wait_contact(contact)
     broken, healthy = await stack.new_mailbox(account), await stack.new_mailbox(account)
+    sealed = await db.fetchrow("SELECT access_token_enc, refresh_token_enc FROM mailbox_connections"
+                               " WHERE connection_id = $1::uuid", broken.connection_id)
     # As if the key these blobs were sealed with had been dropped before `rotate-keys` finished.
     await db.execute(
         """UPDATE mailbox_connections SET access_token_enc = overlay(access_token_enc placing 'zz' from 4 for 2),
@@ -107,3 +109,13 @@ async def test_an_unreadable_token_marks_its_connection_and_stops_nobody_else(st
     # Positive control: the colleague's mail, behind it on the same topic, still becomes an engagement.
     imid = await stack.deliver(healthy, **{"from": f"jane@acme-{account}.example", "subject": f"ok {uuid.uuid4()}"})
     await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=30)
+
+    # The key comes back (the blobs readable again, as after a rollout reaches the last replica): the
+    # renewer heals the connection by itself and the catch-up poll imports the mail of the gap.
+    await db.execute("UPDATE mailbox_connections SET access_token_enc = $2, refresh_token_enc = $3"
+                     " WHERE connection_id = $1::uuid", broken.connection_id, sealed["access_token_enc"],
+                     sealed["refresh_token_enc"])
+    await engagements_tail.wait_for(type="engagement.created", internet_message_id=lost, timeout=60)
+    status, view = await stack.api("GET", f"/api/v1/users/{broken.user_id}/connection")
+    assert status == 200 and view["status"] == "connected" and view["error_code"] is None, view
+
