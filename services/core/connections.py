@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import asyncpg
 from prometheus_client import Counter
 
-from services.core import events
+from services.core import events, notice_store
 from services.core.crypto import TokenBox, TokenDecryptError
 from services.core.domain import ConnectionStatus
 from services.core.graph.errors import AccessTokenRejected, Classified, GraphError, Severity
@@ -98,7 +98,11 @@ class StatusReporter:
         reason: str | None, error_code: str | None,
     ) -> asyncpg.Record | None:
         """Record the change (inside the caller's transaction when `db` is one) without publishing it; the
-        caller publishes the returned row once committed. None when nothing changed."""
+        caller publishes the returned row once committed. None when nothing changed. The connection's
+        notice (services/core/notice_store.py) is opened or closed in the same transaction."""
+        if isinstance(db, asyncpg.Pool):
+            async with db.acquire() as conn, conn.transaction():
+                return await self.record(conn, connection_id, status, reason, error_code)
         sql = """
             UPDATE mailbox_connections SET status = $2, reason = $3, error_code = $4,
                    status_changed_at = now(), updated_at = now()
@@ -113,6 +117,7 @@ class StatusReporter:
             "INSERT INTO connection_events (connection_id, status, reason, error_code) VALUES ($1, $2, $3, $4)",
             row["connection_id"], row["status"], row["reason"], row["error_code"],
         )
+        await notice_store.on_status_change(db, row)
         log.info("connection status changed", extra={"connection_id": connection_id, "status": status.value,
                                                       "error_code": error_code})
         return row

@@ -24,6 +24,7 @@ from services.renewer.cleanup import clean_up_deletions
 from services.renewer.delta import PollDeps, claim_due, poll_claimed
 from services.renewer.jobs import claim_job, run_job
 from services.renewer.lifecycle import LifecycleBatch
+from services.renewer.notices import relay, remind
 from services.renewer.subscriptions import RenewerDeps, count_connections, ensure_subscriptions, renew_due
 from services.renewer.tokens import refresh_due
 
@@ -55,7 +56,6 @@ async def run(settings: Settings) -> None:
         steps: tuple[tuple[str, Callable[[], Awaitable[object]]], ...] = (
             ("readable tokens", lambda: tokens.recover_readable()),
             ("token refresh", lambda: refresh_due(pool, tokens, tick=timedelta(seconds=tick))),
-            ("renewals", lambda: renew_due(deps)),
             ("missing subscriptions", lambda: ensure_subscriptions(deps)),
             ("connection counts", lambda: count_connections(pool)),
             ("pending subscription deletions", lambda: clean_up_deletions(deps)),
@@ -74,6 +74,11 @@ async def run(settings: Settings) -> None:
         claimed = await claim_due(pool, limit=50, lease=timedelta(minutes=10))
         await asyncio.gather(*(one(c) for c in claimed))
 
+    async def notices() -> None:
+        # Reminders first, so one queued now leaves in this same pass.
+        await remind(pool)
+        await relay(pool, publisher, settings.app_url)
+
     async def jobs() -> None:
         while not stop.is_set() and (job := await claim_job(pool)) is not None:
             await run_job(polls, job, stop)
@@ -86,8 +91,11 @@ async def run(settings: Settings) -> None:
             asyncio.create_task(run_batches(lifecycle, LifecycleBatch(deps), publisher=publisher, stop=stop),
                                 name="lifecycle consumer"),
             asyncio.create_task(every(tick, stop, maintain, "maintenance", liveness), name="maintenance"),
+            # Renewals on their own loop: a slow maintenance step (many refreshes, creates) never delays them.
+            asyncio.create_task(every(tick, stop, lambda: renew_due(deps), "renewals"), name="renewals"),
             asyncio.create_task(every(tick, stop, poll, "delta poll"), name="delta poll"),
             asyncio.create_task(every(tick, stop, jobs, "sync jobs"), name="sync jobs"),
+            asyncio.create_task(every(tick, stop, notices, "notices"), name="notices"),
         ]
 
         try:
