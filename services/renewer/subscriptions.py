@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ RENEWALS = Counter("mailsync_subscription_renewals_total", "Subscription renewal
 EXPIRING_SOON = Gauge("mailsync_subscriptions_expiring_soon", "Subscriptions inside the renewal window")
 RENEW_LEASE = timedelta(minutes=5)  # longer than a renewal's calls with their retries
 RETRY_FAILED_RENEWAL = timedelta(seconds=30)
+RENEWALS_IN_FLIGHT = 8
 CONNECTIONS = Gauge("mailsync_connections", "Mailbox connections by status", ["status"])
 
 
@@ -42,13 +44,25 @@ def renew_window(lifetime_min: int) -> timedelta:
 async def renew_due(deps: RenewerDeps, *, limit: int = 50) -> int:
     """Renew subscriptions inside the window. Each is claimed with a lease in one short statement, so
     replicas never renew the same one and no transaction stays open across the Graph calls; a failure
-    is isolated to its subscription."""
+    is isolated to its subscription. Rounds of RENEWALS_IN_FLIGHT run at once, so one mailbox Graph
+    throttles (Retry-After, retries) never holds the others back, and each round fits in its lease."""
     window = renew_window(deps.settings.subscription_lifetime_min)
     EXPIRING_SOON.set(await deps.pool.fetchval(
         "SELECT count(*) FROM subscriptions WHERE expires_at < now() + $1::interval", window))
+    renewed = 0
+    while limit > 0:
+        claimed = await _claim_due(deps.pool, window, min(limit, RENEWALS_IN_FLIGHT))
+        if not claimed:
+            break
+        limit -= len(claimed)
+        renewed += sum(await asyncio.gather(*(_renew_claimed(deps, row) for row in claimed)))
+    return renewed
+
+
+async def _claim_due(pool: asyncpg.Pool, window: timedelta, limit: int) -> list[asyncpg.Record]:
     # Only connected mailboxes' subscriptions: the others can never be renewed, and claiming them first (they
     # expire first) would starve the renewable ones behind them.
-    claimed = await deps.pool.fetch(
+    return list(await pool.fetch(
         """UPDATE subscriptions s SET renew_lease_until = now() + $3::interval
              FROM (SELECT s2.subscription_id FROM subscriptions s2
                      JOIN mailbox_connections c ON c.connection_id = s2.connection_id AND c.status = 'connected'
@@ -56,20 +70,20 @@ async def renew_due(deps: RenewerDeps, *, limit: int = 50) -> int:
                       AND (s2.renew_lease_until IS NULL OR s2.renew_lease_until < now())
                     ORDER BY s2.expires_at LIMIT $2 FOR UPDATE OF s2 SKIP LOCKED) due
             WHERE s.subscription_id = due.subscription_id
-        RETURNING s.subscription_id, s.connection_id""", window, limit, RENEW_LEASE)
-    renewed = 0
-    for row in claimed:
-        done = False
-        try:
-            done = await renew_one(deps, row["subscription_id"], str(row["connection_id"]))
-            renewed += done
-        except Exception:
-            RENEWALS.labels("error").inc()
-            log.exception("renewal failed", extra={"subscription_id": row["subscription_id"]})
-        finally:
-            # A failed renewal waits a little before its next try, so the other due ones get their turn.
-            await _release(deps.pool, row["subscription_id"], timedelta(0) if done else RETRY_FAILED_RENEWAL)
-    return renewed
+        RETURNING s.subscription_id, s.connection_id""", window, limit, RENEW_LEASE))
+
+
+async def _renew_claimed(deps: RenewerDeps, row: asyncpg.Record) -> bool:
+    done = False
+    try:
+        done = await renew_one(deps, row["subscription_id"], str(row["connection_id"]))
+    except Exception:
+        RENEWALS.labels("error").inc()
+        log.exception("renewal failed", extra={"subscription_id": row["subscription_id"]})
+    finally:
+        # A failed renewal waits a little before its next try, so the other due ones get their turn.
+        await _release(deps.pool, row["subscription_id"], timedelta(0) if done else RETRY_FAILED_RENEWAL)
+    return done
 
 
 async def claim_renewal(pool: asyncpg.Pool, subscription_id: str) -> bool:

@@ -164,9 +164,17 @@ async def test_two_renewers_never_renew_or_poll_the_same_mailbox_twice(stack: St
                          " WHERE connection_id = ANY($1::uuid[])", ids)
         await db.execute("UPDATE mailbox_connections SET next_poll_at = now() WHERE connection_id = ANY($1::uuid[])",
                          ids)
-        await wait_until(lambda: db.fetchval(
-            "SELECT count(*) = 8 FROM subscriptions WHERE connection_id = ANY($1::uuid[])"
-            " AND expires_at > now() + interval '1 day'", ids), timeout=120, what="every renewal")
+        try:
+            await wait_until(lambda: db.fetchval(
+                "SELECT count(*) = 8 FROM subscriptions WHERE connection_id = ANY($1::uuid[])"
+                " AND expires_at > now() + interval '1 day'", ids), timeout=120, what="every renewal")
+        except AssertionError as exc:  # say where they stand, and what else was due, so a failure has a cause
+            rows = await db.fetch(
+                "SELECT s.subscription_id, s.expires_at, s.renew_lease_until, s.reauth_failed_at, c.status"
+                " FROM subscriptions s JOIN mailbox_connections c USING (connection_id)"
+                " WHERE s.connection_id = ANY($1::uuid[])", ids)
+            due = await db.fetchval("SELECT count(*) FROM subscriptions WHERE expires_at < now() + interval '1 day'")
+            raise AssertionError(f"{exc}; ours: {[dict(r) for r in rows]}; due overall: {due}") from None
         polled = {str(r["connection_id"]): r["last_polled_at"] for r in before_polls}
 
         async def all_polled_again() -> bool:
