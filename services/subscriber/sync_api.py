@@ -32,6 +32,45 @@ def _when(body: dict[str, Any], key: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+class Refused(Exception):
+    """A sync or back-sync that cannot be queued; the API answers it as JSON, the settings page in words."""
+
+    def __init__(self, http_status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.http_status, self.code = http_status, code
+
+
+async def queue_sync(pool: Any, connection_id: str, account_id: str | None, status: str) -> None:
+    """Sync now: the renewer polls the mailbox at its next tick. The API and the settings page share it."""
+    if status != "connected":
+        raise Refused(409, "not_connected", f"the mailbox is {status}; reconnect it first")
+    updated = await pool.fetchval(
+        f"UPDATE mailbox_connections SET next_poll_at = now() WHERE connection_id = $1::uuid"  # noqa: S608
+        f" AND {in_scope('account_id', 2)} RETURNING true", connection_id, account_id)
+    if not updated:
+        raise Refused(404, "not_found", "no such connection")
+
+
+async def queue_backsync(pool: Any, connection_id: str, account_id: str | None, status: str, *,
+                         since: datetime, until: datetime, dry_run: bool) -> str:
+    """The one place a back-sync is queued (the API and the settings page's "Import older email"): the range
+    is checked and capped at MAX_RANGE_DAYS, the mailbox must be connected. Returns the job id."""
+    if since >= until:
+        raise Refused(400, "bad_request", "since must be before until")
+    if (until - since).days > MAX_RANGE_DAYS:
+        raise Refused(400, "bad_request", f"a back-sync covers at most {MAX_RANGE_DAYS} days")
+    if status != "connected":
+        raise Refused(409, "not_connected", f"the mailbox is {status}; reconnect it first")
+    job_id = await pool.fetchval(
+        f"""INSERT INTO sync_jobs (connection_id, kind, since, until, dry_run)
+            SELECT connection_id, 'backsync', $2, $3, $4 FROM mailbox_connections
+             WHERE connection_id = $1::uuid AND {in_scope("account_id", 5)}
+            RETURNING job_id""", connection_id, since, until, dry_run, account_id)  # noqa: S608
+    if job_id is None:
+        raise Refused(404, "not_found", "no such connection")
+    return str(job_id)
+
+
 def _no_connection() -> web.Response:
     return api_error(404, "not_found", "no such connection")
 
@@ -51,13 +90,10 @@ async def post_sync(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     connection_id, status = found
-    if status != "connected":
-        return api_error(409, "not_connected", f"the mailbox is {status}; reconnect it first")
-    updated = await request.app[POOL].fetchval(
-        f"UPDATE mailbox_connections SET next_poll_at = now() WHERE connection_id = $1::uuid"  # noqa: S608
-        f" AND {in_scope('account_id', 2)} RETURNING true", connection_id, caller(request).account_id)
-    if not updated:
-        return _no_connection()
+    try:
+        await queue_sync(request.app[POOL], connection_id, caller(request).account_id, status)
+    except Refused as exc:
+        return api_error(exc.http_status, exc.code, str(exc))
     return web.json_response({"connection_id": connection_id, "status": "queued"}, status=202)
 
 
@@ -76,20 +112,12 @@ async def post_backsync(request: web.Request) -> web.Response:
             raise ValueError("dry_run must be true or false")
     except ValueError as exc:
         return api_error(400, "bad_request", str(exc))
-    if since >= until:
-        return api_error(400, "bad_request", "since must be before until")
-    if (until - since).days > MAX_RANGE_DAYS:
-        return api_error(400, "bad_request", f"a back-sync covers at most {MAX_RANGE_DAYS} days")
-    if status != "connected":
-        return api_error(409, "not_connected", f"the mailbox is {status}; reconnect it first")
-    job_id = await request.app[POOL].fetchval(
-        f"""INSERT INTO sync_jobs (connection_id, kind, since, until, dry_run)
-            SELECT connection_id, 'backsync', $2, $3, $4 FROM mailbox_connections
-             WHERE connection_id = $1::uuid AND {in_scope("account_id", 5)}
-            RETURNING job_id""", connection_id, since, until, dry_run, caller(request).account_id)  # noqa: S608
-    if job_id is None:
-        return _no_connection()
-    return web.json_response({"backsync_id": str(job_id)}, status=202)
+    try:
+        job_id = await queue_backsync(request.app[POOL], connection_id, caller(request).account_id, status,
+                                      since=since, until=until, dry_run=dry_run)
+    except Refused as exc:
+        return api_error(exc.http_status, exc.code, str(exc))
+    return web.json_response({"backsync_id": job_id}, status=202)
 
 
 async def get_backsync(request: web.Request) -> web.Response:
