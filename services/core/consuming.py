@@ -11,12 +11,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from services.core import events, faults
 from services.core.events import BadEvent
-from services.core.kafka import Publisher
+from services.core.kafka import AIOKafkaConsumer, ConsumerRecord, Publisher, TopicPartition
 from services.core.observability import Liveness
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,9 @@ reason and the consumer moves on.
 from __future__ import annotations
 
 import asyncpg
-from aiokafka.errors import KafkaError
 
 from services.core.graph.errors import GraphError
-from services.core.kafka import PublishError
+from services.core.kafka import KafkaError, PublishError
 
 _INFRASTRUCTURE: tuple[type[BaseException], ...] = (
     OSError, TimeoutError, PublishError, KafkaError,

@@ -6,12 +6,16 @@ import asyncio
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from services.core import events
 from services.core.config import Settings
+
+# The one module that imports aiokafka (tests/unit/test_layering.py): the rest of mailsync names these.
+__all__ = ["AIOKafkaConsumer", "ConsumerRecord", "KafkaError", "PublishError", "Publisher", "TopicPartition",
+           "consumer"]
 
 log = logging.getLogger(__name__)
 
