@@ -128,6 +128,8 @@ class Message:
     seq: int = 0  # the mailbox's change sequence number of the last change
     entered_seq: int = 0  # ... when it entered its current folder
     version: int = 1
+    # singleValueExtendedProperties set on create (id -> value), as Graph keeps them on the item
+    extended_properties: dict[str, str] = field(default_factory=dict)
 
     @property
     def change_key(self) -> str:
@@ -168,6 +170,8 @@ class Mailbox:
     tombstones: dict[str, dict[str, int]] = field(default_factory=dict)
     seq: int = 0
     root_id: str = ""
+    # (sandbox time, recipients) of each message this mailbox sent: Exchange's sending limits (graph_send.py)
+    sent_log: list[tuple[float, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.folders:
