@@ -106,6 +106,7 @@ async def store_engagement(
         [(engagement_id, c, account_id) for c in result.client_ids])
     await record_decision(conn, account_id=account_id, user_id=user_id, connection_id=connection_id,
                           message=message, result=result, source=source, engagement_id=engagement_id)
+    await link_send(conn, engagement_id)
     unpublished = await conn.fetchval(
         "SELECT published_at IS NULL FROM engagements WHERE engagement_id = $1::uuid", engagement_id)
     return Stored(engagement_id, bool(inserted), bool(unpublished))
@@ -121,7 +122,7 @@ async def created_event(db: asyncpg.Connection | asyncpg.Pool, engagement_id: st
                   array(SELECT user_id FROM engagement_mailboxes m WHERE m.engagement_id = e.engagement_id
                             ORDER BY user_id) AS mailbox_user_ids
              FROM engagements e WHERE e.engagement_id = $1::uuid""", engagement_id)
-    return events.envelope("engagement.created", {
+    event = events.envelope("engagement.created", {
         "engagement_id": str(row["engagement_id"]), "account_id": row["account_id"],
         "contact_ids": list(row["contact_ids"]), "client_ids": list(row["client_ids"]),
         "direction": row["direction"], "subject": row["subject"],
@@ -129,6 +130,18 @@ async def created_event(db: asyncpg.Connection | asyncpg.Pool, engagement_id: st
         "conversation_id": row["conversation_id"], "participants": row["participants"],
         "mailbox_user_ids": list(row["mailbox_user_ids"]), "source": row["source"],
     }, event_id=events.stable_event_id("engagement.created", str(row["engagement_id"])))
+    if row["send_id"] is not None:
+        event["send_id"] = str(row["send_id"])  # sent through the API (services/core/sends.py)
+    return event
+
+
+async def link_send(conn: asyncpg.Connection, engagement_id: str) -> None:
+    """A message sent through the API carries its send: the send row (stored before Graph was called) holds
+    the internetMessageId mailsync gave the message, unique, so whichever copy is stored first links it."""
+    await conn.execute(
+        "UPDATE engagements e SET send_id = s.send_id FROM sends s WHERE e.engagement_id = $1::uuid"
+        " AND e.send_id IS NULL AND s.account_id = e.account_id AND s.internet_message_id = e.internet_message_id",
+        engagement_id)
 
 
 async def mark_published(db: asyncpg.Connection | asyncpg.Pool, engagement_ids: list[str]) -> None:
