@@ -70,6 +70,11 @@ class Settings:
     https_port: int = 8443
     dev_mode: bool = False
     transaction_guard: bool = False  # test mode: refuse network calls inside a transaction (core.txguard)
+    # Tenant-wide connection (application permissions): a PEM holding the app's private key and certificate
+    # (preferred), else the client secret; the admin consent page returns to `<app_url>/oauth/microsoft365/
+    # admin-callback`.
+    app_cert_file: str | None = None
+    tenant_sync_interval_s: float = 30.0
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
@@ -109,6 +114,22 @@ def _file(env: Mapping[str, str], name: str) -> str | None:
     if not os.path.isfile(value) or not os.access(value, os.R_OK):
         raise ConfigError(f"{name} names {value!r}, which is not a readable file")
     return value
+
+
+def _app_certificate(env: Mapping[str, str]) -> str | None:
+    """MAILSYNC_APP_CERT_FILE: a readable PEM with an unencrypted private key and its certificate."""
+    path = _file(env, "MAILSYNC_APP_CERT_FILE")
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        text = f.read(1_000_000)
+    if b"-----BEGIN CERTIFICATE-----" not in text or b"PRIVATE KEY-----" not in text:
+        raise ConfigError(f"MAILSYNC_APP_CERT_FILE {path!r} must be a PEM holding the private key and the "
+                          "certificate")
+    if b"ENCRYPTED PRIVATE KEY" in text or b"Proc-Type: 4,ENCRYPTED" in text:
+        raise ConfigError(f"MAILSYNC_APP_CERT_FILE {path!r} holds an encrypted key: mount it unencrypted (as a "
+                          "Secret), mailsync takes no password")
+    return path
 
 
 def _capabilities(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -210,6 +231,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, service: str = "") ->
         dev_mode=dev_mode,
         client_capabilities=_capabilities(env),
         transaction_guard=_bool(env, "MAILSYNC_TRANSACTION_GUARD"),
+        app_cert_file=_app_certificate(env),
+        tenant_sync_interval_s=float(_int(env, "MAILSYNC_TENANT_SYNC_INTERVAL_S", 30, minimum=1)),
         token_keys=parse_token_keys(_require(env, "MAILSYNC_TOKEN_KEYS")),
         api_token=_require(env, "MAILSYNC_API_TOKEN"),
         session_secret=_require(env, "MAILSYNC_SESSION_SECRET"),

@@ -11,11 +11,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from services.sandbox import control, identity
+from services.sandbox import admin_consent, control, graph_send, identity
 from services.sandbox import delta as _delta  # noqa: F401 - registers Graph routes
 from services.sandbox import graph_folders as _folders  # noqa: F401
 from services.sandbox import graph_messages as _messages  # noqa: F401
-from services.sandbox import graph_send
 from services.sandbox import graph_subscriptions as _subscriptions  # noqa: F401
 from services.sandbox import graph_users as _users  # noqa: F401
 from services.sandbox.batch import run_batch
@@ -94,6 +93,8 @@ def create_app(sandbox: Sandbox | None = None, *, ca_file: str | None = None) ->
         app.router.add_get(tenant_path, identity.authorize)
         app.router.add_post(tenant_path, identity.authorize)
     app.router.add_post("/{tenant}/oauth2/v2.0/token", identity.token)
+    app.router.add_get("/{tenant}/v2.0/adminconsent", admin_consent.admin_consent)
+    app.router.add_post("/{tenant}/v2.0/adminconsent", admin_consent.admin_consent)
     app.router.add_post("/sandbox/send-faults", graph_send.set_send_faults)
     app.router.add_route("*", "/v1.0/{tail:.*}", graph)
     return app

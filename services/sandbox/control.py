@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from services.sandbox import client_assertion
 from services.sandbox import faults as fault_config
 from services.sandbox.mailstore import InputError
 from services.sandbox.model import Mailbox, Message
@@ -99,7 +100,7 @@ def mailbox_json(mailbox: Mailbox, *, folders: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "user_id": mailbox.user_id, "tenant_id": mailbox.tenant_id, "address": mailbox.address,
         "aliases": mailbox.aliases, "display_name": mailbox.display_name, "auto_consent": mailbox.auto_consent,
-        "message_count": len(mailbox.messages),
+        "shared": mailbox.shared, "message_count": len(mailbox.messages),
     }
     if folders:
         out["folders"] = [{"id": f.id, "display_name": f.display_name, "well_known_name": f.well_known,
@@ -121,8 +122,31 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.post("/sandbox/mailboxes")
 async def put_mailbox(request: web.Request) -> web.Response:
-    mailbox, created = _sb(request).mail.upsert_mailbox(await _body(request))
+    body = await _body(request)
+    shared = body.pop("shared", False)
+    if not isinstance(shared, bool):
+        return error(400, "bad_request", "shared must be a boolean")
+    mailbox, created = _sb(request).mail.upsert_mailbox(body)
+    mailbox.shared = shared  # no sign-in; application permissions only (identity.py, app_access.py)
     return web.json_response(mailbox_json(mailbox, folders=True), status=201 if created else 200)
+
+
+@routes.post("/sandbox/apps/{client_id}/certificates")
+async def register_certificate(request: web.Request) -> web.Response:
+    """`{"pem"}`: a certificate the application signs client assertions with (client_assertion.py)."""
+    pem = (await _body(request)).get("pem")
+    if not isinstance(pem, str) or not pem.strip():
+        return error(400, "bad_request", "pem (a PEM certificate) is required")
+    try:
+        cert = client_assertion.register(pem)
+    except ValueError as exc:
+        return error(400, "bad_request", str(exc))
+    client_id = request.match_info["client_id"]
+    certs = _sb(request).tokens.app_certificates.setdefault(client_id, [])
+    if all(c.sha256 != cert.sha256 for c in certs):
+        certs.append(cert)
+    return web.json_response({"client_id": client_id, "thumbprint_sha256": cert.sha256, "thumbprint": cert.sha1,
+                              "certificates": len(certs)}, status=201)
 
 
 @routes.get("/sandbox/mailboxes")
@@ -191,26 +215,52 @@ async def revoke(request: web.Request) -> web.Response:
                               "access_tokens_challenged": challenged, "subscriptions_removed": removed})
 
 
-TENANT_POLICIES = ("admin_consent_required", "conditional_access_block")
+TENANT_FLAGS = ("admin_consent_required", "conditional_access_block", "auto_admin_consent", "revoke_admin_consent")
+TENANT_LISTS = ("application_access_policy", "verified_domains")  # a list of strings, or null to clear
+TENANT_POLICIES = TENANT_FLAGS + TENANT_LISTS
+
+
+def _policy_problem(body: dict[str, Any]) -> str | None:
+    if not body or any(k not in TENANT_POLICIES for k in body):
+        return f"give one or more of {', '.join(TENANT_POLICIES)}"
+    for key, value in body.items():
+        if key in TENANT_FLAGS and not isinstance(value, bool):
+            return f"{key} must be a boolean"
+        if key in TENANT_LISTS and value is not None and (
+                not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value)):
+            return f"{key} must be a list of strings or null"
+    return None
 
 
 @routes.post("/sandbox/tenants/{tenant_id}/policy")
 async def policy(request: web.Request) -> web.Response:
-    """Any of `admin_consent_required` and `conditional_access_block` (booleans); the rest stays."""
+    """Any of the booleans `admin_consent_required`, `conditional_access_block`, `auto_admin_consent` (the
+    admin consent page returns at once), `revoke_admin_consent` (true: every application's admin consent is
+    withdrawn now; its app-only tokens stop working) and the lists `application_access_policy` (addresses
+    app-only calls may reach; null: all) and `verified_domains` (null: the domains of the tenant's
+    mailboxes). What is not given stays."""
     tenant_id = request.match_info["tenant_id"]
     body = await _body(request)
-    given = {k: v for k, v in body.items() if k in TENANT_POLICIES}
-    if not given or len(given) != len(body):
-        return error(400, "bad_request", f"give one or more of {', '.join(TENANT_POLICIES)}")
-    if not all(isinstance(v, bool) for v in given.values()):
-        return error(400, "bad_request", f"{', '.join(given)} must be booleans")
-    tokens = _sb(request).tokens
-    stores = {"admin_consent_required": tokens.admin_consent_required,
-              "conditional_access_block": tokens.conditional_access_block}
-    for key, value in given.items():
-        stores[key][tenant_id.lower()] = value
-    return web.json_response({"tenant_id": tenant_id, **{k: v.get(tenant_id.lower(), False)
-                                                          for k, v in stores.items()}})
+    problem = _policy_problem(body)
+    if problem is not None:
+        return error(400, "bad_request", problem)
+    tokens, key = _sb(request).tokens, tenant_id.lower()
+    flags = {"admin_consent_required": tokens.admin_consent_required,
+             "conditional_access_block": tokens.conditional_access_block,
+             "auto_admin_consent": tokens.auto_admin_consent}
+    lists = {"application_access_policy": tokens.access_policy, "verified_domains": tokens.verified_domains}
+    revoked = 0
+    for name, value in body.items():
+        if name == "revoke_admin_consent":
+            revoked = tokens.revoke_admin_consent(tenant_id) if value else 0
+        elif name in flags:
+            flags[name][key] = value
+        elif value is None:
+            lists[name].pop(key, None)
+        else:
+            lists[name][key] = [v.strip().lower() for v in value]
+    return web.json_response({"tenant_id": tenant_id, **{k: v.get(key, False) for k, v in flags.items()},
+                              **{k: v.get(key) for k, v in lists.items()}, "admin_consents_revoked": revoked})
 
 
 @routes.get("/sandbox/clock")
@@ -274,6 +324,8 @@ async def tokens(request: web.Request) -> web.Response:
     mailbox = sb.mail.get(str(body.get("user_id", "")))
     if mailbox is None:
         return error(404, "not_found", f"no mailbox {body.get('user_id')!r}")
+    if mailbox.shared:
+        return error(400, "bad_request", "a shared mailbox has no sign-in: use application permissions")
     raw = body.get("scopes") or ["User.Read", "Mail.Read"]
     if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
         return error(400, "bad_request", "scopes must be a list of strings")

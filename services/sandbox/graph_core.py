@@ -16,6 +16,9 @@ tokens of clients that declared `cp1` only (tokens.py):
   code `InsufficientClaims` (docs/contract.md#sandbox: Conditional Access answers 403 `insufficient_claims`;
   the challenge asks for a fresh token, which the token endpoint then refuses with AADSTS53003).
 Without cp1 both kinds of token keep working until they expire.
+
+App-only tokens (application permissions) follow app_access.py; one issued before its tenant's admin
+consent was revoked answers 401 at once.
 """
 
 from __future__ import annotations
@@ -172,13 +175,20 @@ def authenticate(sb: Sandbox, headers: Mapping[str, str]) -> AccessToken | Graph
                            "result: InteractionRequired and code: BlockedByConditionalAccess (the tenant's "
                            "Conditional Access policy no longer allows this token).",
                            {"WWW-Authenticate": claims_challenge(sb.clock.time())})
+    if problem == "app_revoked":
+        return graph_error(401, "InvalidAuthenticationToken", "Continuous access evaluation resulted in challenge "
+                           "with result: InteractionRequired and code: ServicePrincipalDeleted (the tenant's "
+                           "administrator removed the application's consent).", {"WWW-Authenticate": WWW_AUTHENTICATE})
     if problem == "expired":
         return graph_error(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.",
                            {"WWW-Authenticate": WWW_AUTHENTICATE})
     return token
 
 
-def _access(call: GraphCall, found: Route, ref: str | None, token: AccessToken) -> Mailbox | GraphResponse:
+def _access(call: GraphCall, found: Route, ref: str | None, token: AccessToken) -> Mailbox | GraphResponse | None:
+    if token.grant.app_only:
+        from services.sandbox import app_access  # its rules import this module's types
+        return app_access.resolve(call, found, ref, token)
     sb, scopes = call.sb, {s.lower() for s in graph_scopes(token.grant.scopes)}
     mailbox = sb.mail.mailboxes.get(token.grant.user_id) if ref in (None, ME) else sb.mail.get(ref or "")
     if mailbox is None:
@@ -217,7 +227,8 @@ async def dispatch(call: GraphCall) -> GraphResponse:
         return mailbox
     call.mailbox = mailbox
     app_id = token.grant.client_id
-    throttled = sb.throttler.enter(app_id, mailbox.user_id, sb.faults.throttle)
+    throttle_key = mailbox.user_id if mailbox is not None else token.grant.user_id  # app-only tenant-wide call
+    throttled = sb.throttler.enter(app_id, throttle_key, sb.faults.throttle)
     if throttled is not None:
         return graph_error(429, "ApplicationThrottled", throttled.message, {"Retry-After": throttled.header})
     try:
@@ -227,4 +238,4 @@ async def dispatch(call: GraphCall) -> GraphResponse:
     except ODataError as exc:
         return graph_error(exc.status, exc.code, exc.message)
     finally:
-        sb.throttler.leave(app_id, mailbox.user_id)
+        sb.throttler.leave(app_id, throttle_key)

@@ -30,6 +30,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from services.sandbox import app_access
 from services.sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
 from services.sandbox.paths import split_path
 from services.sandbox.subscription_store import MAX_PER_MAILBOX, Subscription
@@ -79,8 +80,10 @@ def _resource(call: GraphCall, resource: Any) -> tuple[str, str | None] | GraphR
         return _invalid("resource is required.")
     segments = split_path(resource)
     head = segments[0].lower() if segments else ""
-    mailbox = call.me() if head == "me" else call.sb.mail.get(segments[1]) if head == "users" and \
-        len(segments) > 1 else None
+    assert call.token is not None
+    app_only = call.token.grant.app_only
+    mailbox = (None if app_only else call.me()) if head == "me" else call.sb.mail.get(segments[1]) \
+        if head == "users" and len(segments) > 1 else None
     rest = [s.lower() for s in segments[1 if head == "me" else 2:]]
     if head not in ("me", "users") or not (rest == ["messages"] or (
             len(rest) == 3 and rest[0] == "mailfolders" and rest[2] == "messages")):
@@ -88,10 +91,11 @@ def _resource(call: GraphCall, resource: Any) -> tuple[str, str | None] | GraphR
                         "or of one mail folder.")
     forbidden = graph_error(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; "
                                                    "Reason: Access is denied. Check credentials and try again.]")
-    assert call.token is not None
-    if mailbox is None or mailbox.user_id != call.token.grant.user_id:
-        return forbidden
-    if not {s.lower() for s in call.token.grant.scopes} & MAIL_READ_SCOPES:
+    if app_only:  # application permissions: any mailbox of the tenant inside the access policy
+        if mailbox is None or not app_access.may_subscribe(call, mailbox, call.token):
+            return forbidden
+    elif (mailbox is None or mailbox.user_id != call.token.grant.user_id
+          or not {s.lower() for s in call.token.grant.scopes} & MAIL_READ_SCOPES):
         return forbidden
     if len(rest) == 1:
         return mailbox.user_id, None
@@ -179,11 +183,11 @@ async def create(call: GraphCall) -> GraphResponse:
     token = call.token
     assert token is not None
     sub = Subscription(
-        id=str(uuid.uuid4()), resource=body["resource"], user_id=user_id, tenant_id=call.me().tenant_id,
+        id=str(uuid.uuid4()), resource=body["resource"], user_id=user_id, tenant_id=token.grant.tenant_id,
         folder_id=folder_id, change_types=tuple(t for t in CHANGE_TYPES if t in types),
         notification_url=body["notificationUrl"], lifecycle_url=lifecycle, client_state=client_state,
         expires_at=expires, application_id=token.grant.client_id, creator_id=token.grant.user_id, tls_version=tls,
-        delegated=not getattr(token.grant, "app_only", False))
+        delegated=not token.grant.app_only)
     sub.authorize_with(token.expires_at, token.expires_at - token.issued_at)
     call.sb.subscriptions.add(sub)
     call.sb.lifecycle.poke()

@@ -1,4 +1,5 @@
-"""Graph users: `GET /me` and `GET /users/{id | userPrincipalName}` (own profile only, delegated)."""
+"""Graph users: `GET /me` and `GET /users/{id | userPrincipalName}` (own profile only with a delegated token;
+any user of the tenant with an app-only token holding User.Read.All), and `GET /organization`."""
 
 from __future__ import annotations
 
@@ -35,3 +36,26 @@ async def get_user(call: GraphCall) -> GraphResponse:
     body = {"@odata.context": f"{call.graph_base}/$metadata#{quote(entity, safe='(),')}/$entity",
             **user_json(call.me(), select)}
     return GraphResponse(200, body)
+
+
+def verified_domains(call: GraphCall, tenant_id: str) -> list[str]:
+    """Set by policy, else the domains of the tenant's mailboxes (sorted)."""
+    chosen = call.sb.tokens.verified_domains.get(tenant_id.lower())
+    if chosen is not None:
+        return list(chosen)
+    return sorted({m.address.rsplit("@", 1)[1].lower() for m in call.sb.mail.mailboxes.values()
+                   if m.tenant_id.lower() == tenant_id.lower()})
+
+
+@route("GET", "organization", "app")
+async def organization(call: GraphCall) -> GraphResponse:
+    """`GET /organization`: the caller's tenant with its verifiedDomains (Graph: organization resource)."""
+    assert call.token is not None
+    tenant_id = call.token.grant.tenant_id
+    domains = verified_domains(call, tenant_id)
+    entry = {
+        "id": tenant_id, "displayName": f"Sandbox organisation {tenant_id[:8]}", "tenantType": "AAD",
+        "verifiedDomains": [{"capabilities": "Email, OfficeCommunicationsOnline", "isDefault": i == 0,
+                             "isInitial": False, "name": name, "type": "Managed"} for i, name in enumerate(domains)],
+    }
+    return GraphResponse(200, {"@odata.context": f"{call.graph_base}/$metadata#organization", "value": [entry]})

@@ -15,6 +15,8 @@ Error codes chosen (all real AADSTS codes):
   65001 (`invalid_grant`: the user's consent no longer suffices); scope never consented 65001.
 - authorize: tenant requires admin consent -> `error=consent_required`, `AADSTS90094`; Cancel ->
   `error=access_denied`, `AADSTS65004`; unknown sign-in name -> the page shows AADSTS50034.
+- client credentials and the admin consent endpoint: admin_consent.py (AADSTS700016 without consent).
+- shared mailboxes cannot sign in: AADSTS50057 (account disabled).
 - injected outage (`token_endpoint_status`): `temporarily_unavailable` / `server_error` 90033.
 - Conditional Access block on the tenant (`POST /sandbox/tenants/{id}/policy {"conditional_access_block":
   true}`): the token endpoint answers `interaction_required`, AADSTS53003, `suberror: message_only` (the
@@ -43,7 +45,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from services.sandbox import pages
+from services.sandbox import admin_consent, pages
 from services.sandbox.flows import AuthRequest
 from services.sandbox.model import Mailbox
 from services.sandbox.state import SANDBOX, Sandbox
@@ -192,6 +194,9 @@ async def _authorize_post(request: web.Request, sb: Sandbox) -> web.Response:
 
 
 def _complete(sb: Sandbox, auth: AuthRequest, mailbox: Mailbox) -> web.Response:
+    if getattr(mailbox, "shared", False):
+        # A shared mailbox's account has sign-in blocked; only application permissions reach it.
+        return _page(400, 50057, f"The user account {mailbox.address} is disabled.")
     if auth.tenant.lower() not in ("common", "organizations") and auth.tenant.lower() != mailbox.tenant_id.lower():
         return _page(400, 50020, f"User account '{mailbox.address}' from identity provider does not exist in "
                                  f"tenant '{auth.tenant}' and cannot access the application '{auth.client_id}'.")
@@ -257,6 +262,8 @@ async def token(request: web.Request) -> web.Response:
         outcome = _redeem_code(request, sb, form, client_id)
     elif grant_type == "refresh_token":
         outcome = _redeem_refresh(request, sb, form, client_id)
+    elif grant_type == "client_credentials":
+        return admin_consent.client_credentials(request, sb, form, client_id)
     elif not grant_type:
         return aad_error(request, "invalid_request", 900144,
                          "The request body must contain the following parameter: 'grant_type'.")

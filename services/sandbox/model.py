@@ -172,6 +172,7 @@ class Mailbox:
     root_id: str = ""
     # (sandbox time, recipients) of each message this mailbox sent: Exchange's sending limits (graph_send.py)
     sent_log: list[tuple[float, int]] = field(default_factory=list)
+    shared: bool = False  # a shared mailbox: no sign-in, reachable with application permissions only
 
     def __post_init__(self) -> None:
         if not self.folders:

@@ -66,11 +66,24 @@ def _b64(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class Grant:
+    """A delegated grant (a user's), or with `app_only` an application's in one tenant: then `user_id` is
+    the service principal (`app_principal`), `scopes` are the application permissions (`roles`)."""
+
     user_id: str
     tenant_id: str
     client_id: str
     scopes: tuple[str, ...]
     seq: int
+    app_only: bool = False
+
+
+# The application permissions an administrator grants with `.default` (the app's registered ones).
+APP_ROLES = ("Mail.Read", "Mail.ReadBasic.All", "User.Read.All", "Mail.Send", "Organization.Read.All")
+
+
+def app_principal(tenant_id: str, client_id: str) -> str:
+    """The service principal's object id stand-in: one per (tenant, application)."""
+    return "sp-" + hashlib.sha256(f"{tenant_id.lower()}:{client_id}".encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -139,11 +152,22 @@ class TokenStore:
     revocations: dict[str, Revocation] = field(default_factory=dict)
     admin_consent_required: dict[str, bool] = field(default_factory=dict)  # lower-cased tenant id -> policy
     conditional_access_block: dict[str, bool] = field(default_factory=dict)  # lower-cased tenant id -> block
+    # Application permissions (tenant-wide connection): (lower-cased tenant, client id) -> seq of the admin
+    # consent; a revocation removes the entry and records its seq (app tokens issued before stop working).
+    admin_consents: dict[tuple[str, str], int] = field(default_factory=dict)
+    consent_revoked_at: dict[tuple[str, str], int] = field(default_factory=dict)
+    auto_admin_consent: dict[str, bool] = field(default_factory=dict)
+    access_policy: dict[str, list[str]] = field(default_factory=dict)  # tenant -> addresses apps may reach
+    verified_domains: dict[str, list[str]] = field(default_factory=dict)  # tenant -> set by policy
+    app_certificates: dict[str, list[Any]] = field(default_factory=dict)  # client id -> RegisteredCertificate
+    seen_assertions: set[str] = field(default_factory=set)  # client assertion jti values (single use)
     _issued: int = 0
 
     def clear(self) -> None:
         for store in (self.codes, self.access, self.refresh, self.revocations, self.admin_consent_required,
-                      self.conditional_access_block):
+                      self.conditional_access_block, self.admin_consents, self.consent_revoked_at,
+                      self.auto_admin_consent, self.access_policy, self.verified_domains, self.app_certificates,
+                      self.seen_assertions):
             store.clear()
 
     def grant(self, user_id: str, tenant_id: str, client_id: str, scopes: tuple[str, ...]) -> Grant:
@@ -186,6 +210,58 @@ class TokenStore:
         self.access[token] = AccessToken(grant, now + lifetime_s, cp1=cp1, issued_at=now)
         return token, self.clock.real_whole_seconds(lifetime_s)
 
+    def issue_app_access(self, grant: Grant, lifetime_s: int) -> tuple[str, int]:
+        """An app-only access token: `roles` instead of `scp`, `idtyp: app`, the service principal as `oid`."""
+        self._prune()
+        now = self.clock.time()
+        issued = int(now)
+        header = {"typ": "JWT", "alg": "RS256", "kid": "sandbox", "x5t": "sandbox"}
+        claims = {
+            "aud": "https://graph.microsoft.com", "iss": f"https://sts.windows.net/{grant.tenant_id}/",
+            "iat": issued, "nbf": issued, "exp": issued + lifetime_s, "appid": grant.client_id, "idtyp": "app",
+            "oid": grant.user_id, "sub": grant.user_id, "roles": list(grant.scopes), "tid": grant.tenant_id,
+            "uti": _b64(secrets.token_bytes(16)), "ver": "1.0",
+        }
+        signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+        signature = _b64(hmac.new(self.key, signing_input.encode(), hashlib.sha256).digest() * 8)
+        token = f"{signing_input}.{signature}"
+        self.access[token] = AccessToken(grant, now + lifetime_s, issued_at=now)
+        return token, self.clock.real_whole_seconds(lifetime_s)
+
+    # --- application permissions (admin consent) ------------------------------------------------
+
+    def grant_admin_consent(self, tenant_id: str, client_id: str) -> None:
+        self.seq += 1
+        self.admin_consents[(tenant_id.lower(), client_id)] = self.seq
+
+    def revoke_admin_consent(self, tenant_id: str) -> int:
+        """Every application's admin consent in the tenant is withdrawn; returns how many there were."""
+        self.seq += 1
+        gone = [key for key in self.admin_consents if key[0] == tenant_id.lower()]
+        for key in gone:
+            del self.admin_consents[key]
+            self.consent_revoked_at[key] = self.seq
+        return len(gone)
+
+    def admin_consented(self, tenant_id: str, client_id: str) -> bool:
+        return (tenant_id.lower(), client_id) in self.admin_consents
+
+    def app_grant(self, tenant_id: str, client_id: str) -> Grant:
+        self.seq += 1
+        return Grant(app_principal(tenant_id, client_id), tenant_id, client_id, APP_ROLES, self.seq, app_only=True)
+
+    def app_consent_revoked(self, grant: Grant) -> bool:
+        revoked = self.consent_revoked_at.get((grant.tenant_id.lower(), grant.client_id))
+        return revoked is not None and grant.seq <= revoked
+
+    def within_access_policy(self, tenant_id: str, mailbox_addresses: list[str]) -> bool:
+        """No policy: every mailbox of the tenant; else only the listed addresses."""
+        allowed = self.access_policy.get(tenant_id.lower())
+        if allowed is None:
+            return True
+        wanted = {a.lower() for a in allowed}
+        return any(a.lower() in wanted for a in mailbox_addresses)
+
     def issue_refresh(self, grant: Grant) -> str:
         token = "0.AX" + secrets.token_urlsafe(180)
         self.refresh[token] = RefreshToken(grant, self.clock.time() + REFRESH_LIFETIME_S)
@@ -206,12 +282,16 @@ class TokenStore:
         """(the token, "") when usable, else (token or None, why: missing | expired | revoked | policy).
 
         `revoked` and `policy` only ever concern cp1 tokens: without the capability, Graph keeps
-        accepting a token until it expires, whatever happened to the user since."""
+        accepting a token until it expires, whatever happened to the user since. `app_revoked`: an app-only
+        token issued before its tenant's admin consent was revoked (as continuous access evaluation for
+        workload identities ends a deleted service principal's tokens)."""
         found = self.access.get(token)
         if found is None:
             return None, "missing"
         if found.expires_at <= self.clock.time():
             return found, "expired"
+        if found.grant.app_only and self.app_consent_revoked(found.grant):
+            return found, "app_revoked"
         if found.cp1:
             revocation = self.revoked(found.grant)
             if revocation is not None and revocation.reason in CAE_REASONS:
