@@ -17,6 +17,7 @@ LIFECYCLE = "mailsync.lifecycle.v1"
 ENGAGEMENTS = "mailsync.engagements.v1"
 CONNECTION_STATUS = "mailsync.connection-status.v1"
 NOTICES = "mailsync.notices.v1"
+SENDS = "mailsync.sends.v1"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ENGAGEMENTS, 12, retention_ms=30 * 24 * 3600 * 1000),
     TopicSpec(CONNECTION_STATUS, 3, compacted=True),
     TopicSpec(NOTICES, 6),  # keyed by user_id; the host application turns them into e-mails
+    TopicSpec(SENDS, 6),  # keyed by user_id: send.completed / send.failed for the host application
 )
 
 
