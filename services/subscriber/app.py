@@ -17,6 +17,7 @@ from services.core.kafka import Publisher
 from services.core.observability import add_health_routes, correlation_middleware
 from services.core.runtime import Readiness
 from services.subscriber import oauth, webhooks
+from services.subscriber.admin_page import add_admin_routes
 from services.subscriber.api import add_api_routes, api_auth
 from services.subscriber.keys import (
     GRAPH,
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/oauth/microsoft365/start", oauth.start)
     app.router.add_get("/oauth/microsoft365/callback", oauth.callback)
     add_settings_routes(app)
+    add_admin_routes(app)
     add_api_routes(app)
     add_sync_routes(app)
     return app
