@@ -26,6 +26,11 @@ class Session:
     user_id: str
     account_id: str
     token: str
+    role: str = "member"  # "admin": an account administrator (the JWT's `role` claim)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
 
 class SessionError(web.HTTPUnauthorized):
@@ -38,7 +43,9 @@ def _session(claims: dict[str, Any], token: str) -> Session:
     user_id, account_id = claims.get("sub"), claims.get("account_id")
     if not isinstance(user_id, str) or not isinstance(account_id, str) or not user_id or not account_id:
         raise SessionError("the session names no user or account")
-    return Session(user_id=user_id, account_id=account_id, token=token)
+    role = claims.get("role")
+    return Session(user_id=user_id, account_id=account_id, token=token,
+                   role=role if isinstance(role, str) else "member")
 
 
 def decode_session(token: str, secret: str) -> Session:
@@ -159,15 +166,29 @@ h1{font-size:22px;margin:0 0 4px}.sub{color:#616e7c;margin:0 0 24px}
 .actions{margin-top:20px;display:flex;gap:12px}
 button,.button{font:inherit;padding:9px 18px;border-radius:6px;border:1px solid #0b69a3;background:#0b69a3;
 color:#fff;text-decoration:none;cursor:pointer}.secondary{background:#fff;color:#b3261e;border-color:#b3261e}
+h2{font-size:17px;margin:0 0 8px}.card+.card{margin-top:20px}.hint{color:#52606d;font-size:14px}
+label{display:block;margin:10px 0 4px;font-weight:600}
+input[type=date],input[type=text],textarea,select{font:inherit;padding:7px 9px;border:1px solid #7b8794;
+border-radius:6px;max-width:100%;box-sizing:border-box}textarea{width:100%;min-height:110px}
+.fields{display:flex;flex-wrap:wrap;gap:12px}.plain{background:#fff;color:#0b69a3}
+progress{width:100%;height:18px}.answer{margin:14px 0;padding:12px 14px;border-left:4px solid #0b69a3;
+background:#f0f7fc}.todo{font-weight:600}.copyable{width:100%}
+.counts{display:flex;flex-wrap:wrap;gap:10px;margin:0 0 16px}
+.count{background:#fff;border:1px solid #e4e7eb;border-radius:8px;padding:8px 12px;color:#1f2933;text-decoration:none}
+table{border-collapse:collapse;width:100%;font-size:14px}th,td{text-align:left;padding:8px 6px;
+border-bottom:1px solid #e4e7eb;vertical-align:top}.scroll{overflow-x:auto}ul.recent{padding-left:18px}
+a{color:#0b69a3}:focus-visible{outline:3px solid #f0b429;outline-offset:2px}
+@media (max-width:480px){header{padding:12px 16px}.card{padding:16px}.row{flex-direction:column;gap:2px}
+.actions{flex-wrap:wrap}}
 """
 _STYLE_HASH = base64.b64encode(hashlib.sha256(PAGE_CSS.encode()).digest()).decode()
 
 
 def page_html(title: str, body: str) -> str:
-    """A whole page: the one inline `<style>` (allowed by its hash in the CSP), no script."""
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{PAGE_CSS}</style></head>'
-            f'<body><header>Settings</header><main>{body}</main></body></html>')
+    """A whole page around an already-escaped body (services/subscriber/templates/base.html)."""
+    from services.subscriber.templating import render_page  # the templates import PAGE_CSS from here
+
+    return render_page("base.html", title=title, body=body)
 
 
 def html_response(html: str, *, status: int = 200) -> web.Response:
@@ -175,12 +196,13 @@ def html_response(html: str, *, status: int = 200) -> web.Response:
 
 
 def page_csp(login_url: str) -> str:
-    """Nothing but the page's own stylesheet; forms post to mailsync, whose Connect answer redirects to
-    the identity platform (browsers check form-action on that redirect too); never framed."""
+    """Nothing but the page's own stylesheet and its own script file (no inline script); the script reads
+    progress from mailsync only; forms post to mailsync, whose Connect answer redirects to the identity
+    platform (browsers check form-action on that redirect too); never framed."""
     login = URL(login_url)
     login_origin = f" {login.origin()}" if login.is_absolute() else ""
-    return (f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'{login_origin}; "
-            "frame-ancestors 'none'; base-uri 'none'")
+    return (f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; script-src 'self'; connect-src 'self'; "
+            f"form-action 'self'{login_origin}; frame-ancestors 'none'; base-uri 'none'")
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -1,19 +1,31 @@
-"""The Email Authentication page: status in plain words, what to do, and the buttons. No JavaScript."""
+"""The Email Authentication page: status in plain words, what to do, and everything a user used to ask
+support for (import older email, sync now, why an email is missing, the administrator's consent link, recent
+activity). Every form works without JavaScript; a small script file adds live progress and copy buttons."""
 
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from html import escape
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from aiohttp import web
 
+from services.core.diagnose import DiagnoseError, diagnose, parse_headers
+from services.core.notices import what_to_do
 from services.subscriber import oauth
 from services.subscriber.api import connection_view, disconnect_connection
 from services.subscriber.keys import POOL, SETTINGS
 from services.subscriber.oauth import redirect
+from services.subscriber.page_words import (
+    admin_consent_link,
+    as_message_id,
+    diagnose_answer,
+    import_view,
+    looks_like_message_id,
+    words_to_send,
+)
 from services.subscriber.sessions import (
     Session,
     confirm_switch,
@@ -22,13 +34,14 @@ from services.subscriber.sessions import (
     current_cookie_session,
     decode_session,
     html_response,
-    page_html,
     remember,
     security_headers,
     session_from,
     switch_csrf,
     who,
 )
+from services.subscriber.sync_api import Refused, queue_backsync, queue_sync
+from services.subscriber.templating import SCRIPT_PATH, render_page, static_text
 
 _STATUS_WORDS = {
     "never_connected": ("Not connected", "Connect your Microsoft 365 mailbox so emails with your clients "
@@ -48,6 +61,11 @@ _NOTICES = {
     "refused": "Microsoft 365 did not grant access. See the reason below.",
     "failed": "Connecting did not complete. Please try again in a minute.",
     "cancelled": "You cancelled at Microsoft 365; nothing changed.",
+    "sync_queued": "Sync requested: mailsync checks your mailbox within a minute. Reload to see what it found.",
+    "import_queued": "Import started. You can leave this page; it carries on and shows its progress here.",
+    "estimate_queued": "Counting the emails in that range; the estimate appears here in a moment.",
+    "not_connected": "Your mailbox is not connected; connect it first.",
+    "bad_range": "Those dates do not make a range mailsync can import (From must be before To, at most 10 years).",
     "not_in_directory": "mailsync cannot connect a mailbox to this user yet: the user has no email address in "
                         "your organisation's directory to check the mailbox against. Nothing was changed. Ask "
                         "an administrator to add your address to the directory, then connect again.",
@@ -86,36 +104,103 @@ def notice_text(notice: str | None, *, owner: str = "", signed_in_as: str | None
 
 
 def render(view: dict[str, Any], *, csrf: str, notice: str | None, owner: str = "",
-           signed_in_as: str | None = None) -> str:
+           signed_in_as: str | None = None, **sections: Any) -> str:
+    """The whole page (services/subscriber/templates/settings.html). `sections`: last_found, import_job,
+    consent, answer, diagnose_error, pasted, activity, degraded, since, until — each optional."""
     status = view["status"]
     title, explanation, tone = _STATUS_WORDS.get(status, (status, "", "neutral"))
-    rows = [("Status", f'<span class="badge {tone}" id="status">{escape(title)}</span>')]
-    rows.append(("Mailbox", f'<span id="mailbox">{escape(view.get("mailbox_address") or "—")}</span>'))
-    rows.append(("Last successful sync", escape(when(view.get("last_synced_at")))))
+    rows: list[tuple[str, str, str]] = [("Status", title, "status"),
+                                        ("Mailbox", view.get("mailbox_address") or "—", "mailbox"),
+                                        ("Last successful sync", when(view.get("last_synced_at")), "")]
     if view.get("connected_at"):
-        rows.append(("Connected since", escape(when(view["connected_at"]))))
-    body_rows = "".join(f'<div class="row"><span class="label">{k}</span><span>{v}</span></div>' for k, v in rows)
-    reason = ""
-    if status in ("reconnect_required", "consent_required") and view.get("reason"):
-        code = f" (code {escape(view['error_code'])})" if view.get("error_code") else ""
-        reason = f'<div class="reason" id="reason"><strong>Why:</strong> {escape(view["reason"])}{code}</div>'
-    actions = []
-    if status == "connected":
-        actions.append(f'<form method="post" action="/settings/email/disconnect"><input type="hidden" '
-                       f'name="csrf" value="{csrf}"><input type="hidden" name="connection_id" '
-                       f'value="{escape(str(view.get("connection_id") or ""))}">'
-                       '<button class="secondary" id="disconnect">Disconnect</button></form>')
-    else:
-        label = "Reconnect" if status in ("reconnect_required", "consent_required") else "Connect"
-        actions.append(f'<form method="post" action="/settings/email/connect"><input type="hidden" name="csrf" '
-                       f'value="{csrf}"><button id="connect">{label} Microsoft 365</button></form>')
-    text = notice_text(notice, owner=owner, signed_in_as=signed_in_as)
-    alert = " alert" if notice in _ALERTS else ""
-    notice_html = f'<p class="notice{alert}" id="notice">{escape(text)}</p>' if text else ""
-    whoami = (f'<p class="whoami" id="whoami">Settings of <strong>{escape(owner)}</strong></p>' if owner else "")
-    return page_html("Email Authentication", f"""<h1>Email Authentication</h1>
-<p class="sub">Your Microsoft 365 mailbox and your clients' engagement timelines.</p>{whoami}{notice_html}
-<div class="card"><p>{escape(explanation)}</p>{body_rows}{reason}<div class="actions">{"".join(actions)}</div></div>""")
+        rows.append(("Connected since", when(view["connected_at"]), ""))
+    needs = status in ("reconnect_required", "consent_required")
+    today = datetime.now(UTC).date()
+    context: dict[str, Any] = {
+        "last_found": None, "import_job": None, "consent": None, "answer": None, "diagnose_error": None,
+        "pasted": "", "activity": None, "degraded": None,
+        "since": (today - timedelta(days=14)).isoformat(), "until": today.isoformat(), **sections}
+    return render_page(
+        "settings.html", title="Email Authentication", script=True, status=status, explanation=explanation,
+        tone=tone, rows=rows, reason=view.get("reason") if needs else None,
+        error_code=view.get("error_code") if needs else None,
+        todo=what_to_do(status, view.get("error_code")) if needs else None,
+        connection_id=str(view.get("connection_id") or ""), csrf=csrf,
+        connect_label="Reconnect" if needs else "Connect",
+        notice=notice_text(notice, owner=owner, signed_in_as=signed_in_as), alert=notice in _ALERTS, owner=owner,
+        last_sync=when(view.get("last_synced_at")), **context)
+
+
+async def _sections(request: web.Request, session: Session, view: dict[str, Any]) -> dict[str, Any]:
+    """What the page shows beyond the status: the last sync's finds, the latest import, the administrator's
+    link, recent activity, push coverage."""
+    pool, settings = request.app[POOL], request.app[SETTINGS]
+    found: dict[str, Any] = {}
+    connection_id = view.get("connection_id")
+    if connection_id and view["status"] == "connected":
+        found["last_found"] = await last_sync_found(pool, connection_id, view.get("last_synced_at"))
+        job = await latest_import(pool, connection_id)
+        if job is not None:
+            found["import_job"] = _import_context(job)
+        found["degraded"] = await coverage_words(pool, connection_id)
+    if view["status"] == "consent_required":
+        tenant = await pool.fetchval("SELECT tenant_id FROM mailbox_connections WHERE connection_id = $1::uuid",
+                                     connection_id) if connection_id else None
+        link = admin_consent_link(settings.login_url, settings.client_id, settings.app_url, tenant)
+        found["consent"] = {"link": link, "words": words_to_send(link, view.get("mailbox_address"))}
+    found["activity"] = await recent_activity(pool, session)
+    return found
+
+
+def _import_context(job: Any) -> dict[str, Any]:
+    shown = import_view(dict(job))
+    return {"job_id": str(job["job_id"]), "phase": shown.phase, "words": shown.words, "value": shown.value,
+            "maximum": shown.maximum, "running": shown.running}
+
+
+async def latest_import(pool: Any, connection_id: str) -> Any:
+    """The connection's latest back-sync (estimate or import): the page finds it again after any restart."""
+    return await pool.fetchrow(
+        "SELECT * FROM sync_jobs WHERE connection_id = $1::uuid AND kind = 'backsync'"
+        " ORDER BY created_at DESC LIMIT 1", connection_id)
+
+
+async def last_sync_found(pool: Any, connection_id: str, last_synced_at: str | None) -> str | None:
+    """What the last poll found that notifications had not brought already (the poll publishes only those)."""
+    if not last_synced_at:
+        return None
+    row = await pool.fetchrow(
+        "SELECT count(*) AS found, count(*) FILTER (WHERE decision = 'matched') AS matched FROM match_decisions"
+        " WHERE connection_id = $1::uuid AND source = 'delta' AND decided_at >= $2",
+        connection_id, datetime.fromisoformat(last_synced_at))
+    if not row["found"]:
+        return "It found nothing that notifications had not already brought in."
+    return (f"It found {row['found']} email{'s' if row['found'] != 1 else ''} that notifications had missed; "
+            f"{row['matched']} added to your clients' timelines.")
+
+
+async def recent_activity(pool: Any, session: Session) -> dict[str, Any]:
+    counts = await pool.fetchrow(
+        """SELECT count(*) FILTER (WHERE m.seen_at > now() - interval '24 hours') AS day, count(*) AS week
+             FROM engagement_mailboxes m JOIN engagements e ON e.engagement_id = m.engagement_id
+            WHERE m.user_id = $1 AND e.account_id = $2 AND m.seen_at > now() - interval '7 days'""",
+        session.user_id, session.account_id)
+    rows = await pool.fetch(
+        """SELECT e.subject, e.direction, e.occurred_at FROM engagement_mailboxes m
+             JOIN engagements e ON e.engagement_id = m.engagement_id
+            WHERE m.user_id = $1 AND e.account_id = $2 ORDER BY m.seen_at DESC LIMIT 5""",
+        session.user_id, session.account_id)
+    recent = [{"when": f"{r['occurred_at']:%-d %b %H:%M}",
+               "direction": "Sent" if r["direction"] == "outbound" else "Received", "subject": r["subject"]}
+              for r in rows]
+    return {"day": counts["day"], "week": counts["week"], "recent": recent}
+
+
+async def coverage_words(pool: Any, connection_id: str) -> str | None:
+    from services.core.coverage import load_coverage
+
+    found = await load_coverage(pool, connection_id)
+    return found.words if found.degraded else None
 
 
 async def page(request: web.Request) -> web.Response:
@@ -137,8 +222,124 @@ async def page(request: web.Request) -> web.Response:
             "SELECT signed_in_as FROM oauth_states WHERE state_id = $1 AND user_id = $2 AND account_id = $3",
             request.query["attempt"], session.user_id, session.account_id)
     html = render(view, csrf=csrf_for(request, session.token), notice=notice, owner=await who(request, session),
-                  signed_in_as=signed_in_as)
+                  signed_in_as=signed_in_as, **await _sections(request, session, view))
     return html_response(html)
+
+
+async def _own_view(request: web.Request, session: Session) -> dict[str, Any]:
+    view = await connection_view(request.app[POOL], session.user_id)
+    if view is None or view["account_id"] != session.account_id:
+        return {"status": "never_connected", "account_id": session.account_id}
+    return view
+
+
+async def sync_now(request: web.Request) -> web.Response:
+    session, _ = await _checked_form(request)
+    view = await _own_view(request, session)
+    try:
+        await queue_sync(request.app[POOL], str(view.get("connection_id") or ""), session.account_id, view["status"])
+    except Refused:
+        return redirect("/settings/email?notice=not_connected")
+    return redirect("/settings/email?notice=sync_queued#sync")
+
+
+def _day(raw: Any) -> date:
+    return date.fromisoformat(str(raw or "").strip())
+
+
+async def start_import(request: web.Request) -> web.Response:
+    """First an estimate (a dry-run back-sync of the range), then, confirmed, the import of the same range."""
+    session, form = await _checked_form(request)
+    view = await _own_view(request, session)
+    pool, connection_id = request.app[POOL], str(view.get("connection_id") or "")
+    estimate = str(form.get("estimate") or "")
+    try:
+        if estimate:
+            job = await pool.fetchrow("SELECT since, until FROM sync_jobs WHERE job_id = $1::uuid"
+                                      " AND connection_id = $2::uuid AND dry_run", str(uuid.UUID(estimate)),
+                                      connection_id or None)
+            if job is None:
+                return redirect("/settings/email?notice=bad_range#import")
+            since, until, dry_run = job["since"], job["until"], False
+        else:
+            since = datetime.combine(_day(form.get("since")), time(0), UTC)
+            # "To" is included: the range ends at the next midnight (never in the future, where nothing is).
+            until = min(datetime.combine(_day(form.get("until")) + timedelta(days=1), time(0), UTC),
+                        datetime.now(UTC))
+            dry_run = True
+        await queue_backsync(pool, connection_id, session.account_id, view["status"], since=since, until=until,
+                             dry_run=dry_run)
+    except ValueError:
+        return redirect("/settings/email?notice=bad_range#import")
+    except Refused as exc:
+        notice = "not_connected" if exc.code in ("not_connected", "not_found") else "bad_range"
+        return redirect(f"/settings/email?notice={notice}#import")
+    return redirect(f"/settings/email?notice={'estimate_queued' if dry_run else 'import_queued'}#import")
+
+
+async def import_progress(request: web.Request) -> web.Response:
+    """The page's script polls this for the progress bar (JSON; only the session's own mailbox's jobs)."""
+    session, _ = session_from(request)
+    try:
+        job_id = str(uuid.UUID(request.match_info["job_id"]))
+    except ValueError:
+        return _json_error(404, "not_found", "no such import")
+    job = await request.app[POOL].fetchrow(
+        """SELECT j.* FROM sync_jobs j JOIN mailbox_connections c ON c.connection_id = j.connection_id
+            WHERE j.job_id = $1::uuid AND j.kind = 'backsync' AND c.user_id = $2 AND c.account_id = $3""",
+        job_id, session.user_id, session.account_id)
+    if job is None:
+        return _json_error(404, "not_found", "no such import")
+    shown = import_view(dict(job))
+    return web.json_response({"status": job["status"], "dry_run": job["dry_run"], "phase": shown.phase,
+                              "words": shown.words, "value": shown.value, "max": shown.maximum,
+                              "running": shown.running, "messages_seen": job["messages_seen"],
+                              "engagements_created": job["engagements_created"],
+                              "estimated_total": job["estimated_total"]})
+
+
+def _json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+MAX_PASTE = 256 * 1024
+
+
+async def explain(request: web.Request) -> web.Response:
+    """Why is an email missing: the diagnose answer in plain words, on the page itself."""
+    session, form = await _checked_form(request)
+    pasted = str(form.get("headers") or "")[:MAX_PASTE]
+    view = await _own_view(request, session)
+    sections = await _sections(request, session, view)
+    status = 200
+    try:
+        if not pasted.strip():
+            raise DiagnoseError("paste the email's Internet headers or its Message-ID")
+        if looks_like_message_id(pasted):
+            facts, imid = None, as_message_id(pasted)
+        else:
+            facts, imid = parse_headers(pasted), None
+        in_account = await request.app[POOL].fetchval(
+            "SELECT true FROM users WHERE user_id = $1 AND account_id = $2", session.user_id, session.account_id)
+        if not in_account:
+            raise LookupError(session.user_id)
+        result = await diagnose(request.app[POOL], session.user_id, imid, facts)
+        connected_at = view.get("connected_at")
+        sections["answer"] = diagnose_answer(result, connected_at=datetime.fromisoformat(connected_at)
+                                             if connected_at else None, sent_at=facts.sent_at if facts else None)
+    except DiagnoseError as exc:
+        sections["diagnose_error"], status = f"mailsync could not read that: {exc}.", 400
+    except LookupError:
+        sections["diagnose_error"] = ("Your user is not in your company's directory in mailsync yet; "
+                                      "ask an administrator.")
+    html = render(view, csrf=csrf_for(request, session.token), notice=None, owner=await who(request, session),
+                  pasted=pasted, **sections)
+    return html_response(html, status=status)
+
+
+async def script(request: web.Request) -> web.Response:
+    return web.Response(text=static_text("page.js"), content_type="application/javascript",
+                        headers={"Cache-Control": "no-cache"})
 
 
 async def _checked_form(request: web.Request) -> tuple[Session, Mapping[str, Any]]:
@@ -189,4 +390,9 @@ def add_settings_routes(app: web.Application) -> None:
     app.router.add_post("/settings/email/connect", connect)
     app.router.add_post("/settings/email/disconnect", disconnect)
     app.router.add_post("/settings/email/switch", switch)
+    app.router.add_post("/settings/email/sync", sync_now)
+    app.router.add_post("/settings/email/import", start_import)
+    app.router.add_get("/settings/email/import/{job_id}", import_progress)
+    app.router.add_post("/settings/email/diagnose", explain)
+    app.router.add_get(SCRIPT_PATH, script)
     app.on_response_prepare.append(security_headers)

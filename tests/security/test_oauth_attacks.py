@@ -129,7 +129,7 @@ async def test_signing_in_with_someone_elses_mailbox_is_a_mailbox_mismatch(stack
         async with own.get(link) as resp:  # A's browser, A's nonce: only the mailbox is wrong
             page = await resp.text()
             assert resp.status == 200 and "notice=mailbox_mismatch" in str(resp.url), resp.url
-    assert f"You signed in as {victim.address}; this account is {a.address}&#x27;s" in page
+    assert f"You signed in as {victim.address}; this account is {a.address}&#39;s" in page  # Jinja2's escape
     view = await connection(stack, a.user_id)
     assert view["status"] == "never_connected" and view["connection_id"] is None, view
     assert await sandbox_subscriptions(stack, victim.graph_id) == []  # the exchange's tokens were dropped

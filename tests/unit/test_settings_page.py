@@ -32,7 +32,7 @@ def test_the_page_names_whose_settings_and_explains_a_mismatch():
     html = render({"status": "never_connected"}, csrf="c", notice="mailbox_mismatch", owner="alice@x.example",
                   signed_in_as="victim@other.example")
     assert 'id="whoami">Settings of <strong>alice@x.example</strong>' in html
-    assert "You signed in as victim@other.example; this account is alice@x.example&#x27;s." in html
+    assert "You signed in as victim@other.example; this account is alice@x.example&#39;s." in html  # Jinja2's escape
     assert "Connect Microsoft 365" in html
     cancelled = render({"status": "connected"}, csrf="c", notice="cancelled", owner="a@x.example")
     assert "You cancelled at Microsoft 365; nothing changed." in cancelled
@@ -46,7 +46,10 @@ def test_the_csp_allows_exactly_the_pages_own_stylesheet():
     assert f"style-src 'sha256-{digest}'" in csp
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
     assert "form-action 'self' https://login.microsoftonline.com;" in csp
-    assert "unsafe-inline" not in csp and "script-src" not in csp and not re.search(r"\sstyle=", html)
+    # Scripts: only the page's own file, never inline (the page works without it: progressive enhancement).
+    assert "script-src 'self';" in csp and "connect-src 'self';" in csp
+    assert "unsafe-inline" not in csp and not re.search(r"\sstyle=", html)
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="/settings/static/page.js" defer>']
 
 
 def test_cancel_is_told_apart_from_refusals():
