@@ -25,6 +25,8 @@ from services.renewer.delta import PollDeps, claim_due, poll_claimed
 from services.renewer.jobs import claim_job, run_job
 from services.renewer.lifecycle import LifecycleBatch
 from services.renewer.notices import relay, remind
+from services.renewer.sends import TICK_S as SEND_TICK_S
+from services.renewer.sends import SendDeps, run_due
 from services.renewer.subscriptions import RenewerDeps, count_connections, ensure_subscriptions, renew_due
 from services.renewer.tokens import refresh_due
 
@@ -47,6 +49,7 @@ async def run(settings: Settings) -> None:
                      relist_window=timedelta(hours=settings.relist_window_h))
     lifecycle = consumer(settings, events.LIFECYCLE, group="mailsync-renewer-lifecycle")
     liveness = Liveness()
+    sends = SendDeps(pool=pool, graph=graph, tokens=tokens, publisher=publisher)
     stop = asyncio.Event()
     tick = settings.renewer_tick_s
     parallel = asyncio.Semaphore(8)
@@ -96,6 +99,9 @@ async def run(settings: Settings) -> None:
             asyncio.create_task(every(tick, stop, poll, "delta poll"), name="delta poll"),
             asyncio.create_task(every(tick, stop, jobs, "sync jobs"), name="sync jobs"),
             asyncio.create_task(every(tick, stop, notices, "notices"), name="notices"),
+            # Sends from the application: own short tick (a send waits at most a second to start), sharing
+            # the renewer's per-mailbox Graph slot so a send never adds to Outlook's 4 concurrent requests.
+            asyncio.create_task(every(SEND_TICK_S, stop, lambda: run_due(sends, stop), "sends"), name="sends"),
         ]
 
         try:

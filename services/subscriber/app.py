@@ -31,6 +31,7 @@ from services.subscriber.keys import (
     TOKENS,
     TRUST,
 )
+from services.subscriber.send_api import add_send_routes
 from services.subscriber.settings_page import add_settings_routes
 from services.subscriber.sync_api import add_sync_routes
 from services.subscriber.trust import SubscriptionTrust
@@ -94,4 +95,5 @@ def create_app(settings: Settings) -> web.Application:
     add_admin_routes(app)
     add_api_routes(app)
     add_sync_routes(app)
+    add_send_routes(app)
     return app
