@@ -174,6 +174,27 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_purge_content(args: argparse.Namespace) -> int:
+    from services.core.db.pool import create_pool
+    from services.core.purge import Purged, purge_content
+
+    async def go() -> Purged:
+        pool = await create_pool(_infra_settings(), max_size=2)
+        try:
+            return await purge_content(pool, args.account)
+        finally:
+            await pool.close()
+
+    try:
+        done = asyncio.run(go())
+    except LookupError as exc:
+        print(f"mailsync purge-content: {exc}", file=sys.stderr)
+        return 2
+    print(f"account {done.account_id} (capture: {done.capture.value}): trimmed {done.engagements} engagement(s)"
+          f" and {done.decisions} decision(s) to the tier")
+    return 0
+
+
 def cmd_backsync(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
@@ -230,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--headers", help="a file holding the message's raw Internet headers")
     diag.add_argument("--json", action="store_true", help="also print the API's JSON")
     diag.set_defaults(func=cmd_diagnose)
+    purge = sub.add_parser("purge-content",
+                           help="remove stored subjects/previews above the account's current capture tier")
+    purge.add_argument("--account", required=True, help="the account id")
+    purge.set_defaults(func=cmd_purge_content)
     demo = sub.add_parser("demo", help="seed a demo account / deliver a trickle of demo mail")
     demo.add_argument("action", choices=["seed", "trickle"])
     demo.set_defaults(func=cmd_demo)

@@ -4,7 +4,7 @@ mailbox never reported, from the connection's state at the time plus what matchi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.parser import HeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
@@ -12,9 +12,10 @@ from typing import Any
 
 import asyncpg
 
-from services.core import reasons
+from services.core import automated, reasons
 from services.core.directory_lookup import load_snapshot, owner_addresses
 from services.core.domain import EmailAddress, MailboxOwner, MailMessage
+from services.core.mail_policy import load_policy
 from services.core.matching import addresses_to_look_up, decide
 
 MAX_HEADERS = 256 * 1024
@@ -35,6 +36,7 @@ class HeaderFacts:
     to: tuple[EmailAddress, ...]
     cc: tuple[EmailAddress, ...]
     reply_to: tuple[EmailAddress, ...]
+    automated_by: str | None = None  # the header that marks bulk or machine mail (services.core.automated)
 
 
 def _addresses(values: list[str]) -> tuple[EmailAddress, ...]:
@@ -90,7 +92,13 @@ def _parse(raw: str) -> HeaderFacts:
         internet_message_id=message_id, subject=str(headers.get("Subject", "")), sent_at=sent_at,
         from_=froms[0] if froms else None, sender=senders[0] if senders else None,
         to=_addresses(headers.get_all("To", [])), cc=_addresses(headers.get_all("Cc", [])),
-        reply_to=_addresses(headers.get_all("Reply-To", [])))
+        reply_to=_addresses(headers.get_all("Reply-To", [])),
+        automated_by=_automation([(str(k), str(v)) for k, v in headers.items()]))
+
+
+def _automation(pairs: list[tuple[str, str]]) -> str | None:
+    found = automated.classify(pairs)
+    return found.describe() if found is not None else None
 
 
 def _reason(code: str, detail: str) -> dict[str, str]:
@@ -141,11 +149,12 @@ async def diagnose(pool: asyncpg.Pool, user_id: str, internet_message_id: str | 
         message = MailMessage(message_id="", internet_message_id=imid, conversation_id="", subject=headers.subject,
                               folder="inbox", is_draft=False, received_at=headers.sent_at, sent_at=headers.sent_at,
                               from_=headers.from_, sender=headers.sender, to=headers.to, cc=headers.cc,
-                              reply_to=headers.reply_to)
+                              reply_to=headers.reply_to, automated_by=headers.automated_by)
+        policy = await load_policy(pool, user["account_id"], user_id)
         owner = MailboxOwner(user_id, user["account_id"], await owner_addresses(
-            pool, user_id, tuple(connection["mailbox_addresses"]) if connection else ()))
+            pool, user_id, tuple(connection["mailbox_addresses"]) if connection else ()), never_log=policy.never_log)
         snapshot = await load_snapshot(pool, user["account_id"], addresses_to_look_up(message, owner))
-        would = decide(message, owner, snapshot)
+        would = decide(message, owner, replace(snapshot, exclude_automated=policy.exclude_automated))
         found.append(_reason("would_be", f"If mailsync sees this message it would be {would.decision.value}: "
                              + "; ".join(r.detail for r in would.reasons[:2])))
     return {"decision": "not_seen", "reasons": found, "folder": None, "engagement_id": None}

@@ -63,6 +63,10 @@ class MailMessage:
     cc: tuple[EmailAddress, ...] = ()
     bcc: tuple[EmailAddress, ...] = ()
     reply_to: tuple[EmailAddress, ...] = ()
+    preview: str = ""  # Graph's bodyPreview, fetched only when the account's capture tier keeps it
+    # The header that marks the mail as bulk or machine mail (services.core.automated), e.g.
+    # "List-Unsubscribe: <mailto:...>"; None when it carries none or its headers were not read.
+    automated_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class MailboxOwner:
     user_id: str
     account_id: str
     addresses: frozenset[str]  # normalised primary address and aliases
+    never_log: frozenset[str] = frozenset()  # the user's own exclusions: "addr@x" and "@domain" entries
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class DirectorySnapshot:
     blocked_addresses: frozenset[str] = frozenset()
     blocked_domains: frozenset[str] = frozenset()
     domain_matching: bool = False
+    exclude_automated: bool = False  # the account's setting (the I/O layer sets it; default on in the database)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ from typing import Any
 
 import asyncpg
 
+from services.core import capture as tiers
 from services.core import events
+from services.core.capture import Capture
 from services.core.domain import MailMessage, MatchResult
 from services.core.kafka import Publisher
 
@@ -42,8 +44,10 @@ class Stored:
 
 async def record_decision(
     conn: asyncpg.Connection, *, account_id: str, user_id: str, connection_id: str, message: MailMessage,
-    result: MatchResult, source: str, engagement_id: str | None,
+    result: MatchResult, source: str, engagement_id: str | None, capture: Capture,
 ) -> None:
+    """Why this mailbox's copy is (not) an engagement. The subject is kept only when the account's tier
+    keeps subjects (re-matching rebuilds mail from this row; the body preview is never kept here)."""
     addresses = sorted({p.address for p in result.participants})
     domains = sorted({a.rpartition("@")[2] for a in addresses})
     await conn.execute(
@@ -60,7 +64,7 @@ async def record_decision(
         message.internet_message_id or None, result.decision.value,
         [{"code": r.code, "detail": r.detail} for r in result.reasons], message.folder,
         result.direction.value, participants_json(result), occurred_at(message), engagement_id, source,
-        message.subject, message.conversation_id, addresses, domains)
+        tiers.keep(capture, message.subject, "").subject, message.conversation_id, addresses, domains)
 
 
 async def record_unseen(
@@ -79,23 +83,27 @@ async def record_unseen(
 
 async def store_engagement(
     conn: asyncpg.Connection, *, account_id: str, user_id: str, connection_id: str, message: MailMessage,
-    result: MatchResult, source: str,
+    result: MatchResult, source: str, capture: Capture, mailbox_address: str | None = None,
 ) -> Stored:
-    """Insert or extend the engagement; call inside a transaction."""
+    """Insert or extend the engagement; call inside a transaction. The row keeps exactly the fields of the
+    account's capture tier (services.core.capture); ``mailbox_address`` is this mailbox's own address."""
     engagement_id = engagement_id_for(account_id, message_key(message))
     when = occurred_at(message)
+    kept = tiers.keep(capture, message.subject, message.preview)
     inserted = await conn.fetchval(
         """INSERT INTO engagements (engagement_id, account_id, internet_message_id, conversation_id, subject,
-                                    direction, occurred_at, participants, source)
-           VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9)
+                                    direction, occurred_at, participants, source, preview, capture)
+           VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
            ON CONFLICT (account_id, internet_message_id) DO NOTHING RETURNING true""",
-        engagement_id, account_id, message_key(message), message.conversation_id, message.subject,
-        result.direction.value, when, participants_json(result), source)
+        engagement_id, account_id, message_key(message), message.conversation_id, kept.subject,
+        result.direction.value, when, participants_json(result), source, kept.preview, capture.value)
     await conn.execute(
-        """INSERT INTO engagement_mailboxes (engagement_id, user_id, connection_id, message_id, folder)
-           VALUES ($1::uuid, $2, $3::uuid, $4, $5)
-           ON CONFLICT (engagement_id, user_id) DO UPDATE SET message_id = $4, folder = $5""",
-        engagement_id, user_id, connection_id, message.message_id, message.folder)
+        """INSERT INTO engagement_mailboxes (engagement_id, user_id, connection_id, message_id, folder,
+                                             mailbox_address)
+           VALUES ($1::uuid, $2, $3::uuid, $4, $5, $6)
+           ON CONFLICT (engagement_id, user_id) DO UPDATE SET message_id = $4, folder = $5,
+                  mailbox_address = coalesce($6, engagement_mailboxes.mailbox_address)""",
+        engagement_id, user_id, connection_id, message.message_id, message.folder, mailbox_address)
     await conn.executemany(
         """INSERT INTO engagement_contacts (engagement_id, contact_id, account_id, occurred_at)
            VALUES ($1::uuid, $2, $3, $4) ON CONFLICT DO NOTHING""",
@@ -105,30 +113,46 @@ async def store_engagement(
            VALUES ($1::uuid, $2, $3) ON CONFLICT DO NOTHING""",
         [(engagement_id, c, account_id) for c in result.client_ids])
     await record_decision(conn, account_id=account_id, user_id=user_id, connection_id=connection_id,
-                          message=message, result=result, source=source, engagement_id=engagement_id)
+                          message=message, result=result, source=source, engagement_id=engagement_id,
+                          capture=capture)
     await link_send(conn, engagement_id)
     unpublished = await conn.fetchval(
         "SELECT published_at IS NULL FROM engagements WHERE engagement_id = $1::uuid", engagement_id)
     return Stored(engagement_id, bool(inserted), bool(unpublished))
 
 
+# The mailboxes that contributed, in user_id order: mailbox_addresses[i] is mailbox_user_ids[i]'s address
+# (the mailbox's own, or the directory's primary address for rows stored before it was recorded).
+_MAILBOXES = """array(SELECT user_id FROM engagement_mailboxes m WHERE m.engagement_id = e.engagement_id
+                            ORDER BY user_id) AS mailbox_user_ids,
+                  array(SELECT coalesce(m.mailbox_address, u.email, '') FROM engagement_mailboxes m
+                          LEFT JOIN users u ON u.user_id = m.user_id
+                         WHERE m.engagement_id = e.engagement_id ORDER BY m.user_id) AS mailbox_addresses"""
+
+
+_LINKS = """array(SELECT contact_id FROM engagement_contacts c WHERE c.engagement_id = e.engagement_id
+                         ORDER BY contact_id) AS contact_ids,
+              array(SELECT client_id FROM engagement_clients c WHERE c.engagement_id = e.engagement_id
+                         ORDER BY client_id) AS client_ids"""
+_CREATED = f"SELECT e.*, {_LINKS}, {_MAILBOXES} FROM engagements e WHERE e.engagement_id = $1::uuid"  # noqa: S608
+
+
+def _content(row: asyncpg.Record) -> dict[str, str]:
+    """Exactly the content fields of the tier the row was stored (or last purged) under."""
+    return tiers.published_fields(tiers.parse(row["capture"]), row["subject"], row["preview"])
+
+
 async def created_event(db: asyncpg.Connection | asyncpg.Pool, engagement_id: str) -> dict[str, Any]:
     """The engagement.created event, rebuilt from the rows (so a redelivery publishes the same thing)."""
-    row = await db.fetchrow(
-        """SELECT e.*, array(SELECT contact_id FROM engagement_contacts c WHERE c.engagement_id = e.engagement_id
-                            ORDER BY contact_id) AS contact_ids,
-                  array(SELECT client_id FROM engagement_clients c WHERE c.engagement_id = e.engagement_id
-                            ORDER BY client_id) AS client_ids,
-                  array(SELECT user_id FROM engagement_mailboxes m WHERE m.engagement_id = e.engagement_id
-                            ORDER BY user_id) AS mailbox_user_ids
-             FROM engagements e WHERE e.engagement_id = $1::uuid""", engagement_id)
+    row = await db.fetchrow(_CREATED, engagement_id)
     event = events.envelope("engagement.created", {
         "engagement_id": str(row["engagement_id"]), "account_id": row["account_id"],
         "contact_ids": list(row["contact_ids"]), "client_ids": list(row["client_ids"]),
-        "direction": row["direction"], "subject": row["subject"],
+        "direction": row["direction"], **_content(row),
         "occurred_at": row["occurred_at"].isoformat(), "internet_message_id": row["internet_message_id"],
         "conversation_id": row["conversation_id"], "participants": row["participants"],
-        "mailbox_user_ids": list(row["mailbox_user_ids"]), "source": row["source"],
+        "mailbox_user_ids": list(row["mailbox_user_ids"]), "mailbox_addresses": list(row["mailbox_addresses"]),
+        "source": row["source"],
     }, event_id=events.stable_event_id("engagement.created", str(row["engagement_id"])))
     if row["send_id"] is not None:
         event["send_id"] = str(row["send_id"])  # sent through the API (services/core/sends.py)
@@ -162,15 +186,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValueError("before is not a cursor this API returned") from None
 
 
-_TIMELINE = """
-    SELECT e.engagement_id, e.occurred_at, e.direction, e.subject, e.participants,
-           e.internet_message_id, e.conversation_id,
-           array(SELECT user_id FROM engagement_mailboxes m WHERE m.engagement_id = e.engagement_id
-                 ORDER BY user_id) AS mailbox_user_ids
-      FROM engagement_contacts c JOIN engagements e ON e.engagement_id = c.engagement_id
+_TIMELINE_COLUMNS = """e.engagement_id, e.occurred_at, e.direction, e.subject, e.preview, e.capture,
+           e.participants, e.internet_message_id, e.conversation_id"""
+_TIMELINE_FROM = """FROM engagement_contacts c JOIN engagements e ON e.engagement_id = c.engagement_id
                                                    AND e.account_id = c.account_id
      WHERE c.contact_id = $1 AND ($2::text IS NULL OR c.account_id = $2) {condition}
      ORDER BY c.occurred_at DESC, c.engagement_id DESC LIMIT $3"""
+_TIMELINE = f"SELECT {_TIMELINE_COLUMNS}, {_MAILBOXES} {_TIMELINE_FROM}"
 
 
 async def contact_timeline(pool: asyncpg.Pool, contact_id: str, account_id: str | None, *, limit: int,
@@ -194,9 +216,9 @@ async def contact_timeline(pool: asyncpg.Pool, contact_id: str, account_id: str 
     page = rows[:limit]
     items = [{
         "engagement_id": str(r["engagement_id"]), "occurred_at": r["occurred_at"].isoformat(),
-        "direction": r["direction"], "subject": r["subject"], "participants": r["participants"],
+        "direction": r["direction"], **_content(r), "participants": r["participants"],
         "internet_message_id": r["internet_message_id"], "conversation_id": r["conversation_id"],
-        "mailbox_user_ids": list(r["mailbox_user_ids"]),
+        "mailbox_user_ids": list(r["mailbox_user_ids"]), "mailbox_addresses": list(r["mailbox_addresses"]),
     } for r in page]
     next_before = encode_cursor(page[-1]["occurred_at"], str(page[-1]["engagement_id"])) if len(rows) > limit else None
     return {"engagements": items, "next_before": next_before}

@@ -7,7 +7,9 @@ here does I/O, and the decision depends on neither address case, participant ord
 Rules, in order:
 
 1. The snapshot must belong to the owner's account (tenants never mix): otherwise ValueError.
-2. A message in an excluded folder, or a draft, is EXCLUDED.
+2. A message in an excluded folder, or a draft, is EXCLUDED; so is bulk or machine mail
+   (``message.automated_by``, read from its headers by ``services.core.automated``) when the account
+   excludes automated mail (``directory.exclude_automated``).
 3. Participants: ``from``, ``sender``, ``to``, ``cc``, ``replyTo``, and ``bcc`` only for mail the
    owner sent; normalised (``services.core.addresses``); unusable addresses are ignored.
 4. Candidates are participants other than the owner (primary address, aliases and plus-addresses
@@ -16,7 +18,11 @@ Rules, in order:
 6. A candidate that is a known contact's address matches that contact and the contact's client.
    With domain matching on, a candidate that is not a contact address but is in a client's email
    domain (exact domain, no subdomains) matches that client.
-7. Anything matched: MATCHED; otherwise NOT_MATCHED ``no_known_participant``.
+7. The mailbox owner's own exclusions (``owner.never_log``: addresses and ``@domains``) are removed
+   from this mailbox's candidates (``user_excluded``); other mailboxes' copies of the same email are
+   decided with their owners' lists, so a colleague's copy can still make the engagement.
+8. Anything matched: MATCHED. Otherwise, when a removed never-log address would have matched, the
+   mail is EXCLUDED with ``user_excluded`` first; otherwise NOT_MATCHED ``no_known_participant``.
 
 Every outcome carries reasons (``services.core.reasons``): the headline first (the exclusion, the
 matches, or why nothing matched), then one reason per participant that did not match, sorted by
@@ -44,6 +50,7 @@ from services.core.domain import (
     Reason,
     Role,
 )
+from services.core.never_log import excluded_by
 
 T = TypeVar("T")
 
@@ -223,12 +230,13 @@ def decide(message: MailMessage, owner: MailboxOwner, directory: DirectorySnapsh
     participants, ignored = _participants(message, direction is Direction.OUTBOUND)
 
     def result(
-        decision: Decision, found: list[Reason], contacts: Iterable[str] = (), clients: Iterable[str] = ()
+        decision: Decision, found: list[Reason], contacts: Iterable[str] = (), clients: Iterable[str] = (),
+        headline: Iterable[Reason] = (),
     ) -> MatchResult:
         ordered = sorted(found, key=lambda r: R.rank(r.code))  # stable: addresses stay sorted per code
         return MatchResult(
             decision=decision,
-            reasons=(*ordered, direction_reason),
+            reasons=(*headline, *ordered, direction_reason),
             direction=direction,
             participants=participants,
             contact_ids=tuple(sorted(set(contacts))),
@@ -240,6 +248,8 @@ def decide(message: MailMessage, owner: MailboxOwner, directory: DirectorySnapsh
         exclusions.append(R.excluded_folder(message.folder))
     if message.is_draft:
         exclusions.append(R.draft())
+    if directory.exclude_automated and message.automated_by:
+        exclusions.append(R.automated(message.automated_by))
     if exclusions:
         return result(Decision.EXCLUDED, exclusions)
 
@@ -279,8 +289,15 @@ def decide(message: MailMessage, owner: MailboxOwner, directory: DirectorySnapsh
     contact_ids: set[str] = set()
     client_ids: set[str] = set()
     unknown: list[str] = []
+    user_excluded: list[Reason] = []
+    would_have_matched = False
     for addr in allowed:
         refs = contacts_by_address.get(addr, frozenset())
+        entry = excluded_by(addr, owner.never_log) if owner.never_log else None
+        if entry is not None:
+            user_excluded.append(R.user_excluded(addr, entry))
+            would_have_matched |= bool(refs) or bool(clients_by_domain.get(domain_of(addr)))
+            continue
         if refs:
             for ref in sorted(refs, key=lambda r: (r.contact_id, r.client_id is not None, r.client_id or "")):
                 found.append(R.contact_address(addr, ref.contact_id, ref.client_id))
@@ -299,5 +316,8 @@ def decide(message: MailMessage, owner: MailboxOwner, directory: DirectorySnapsh
 
     found.extend(R.unknown_address(addr, directory.domain_matching) for addr in unknown)
     if contact_ids or client_ids:
-        return result(Decision.MATCHED, found, contact_ids, client_ids)
+        return result(Decision.MATCHED, [*found, *user_excluded], contact_ids, client_ids)
+    if would_have_matched:
+        return result(Decision.EXCLUDED, found, headline=user_excluded)
+    found.extend(user_excluded)
     return result(Decision.NOT_MATCHED, [*found, R.no_known_participant(unknown, directory.domain_matching)])

@@ -20,6 +20,7 @@ __all__ = [
     "DESCRIPTIONS",
     "FOLDER_NAMES",
     "ReasonCode",
+    "automated",
     "blocklisted_address",
     "blocklisted_domain",
     "client_domain",
@@ -38,6 +39,7 @@ __all__ = [
     "owner_excluded",
     "rank",
     "unknown_address",
+    "user_excluded",
 ]
 
 
@@ -50,6 +52,7 @@ class ReasonCode(StrEnum):
     NOT_SEEN = "not_seen"  # the diagnose endpoint: the message never reached matching
     EXCLUDED_FOLDER = "excluded_folder"
     DRAFT = "draft"
+    AUTOMATED = "automated"  # bulk or machine mail, with the account's exclude_automated on
     CONTACT_ADDRESS = "contact_address"
     CLIENT_DOMAIN = "client_domain"
     NO_PARTICIPANTS = "no_participants"
@@ -58,6 +61,7 @@ class ReasonCode(StrEnum):
     # participants that did not match, and why
     BLOCKLISTED_ADDRESS = "blocklisted_address"
     BLOCKLISTED_DOMAIN = "blocklisted_domain"
+    USER_EXCLUDED = "user_excluded"  # on the mailbox owner's own never_log list
     UNKNOWN_ADDRESS = "unknown_address"
     COLLEAGUE_EXCLUDED = "colleague_excluded"
     OWNER_EXCLUDED = "owner_excluded"
@@ -82,6 +86,14 @@ DESCRIPTIONS: Mapping[ReasonCode, str] = MappingProxyType(
             "drafts, outbox, or Outlook's sync-issue and conversation-history folders."
         ),
         ReasonCode.DRAFT: "The message is a draft that has not been sent; drafts never create engagements.",
+        ReasonCode.AUTOMATED: (
+            "The message is bulk or machine mail (it carries List-Unsubscribe, List-Id, Precedence: bulk, list "
+            "or junk, or Auto-Submitted other than no), and your company excludes automated mail."
+        ),
+        ReasonCode.USER_EXCLUDED: (
+            "The address is on your own never-log list, so mail you share only with such addresses never "
+            "becomes an engagement from your mailbox."
+        ),
         ReasonCode.OWNER_EXCLUDED: ("The address is your own (your primary address or an alias), so it never matches."),
         ReasonCode.COLLEAGUE_EXCLUDED: ("The address belongs to a colleague at your company, so it never matches."),
         ReasonCode.BLOCKLISTED_ADDRESS: (
@@ -157,6 +169,23 @@ def excluded_folder(folder: str) -> Reason:
 
 def draft() -> Reason:
     return Reason(ReasonCode.DRAFT, "The message is a draft that has not been sent; drafts never create engagements.")
+
+
+def automated(evidence: str) -> Reason:
+    shown = evidence if len(evidence) <= 200 else evidence[:197] + "..."
+    return Reason(
+        ReasonCode.AUTOMATED,
+        f"The message is bulk or machine mail ({shown}) and your company excludes automated mail, "
+        "so it never creates engagements.",
+    )
+
+
+def user_excluded(address: str, entry: str) -> Reason:
+    what = f"the domain {entry[1:]}" if entry.startswith("@") else entry
+    return Reason(
+        ReasonCode.USER_EXCLUDED,
+        f"{address} is on your never-log list ({what}), so it never creates engagements from your mailbox.",
+    )
 
 
 def owner_excluded(address: str, via_plus_tag: bool = False) -> Reason:

@@ -7,8 +7,12 @@ from typing import Any
 
 import asyncpg
 
+from services.core import capture
 from services.core.addresses import normalize_address
 from services.core.events import BadEvent, require_str, str_list
+from services.core.never_log import canonical_entry
+
+ROLES = ("member", "admin")
 
 
 def _normalised(raw: list[str], field: str) -> list[str]:
@@ -20,6 +24,27 @@ def _normalised(raw: list[str], field: str) -> list[str]:
         if address not in out:
             out.append(address)
     return out
+
+
+def _never_log(event: dict[str, Any]) -> list[str]:
+    """Canonical never_log entries ("addr@x" / "@domain"), deduplicated, in the record's order."""
+    entries: list[str] = []
+    for raw in str_list(event, "never_log"):
+        entry = canonical_entry(raw)
+        if entry is None:
+            raise BadEvent(f"never_log holds {raw[:80]!r}, which is neither an address nor an @domain")
+        if entry not in entries:
+            entries.append(entry)
+    return entries
+
+
+def _role(event: dict[str, Any]) -> str:
+    role = event.get("role", "member")
+    if role is None:
+        return "member"
+    if role not in ROLES:
+        raise BadEvent(f"role must be one of {', '.join(ROLES)}")
+    return str(role)
 
 
 def _domain(raw: str) -> str:
@@ -72,11 +97,13 @@ async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any])
         user_id = require_str(event, "user_id")
         email = _normalised([require_str(event, "email")], "email")[0]
         aliases = [a for a in _normalised(str_list(event, "aliases"), "aliases") if a != email]
+        never_log, role = _never_log(event), _role(event)
         await _same_account(conn, "user", user_id, account_id)
         await conn.execute(
-            """INSERT INTO users (user_id, account_id, email) VALUES ($1, $2, $3)
-               ON CONFLICT (user_id) DO UPDATE SET email = $3, deleted_at = NULL, updated_at = now()""",
-            user_id, account_id, email)
+            """INSERT INTO users (user_id, account_id, email, never_log, role) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (user_id) DO UPDATE SET email = $3, never_log = $4, role = $5, deleted_at = NULL,
+                                                   updated_at = now()""",
+            user_id, account_id, email, never_log, role)
         await conn.execute("DELETE FROM user_addresses WHERE user_id = $1 AND source IN ('primary', 'alias')",
                            user_id)
         await conn.executemany(
@@ -142,7 +169,17 @@ async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any])
         if not isinstance(domain_matching, bool):
             raise BadEvent("domain_matching must be a boolean")
         name = event.get("name") if isinstance(event.get("name"), str) else ""
-        await conn.execute("UPDATE accounts SET domain_matching = $2, name = $3 WHERE account_id = $1",
-                           account_id, domain_matching, name)
+        try:
+            tier = capture.parse(event.get("capture"))
+        except ValueError as exc:
+            raise BadEvent(str(exc)) from None
+        exclude_automated = event.get("exclude_automated", True)
+        if not isinstance(exclude_automated, bool):
+            raise BadEvent("exclude_automated must be a boolean")
+        # Like domain_matching, an omitted field takes its default: the record states the whole account.
+        # A new tier applies to mail decided from now on; `mailsync purge-content` trims what is stored.
+        await conn.execute(
+            "UPDATE accounts SET domain_matching = $2, name = $3, capture = $4, exclude_automated = $5"
+            " WHERE account_id = $1", account_id, domain_matching, name, tier.value, exclude_automated)
     # Unknown types are skipped: consumers accept what newer producers add.
     return change

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.core import automated
+from services.core.capture import PREVIEW_MAX
 from services.core.domain import EmailAddress, MailMessage
+from services.core.graph.client import MESSAGE_FIELDS
 from services.core.graph.times import parse_graph_time_or_none
+
+
+def message_select(*, headers: bool, preview: bool) -> str:
+    """The $select of the matcher's one GET per message: the fields matching needs, plus
+    internetMessageHeaders (returned only when selected) when automated mail is excluded, and bodyPreview
+    when the capture tier keeps previews. The body itself is never asked for."""
+    extra = (",internetMessageHeaders" if headers else "") + (",bodyPreview" if preview else "")
+    return MESSAGE_FIELDS + extra
 
 
 class UnusableMessage(ValueError):
@@ -54,4 +65,13 @@ def parse_message(body: dict[str, Any], *, folder: str) -> MailMessage:
         cc=_addresses(body.get("ccRecipients")),
         bcc=_addresses(body.get("bccRecipients")),
         reply_to=_addresses(body.get("replyTo")),
+        # Present only when the $select asked for them (the account's tier keeps previews / it excludes
+        # automated mail); absent, they mean "not read", never "empty".
+        preview=_text(body.get("bodyPreview"))[:PREVIEW_MAX],
+        automated_by=_automation(body.get("internetMessageHeaders")),
     )
+
+
+def _automation(headers: Any) -> str | None:
+    found = automated.classify(automated.from_graph(headers))
+    return found.describe() if found is not None else None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 from prometheus_client import Counter
@@ -17,9 +18,10 @@ from services.core.domain import Decision, MailboxOwner
 from services.core.events import BadEvent, require_str
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import GraphError, NotFound
+from services.core.mail_policy import MailPolicy, load_policy
 from services.core.matching import addresses_to_look_up, decide
 from services.matcher.folders import FolderResolver
-from services.matcher.graph_message import UnusableMessage, parse_message
+from services.matcher.graph_message import UnusableMessage, message_select, parse_message
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,15 @@ class Handled:
     synced: str | None = None  # the connection whose mailbox answered: its last successful sync moves
 
 
-async def _fetch(deps: MatcherDeps, connection_id: str, mailbox: str, message_id: str) -> tuple[str, dict[str, Any]]:
+async def _fetch(deps: MatcherDeps, connection_id: str, mailbox: str, message_id: str,
+                 policy: MailPolicy) -> tuple[str, dict[str, Any]]:
+    # One GET per message whatever the policy: the headers (for automated mail) and the body preview (for the
+    # preview tier) ride in the same request's $select, only for accounts that need them (docs/design.md#automated).
+    path = f"/users/{quote(mailbox, safe='@')}/messages/{quote(message_id, safe='')}"
+    select = message_select(headers=policy.exclude_automated, preview=policy.capture.keeps_preview())
+
     async def get(token: str) -> tuple[str, dict[str, Any]]:
-        return token, await deps.graph.get_message(token, mailbox, message_id)
+        return token, await deps.graph.request("GET", path, token, mailbox=mailbox, params={"$select": select})
 
     return await deps.tokens.call(connection_id, get)
 
@@ -72,11 +80,12 @@ async def handle_message_changed(event: dict[str, Any], deps: MatcherDeps) -> Ha
         return Handled(Outcome.SKIPPED)
     mailbox = connection.graph_user_id
     common = {"account_id": connection.account_id, "user_id": connection.user_id, "connection_id": connection_id}
+    policy = await load_policy(deps.pool, connection.account_id, connection.user_id)
     try:
         if connection.status != "connected":
             deps.tokens.forget(connection_id)
             raise NotConnected(connection_id, connection.status)
-        token, body = await _fetch(deps, connection_id, mailbox, message_id)
+        token, body = await _fetch(deps, connection_id, mailbox, message_id, policy)
     except NotConnected as exc:
         DECISIONS.labels("not_seen", "not_connected").inc()
         await engagements.record_unseen(deps.pool, **common, message_id=message_id, code="not_connected",
@@ -103,16 +112,18 @@ async def handle_message_changed(event: dict[str, Any], deps: MatcherDeps) -> Ha
     except UnusableMessage as exc:
         raise BadEvent(str(exc)) from None
     owner = MailboxOwner(connection.user_id, connection.account_id,
-                         await owner_addresses(deps.pool, connection.user_id, connection.mailbox_addresses))
+                         await owner_addresses(deps.pool, connection.user_id, connection.mailbox_addresses),
+                         never_log=policy.never_log)
     snapshot = await load_snapshot(deps.pool, connection.account_id, addresses_to_look_up(message, owner))
-    result = decide(message, owner, snapshot)
+    result = decide(message, owner, replace(snapshot, exclude_automated=policy.exclude_automated))
     DECISIONS.labels(result.decision.value, result.reasons[0].code if result.reasons else "").inc()
     async with deps.pool.acquire() as conn, conn.transaction():
         if result.decision is not Decision.MATCHED:
             await engagements.record_decision(conn, **common, message=message, result=result, source=source,
-                                              engagement_id=None)
+                                              engagement_id=None, capture=policy.capture)
             return Handled(Outcome(result.decision.value), synced=connection_id)
-        stored = await engagements.store_engagement(conn, **common, message=message, result=result, source=source)
+        stored = await engagements.store_engagement(conn, **common, message=message, result=result, source=source,
+                                                    capture=policy.capture, mailbox_address=connection.mailbox_address)
     if stored.created:
         ENGAGEMENTS_CREATED.inc()
         if isinstance(event.get("job_id"), str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from services.core import engagements, events
 from services.core.directory_lookup import load_snapshot, owner_addresses
 from services.core.domain import Decision, EmailAddress, MailboxOwner, MailMessage
 from services.core.kafka import Publisher
+from services.core.mail_policy import load_policy
 from services.core.matching import addresses_to_look_up, decide
 from services.matcher.directory import DirectoryChange
 
@@ -25,7 +27,9 @@ REMATCHED = Counter("mailsync_rematch_total", "Re-matching outcomes", ["outcome"
 
 
 def rebuild_message(row: asyncpg.Record) -> MailMessage:
-    """The decision row holds every participant with its role: enough to decide again."""
+    """The decision row holds every participant with its role: enough to decide again. It holds the subject
+    only when the account's tier kept it, and never the body preview: mail that becomes an engagement through
+    a late contact carries no preview (previews are read only for mail that matches when it arrives)."""
     by_role: dict[str, list[EmailAddress]] = {}
     for p in row["participants"]:
         by_role.setdefault(p["role"], []).append(EmailAddress(p["address"], p.get("name", "")))
@@ -35,7 +39,7 @@ def rebuild_message(row: asyncpg.Record) -> MailMessage:
 
     return MailMessage(
         message_id=row["message_id"], internet_message_id=row["internet_message_id"] or "",
-        conversation_id=row["conversation_id"], subject=row["subject"], folder=row["folder"] or "other",
+        conversation_id=row["conversation_id"], subject=row["subject"] or "", folder=row["folder"] or "other",
         is_draft=False, received_at=row["occurred_at"], sent_at=row["occurred_at"], from_=first("from"),
         sender=first("sender"), to=tuple(by_role.get("to", ())), cc=tuple(by_role.get("cc", ())),
         bcc=tuple(by_role.get("bcc", ())), reply_to=tuple(by_role.get("reply_to", ())))
@@ -96,13 +100,19 @@ class Rematcher:
     async def _decide_again(self, row: asyncpg.Record) -> tuple[str, bool, list[str]] | None:
         message = rebuild_message(row)
         connection = await self._pool.fetchrow(
-            "SELECT mailbox_addresses FROM mailbox_connections WHERE connection_id = $1", row["connection_id"])
+            "SELECT mailbox_addresses, mailbox_address FROM mailbox_connections WHERE connection_id = $1",
+            row["connection_id"])
+        policy = await load_policy(self._pool, row["account_id"], row["user_id"])
         owner = MailboxOwner(row["user_id"], row["account_id"], await owner_addresses(
-            self._pool, row["user_id"], tuple(connection["mailbox_addresses"]) if connection else ()))
+            self._pool, row["user_id"], tuple(connection["mailbox_addresses"]) if connection else ()),
+            never_log=policy.never_log)
         snapshot = await load_snapshot(self._pool, row["account_id"], addresses_to_look_up(message, owner))
-        result = decide(message, owner, snapshot)
+        # Headers were read (and automated mail excluded) when the mail arrived; excluded decisions are never
+        # re-matched, so the rebuilt message needs no header verdict.
+        result = decide(message, owner, replace(snapshot, exclude_automated=policy.exclude_automated))
         common: dict[str, Any] = {"account_id": row["account_id"], "user_id": row["user_id"],
-                                  "connection_id": str(row["connection_id"]), "message": message, "result": result}
+                                  "connection_id": str(row["connection_id"]), "message": message, "result": result,
+                                  "capture": policy.capture}
         async with self._pool.acquire() as conn, conn.transaction():
             if result.decision is not Decision.MATCHED:
                 if row["decision"] != result.decision.value:
@@ -111,7 +121,9 @@ class Rematcher:
             engagement_id = engagements.engagement_id_for(row["account_id"], engagements.message_key(message))
             before = {r["contact_id"] for r in await conn.fetch(
                 "SELECT contact_id FROM engagement_contacts WHERE engagement_id = $1::uuid", engagement_id)}
-            stored = await engagements.store_engagement(conn, **common, source="rematch")
+            stored = await engagements.store_engagement(
+                conn, **common, source="rematch",
+                mailbox_address=connection["mailbox_address"] if connection else None)
         new_contacts = sorted(set(result.contact_ids) - before)
         return stored.engagement_id, stored.needs_publish, new_contacts
 

@@ -7,6 +7,7 @@ import time
 import uuid
 
 from services.core import engagements
+from services.core.capture import Capture
 from services.core.domain import Decision, Direction, MailMessage, MatchResult, Participant, Reason, Role
 from tests.bench.harness import BenchStack, cpu_seconds
 from tests.support.wait import wait_until
@@ -58,5 +59,5 @@ async def _baseline(bench: BenchStack, account: str, user_id: str, connection_id
         async with bench.pool.acquire() as conn, conn.transaction():
             await engagements.store_engagement(conn, account_id=account, user_id=user_id,
                                                connection_id=connection_id, message=message, result=result,
-                                               source="bench")
+                                               source="bench", capture=Capture.SUBJECT)
     return (time.process_time() - started) * 1000 / MESSAGES
