@@ -21,6 +21,7 @@ from services.core.kafka import Publisher, consumer
 from services.core.observability import Liveness, add_health_routes
 from services.core.runtime import Readiness, every, serve, until_a_worker_ends
 from services.renewer.cleanup import clean_up_deletions
+from services.renewer.coverage import watch_coverage
 from services.renewer.delta import PollDeps, claim_due, poll_claimed
 from services.renewer.jobs import claim_job, run_job
 from services.renewer.lifecycle import LifecycleBatch
@@ -31,6 +32,7 @@ from services.renewer.subscriptions import RenewerDeps, count_connections, ensur
 from services.renewer.tokens import refresh_due
 
 log = logging.getLogger(__name__)
+COVERAGE_EVERY_S = 60.0  # the page computes coverage live; the metric and the status reason follow within this
 
 
 async def run(settings: Settings) -> None:
@@ -41,8 +43,8 @@ async def run(settings: Settings) -> None:
     # One request in flight per mailbox, $batch steps one after another: the rest of Outlook's 4 is the
     # live path's (Settings.live_graph_slots).
     graph = GraphClient(session, settings.graph_url, per_mailbox=BULK_GRAPH_SLOTS, sequential_batches=True)
-    tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings),
-                          StatusReporter(pool, publisher))
+    status = StatusReporter(pool, publisher)
+    tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings), status)
     deps = RenewerDeps(pool=pool, graph=graph, tokens=tokens, settings=settings)
     polls = PollDeps(pool=pool, graph=graph, tokens=tokens, publisher=publisher,
                      interval=timedelta(seconds=settings.poll_interval_s),
@@ -99,6 +101,8 @@ async def run(settings: Settings) -> None:
             asyncio.create_task(every(tick, stop, poll, "delta poll"), name="delta poll"),
             asyncio.create_task(every(tick, stop, jobs, "sync jobs"), name="sync jobs"),
             asyncio.create_task(every(tick, stop, notices, "notices"), name="notices"),
+            asyncio.create_task(every(COVERAGE_EVERY_S, stop, lambda: watch_coverage(pool, status), "push coverage"),
+                                name="push coverage"),
             # Sends from the application: own short tick (a send waits at most a second to start), sharing
             # the renewer's per-mailbox Graph slot so a send never adds to Outlook's 4 concurrent requests.
             asyncio.create_task(every(SEND_TICK_S, stop, lambda: run_due(sends, stop), "sends"), name="sends"),

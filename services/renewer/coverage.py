@@ -1,0 +1,40 @@
+"""Push coverage, watched: a gauge of connections whose mail the poll is finding instead of notifications,
+and the connection's status reason saying so (still `connected`: mail arrives, up to an hour late)."""
+
+from __future__ import annotations
+
+import asyncpg
+from prometheus_client import Gauge
+
+from services.core.connections import StatusReporter
+from services.core.coverage import DEGRADED_CODE, DEGRADED_REASON, WINDOW, Coverage
+from services.core.domain import ConnectionStatus
+
+PUSH_DEGRADED = Gauge("mailsync_push_degraded_connections",
+                      "Connected mailboxes whose new mail the hourly poll found more than notifications did (24 h)")
+
+
+async def watch_coverage(pool: asyncpg.Pool, status: StatusReporter) -> int:
+    """One pass over the connected mailboxes; returns how many are degraded now."""
+    rows = await pool.fetch(
+        """SELECT c.connection_id, c.error_code,
+                  count(d.*) FILTER (WHERE d.source = 'webhook') AS announced,
+                  count(d.*) FILTER (WHERE d.source = 'delta') AS poll_only
+             FROM mailbox_connections c
+             LEFT JOIN match_decisions d ON d.connection_id = c.connection_id
+                   AND d.decided_at > now() - $1::interval AND d.source IN ('webhook', 'delta')
+                   AND d.occurred_at >= c.connected_at
+            WHERE c.status = 'connected'
+            GROUP BY c.connection_id, c.error_code""", WINDOW)
+    degraded = 0
+    for row in rows:
+        now_degraded = Coverage(row["announced"], row["poll_only"]).degraded
+        degraded += now_degraded
+        marked = row["error_code"] == DEGRADED_CODE
+        if now_degraded and not marked:
+            await status.set_status(str(row["connection_id"]), ConnectionStatus.CONNECTED, DEGRADED_REASON,
+                                    DEGRADED_CODE)
+        elif marked and not now_degraded:
+            await status.set_status(str(row["connection_id"]), ConnectionStatus.CONNECTED, None, None)
+    PUSH_DEGRADED.set(degraded)
+    return degraded
