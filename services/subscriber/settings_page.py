@@ -166,17 +166,19 @@ async def latest_import(pool: Any, connection_id: str) -> Any:
 
 
 async def last_sync_found(pool: Any, connection_id: str, last_synced_at: str | None) -> str | None:
-    """What the last poll found that notifications had not brought already (the poll publishes only those)."""
+    """What the syncs of the last 24 hours found that notifications had not brought already (the poll
+    publishes only those). A day rather than the last poll alone: the next scheduled poll may follow a
+    Sync now within minutes and find nothing, which would hide what the one the user asked for found."""
     if not last_synced_at:
         return None
     row = await pool.fetchrow(
         "SELECT count(*) AS found, count(*) FILTER (WHERE decision = 'matched') AS matched FROM match_decisions"
-        " WHERE connection_id = $1::uuid AND source = 'delta' AND decided_at >= $2",
-        connection_id, datetime.fromisoformat(last_synced_at))
+        " WHERE connection_id = $1::uuid AND source = 'delta' AND decided_at > now() - interval '24 hours'",
+        connection_id)
     if not row["found"]:
-        return "It found nothing that notifications had not already brought in."
-    return (f"It found {row['found']} email{'s' if row['found'] != 1 else ''} that notifications had missed; "
-            f"{row['matched']} added to your clients' timelines.")
+        return "In the last 24 hours syncs found nothing that notifications had not already brought in."
+    return (f"In the last 24 hours syncs found {row['found']} email{'s' if row['found'] != 1 else ''} that "
+            f"notifications had missed; {row['matched']} added to your clients' timelines.")
 
 
 async def recent_activity(pool: Any, session: Session) -> dict[str, Any]:
