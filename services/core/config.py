@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_LOGIN_URL = "https://login.microsoftonline.com"
+# Mail.Send: sending from the application (POST /api/v1/users/{id}/send, docs/design.md#sends) uses Graph
+# sendMail; reading needs only Mail.Read. Drafts would need Mail.ReadWrite, which mailsync does not ask for.
 DEFAULT_SCOPES = ("openid", "profile", "email", "offline_access", "User.Read", "Mail.Read", "Mail.Send")
 
 

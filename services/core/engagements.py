@@ -187,7 +187,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 _TIMELINE_COLUMNS = """e.engagement_id, e.occurred_at, e.direction, e.subject, e.preview, e.capture,
-           e.participants, e.internet_message_id, e.conversation_id"""
+           e.participants, e.internet_message_id, e.conversation_id, e.send_id"""
 _TIMELINE_FROM = """FROM engagement_contacts c JOIN engagements e ON e.engagement_id = c.engagement_id
                                                    AND e.account_id = c.account_id
      WHERE c.contact_id = $1 AND ($2::text IS NULL OR c.account_id = $2) {condition}
@@ -219,6 +219,7 @@ async def contact_timeline(pool: asyncpg.Pool, contact_id: str, account_id: str 
         "direction": r["direction"], **_content(r), "participants": r["participants"],
         "internet_message_id": r["internet_message_id"], "conversation_id": r["conversation_id"],
         "mailbox_user_ids": list(r["mailbox_user_ids"]), "mailbox_addresses": list(r["mailbox_addresses"]),
+        **({"send_id": str(r["send_id"])} if r["send_id"] is not None else {}),  # sent through the API
     } for r in page]
     next_before = encode_cursor(page[-1]["occurred_at"], str(page[-1]["engagement_id"])) if len(rows) > limit else None
     return {"engagements": items, "next_before": next_before}

@@ -105,6 +105,7 @@ async def test_a_send_reaches_the_recipient_and_the_timeline(stack: Stack, db, e
     assert view["engagement_id"] == created["engagement_id"] and view["error"] is None
     status, timeline = await call(stack, "GET", f"/api/v1/contacts/{contact}/engagements")
     assert status == 200 and [e["engagement_id"] for e in timeline["engagements"]] == [created["engagement_id"]]
+    assert timeline["engagements"][0]["send_id"] == send_id
     assert await db.fetchval("SELECT body FROM sends WHERE send_id = $1::uuid", send_id) is None  # not kept
 
 
