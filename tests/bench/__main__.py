@@ -11,7 +11,16 @@ import json
 import sys
 from pathlib import Path
 
-from tests.bench import directory_scale, end_to_end, intake, matcher_cost, memory, polling, reauthorization
+from tests.bench import (
+    directory_scale,
+    end_to_end,
+    intake,
+    matcher_cost,
+    memory,
+    polling,
+    reauthorization,
+    renewer_scale,
+)
 from tests.bench.harness import BenchStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +37,7 @@ async def main() -> int:
         results["delta_poll"] = await polling.run(stack)
         results["directory_scale"] = await directory_scale.run(stack)
         results["reauthorization_idle"] = await reauthorization.run(stack)
+        results["renewer_scale"] = await renewer_scale.run(stack)
         results["memory_after_load"] = await memory.measure(stack, "after load")
     finally:
         await stack.stop()
