@@ -55,6 +55,10 @@ class AppCredentials:
         self._by_tenant[tenant_id.lower()] = credential
         return credential
 
+    def azure_credential(self, tenant_id: str) -> Credential:
+        """The tenant's credential itself, for an azure-core client (msgraph-sdk's auth provider)."""
+        return self._credential(tenant_id)
+
     async def token(self, tenant_id: str, *, fresh: bool = False,
                     claims: Mapping[str, Any] | None = None) -> tuple[str, datetime]:
         """An app-only Graph token for the tenant and its expiry. `fresh`: the last one was refused."""

@@ -13,6 +13,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from services.core import events, notice_store
+from services.core.app_credential import AppCredentials
 from services.core.crypto import TokenBox, TokenDecryptError
 from services.core.domain import ConnectionStatus
 from services.core.graph.errors import AccessTokenRejected, Classified, GraphError, Severity
@@ -134,11 +135,13 @@ class TokenService:
     """Hands out access tokens, refreshing ahead of expiry; one replica refreshes a mailbox at a time."""
 
     def __init__(self, pool: asyncpg.Pool, box: TokenBox, identity: IdentityClient,
-                 status: StatusReporter) -> None:
+                 status: StatusReporter, app: AppCredentials | None = None) -> None:
         self._pool = pool
         self._box = box
         self._identity = identity
         self._status = status
+        # Tenant-mode mailboxes get app-only tokens (azure-identity caches them per tenant).
+        self._app = app or AppCredentials(identity.settings, identity.session)
         # Decrypted access tokens by connection, so a burst of messages costs no query each.
         # Callers check the connection's status themselves; a forced refresh drops the entry.
         self._cache: dict[str, tuple[str, datetime]] = {}
@@ -212,8 +215,10 @@ class TokenService:
     async def _from_db(self, connection_id: str, force_refresh: bool, claims: Mapping[str, Any] | None = None,
                        accept: Callable[[datetime], bool] | None = None) -> tuple[str, datetime]:
         row = await self._pool.fetchrow(
-            "SELECT status, access_token_enc, access_expires_at FROM mailbox_connections"
-            " WHERE connection_id = $1::uuid", connection_id)
+            "SELECT status, access_token_enc, access_expires_at, mode, tenant_id, tenant_connection_id"
+            " FROM mailbox_connections WHERE connection_id = $1::uuid", connection_id)
+        if row is not None and row["mode"] == "tenant" and row["status"] == ConnectionStatus.CONNECTED:
+            return await self._app_token(connection_id, row, force_refresh, claims)
         if row is None or row["status"] != ConnectionStatus.CONNECTED or row["access_token_enc"] is None:
             self.forget(connection_id)
             raise NotConnected(connection_id, row["status"] if row else "unknown")
@@ -287,6 +292,21 @@ class TokenService:
             self.forget(connection_id)
             raise NotConnected(connection_id, "disconnected")
         return tokens.access_token, tokens.expires_at
+
+    async def _app_token(self, connection_id: str, row: asyncpg.Record, force_refresh: bool,
+                         claims: Mapping[str, Any] | None) -> tuple[str, datetime]:
+        """A tenant-mode mailbox: the tenant's app-only token. Consent withdrawn changes the tenant
+        connection and all its mailboxes in one step (tenant.revoke_consent), never this one alone."""
+        try:
+            token, expires_at = await self._app.token(str(row["tenant_id"]), fresh=force_refresh, claims=claims)
+            return token, expires_at
+        except GraphError as exc:
+            if exc.classified.severity is not Severity.CONSENT:
+                raise  # transient, or the operator's credential: never a mailbox's status
+            from services.core.tenant import revoke_consent  # tenant builds on this module
+            self.forget(connection_id)
+            await revoke_consent(self._pool, self._status, str(row["tenant_connection_id"]), exc.classified)
+            raise NotConnected(connection_id, ConnectionStatus.CONSENT_REQUIRED.value) from exc
 
     async def mark_failed(self, connection_id: str, failure: GraphError) -> None:
         self.forget(connection_id)

@@ -18,6 +18,9 @@ _SNAPSHOT = """
       FROM user_addresses a JOIN users u ON u.user_id = a.user_id
      WHERE a.account_id = $1 AND a.address = ANY($2::text[]) AND u.deleted_at IS NULL
     UNION ALL
+    -- shared mailboxes named through the API count as the account's own addresses
+    SELECT 'colleague', address, NULL, NULL FROM shared_mailboxes WHERE account_id = $1 AND address = ANY($2::text[])
+    UNION ALL
     SELECT 'client', domain, client_id, NULL FROM client_domains WHERE account_id = $1 AND domain = ANY($3::text[])
     UNION ALL
     SELECT 'blocked_' || kind, entry, NULL, NULL FROM blocklist_entries

@@ -10,6 +10,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from services.core import events, tls
+from services.core.app_credential import AppCredentials
 from services.core.config import BULK_GRAPH_SLOTS, Settings
 from services.core.connections import StatusReporter, TokenService
 from services.core.consuming import run_batches
@@ -20,6 +21,7 @@ from services.core.graph.identity import IdentityClient
 from services.core.kafka import Publisher, consumer
 from services.core.observability import Liveness, add_health_routes
 from services.core.runtime import Readiness, every, serve, until_a_worker_ends
+from services.core.tenant import TenantDeps
 from services.renewer.cleanup import clean_up_deletions
 from services.renewer.coverage import watch_coverage
 from services.renewer.delta import PollDeps, claim_due, poll_claimed
@@ -29,6 +31,7 @@ from services.renewer.notices import relay, remind
 from services.renewer.sends import TICK_S as SEND_TICK_S
 from services.renewer.sends import SendDeps, run_due
 from services.renewer.subscriptions import RenewerDeps, count_connections, ensure_subscriptions, renew_due
+from services.renewer.tenant import sync_due_tenants
 from services.renewer.tokens import refresh_due
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,11 @@ async def run(settings: Settings) -> None:
     # live path's (Settings.live_graph_slots).
     graph = GraphClient(session, settings.graph_url, per_mailbox=BULK_GRAPH_SLOTS, sequential_batches=True)
     status = StatusReporter(pool, publisher)
-    tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings), status)
+    app_credentials = AppCredentials(settings, session)  # tenant-wide connection (azure-identity)
+    tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings), status,
+                          app_credentials)
+    tenants = TenantDeps(pool=pool, graph=graph, app=app_credentials, status=status, settings=settings,
+                         tokens=tokens)
     deps = RenewerDeps(pool=pool, graph=graph, tokens=tokens, settings=settings)
     polls = PollDeps(pool=pool, graph=graph, tokens=tokens, publisher=publisher,
                      interval=timedelta(seconds=settings.poll_interval_s),
@@ -61,6 +68,7 @@ async def run(settings: Settings) -> None:
         steps: tuple[tuple[str, Callable[[], Awaitable[object]]], ...] = (
             ("readable tokens", lambda: tokens.recover_readable()),
             ("token refresh", lambda: refresh_due(pool, tokens, tick=timedelta(seconds=tick))),
+            ("tenant connections", lambda: sync_due_tenants(tenants)),
             ("missing subscriptions", lambda: ensure_subscriptions(deps)),
             ("connection counts", lambda: count_connections(pool)),
             ("pending subscription deletions", lambda: clean_up_deletions(deps)),
@@ -119,5 +127,6 @@ async def run(settings: Settings) -> None:
     finally:
         await lifecycle.stop()
         await publisher.stop()
+        await app_credentials.close()
         await session.close()
         await pool.close()

@@ -54,7 +54,7 @@ async def connection_view(pool: Any, user_id: str, *, account_id: str | None = N
     """The user's connection as the API shows it; `account_id` (a scoped caller's) filters every query."""
     row = await pool.fetchrow(
         f"""SELECT c.connection_id, c.user_id, c.account_id, c.status, c.reason, c.error_code, c.scopes,
-                  c.connected_at, c.last_synced_at, c.mailbox_address, c.status_changed_at
+                  c.connected_at, c.last_synced_at, c.mailbox_address, c.status_changed_at, c.mode
              FROM mailbox_connections c WHERE c.user_id = $1 AND {in_scope("c.account_id", 2)}""",  # noqa: S608
         user_id, account_id)
     if row is None:
@@ -69,6 +69,8 @@ async def connection_view(pool: Any, user_id: str, *, account_id: str | None = N
     return {
         "connection_id": str(row["connection_id"]), "user_id": row["user_id"], "account_id": row["account_id"],
         "status": row["status"], "reason": row["reason"], "error_code": row["error_code"],
+        # "tenant": synced through the organisation's consent (no sign-in of the user); "user": their own.
+        "mode": row["mode"],
         "scopes": list(row["scopes"]), "connected_at": _iso(row["connected_at"]),
         "last_synced_at": _iso(row["last_synced_at"]), "mailbox_address": row["mailbox_address"],
         "status_changed_at": _iso(row["status_changed_at"]),
@@ -98,7 +100,8 @@ async def get_connection(request: web.Request) -> web.Response:
         if account_id is None:
             return _no_user(user_id)
         view = {"connection_id": None, "user_id": user_id, "account_id": account_id,
-                "status": ConnectionStatus.NEVER_CONNECTED.value, "reason": None, "error_code": None,
+                "status": ConnectionStatus.NEVER_CONNECTED.value, "mode": "user", "reason": None,
+                "error_code": None,
                 "scopes": [], "connected_at": None, "last_synced_at": None, "subscriptions": [],
                 "subscriptions_pending_delete": 0, "pending_deletions": []}
     return web.json_response(view)

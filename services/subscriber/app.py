@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from services.core import json_limits, tls
+from services.core.app_credential import AppCredentials
 from services.core.config import BULK_GRAPH_SLOTS, Settings
 from services.core.connections import StatusReporter, TokenService
 from services.core.crypto import TokenBox
@@ -34,6 +35,7 @@ from services.subscriber.keys import (
 from services.subscriber.send_api import add_send_routes
 from services.subscriber.settings_page import add_settings_routes
 from services.subscriber.sync_api import add_sync_routes
+from services.subscriber.tenant_api import APP_CREDENTIALS, add_tenant_routes
 from services.subscriber.trust import SubscriptionTrust
 
 MAX_BODY = 1024 * 1024  # Graph batches stay far below this; larger bodies get 413
@@ -71,13 +73,16 @@ def create_app(settings: Settings) -> web.Application:
         app[GRAPH] = GraphClient(session, settings.graph_url, per_mailbox=BULK_GRAPH_SLOTS)  # connect-time calls
         app[IDENTITY] = IdentityClient(session, settings)
         app[STATUS] = StatusReporter(pool, publisher)
-        app[TOKENS] = TokenService(pool, TokenBox(settings.token_keys), app[IDENTITY], app[STATUS])
+        app[APP_CREDENTIALS] = AppCredentials(settings, session)  # tenant-wide connection (azure-identity)
+        app[TOKENS] = TokenService(pool, TokenBox(settings.token_keys), app[IDENTITY], app[STATUS],
+                                   app[APP_CREDENTIALS])
         readiness = Readiness(settings, pool)
         app[READINESS] = readiness
         yield
         # Requests are finished by now (runner shutdown); flush what was accepted, then close.
         await publisher.flush()
         await publisher.stop()
+        await app[APP_CREDENTIALS].close()
         await session.close()
         await pool.close()
 
@@ -95,5 +100,6 @@ def create_app(settings: Settings) -> web.Application:
     add_admin_routes(app)
     add_api_routes(app)
     add_sync_routes(app)
+    add_tenant_routes(app)
     add_send_routes(app)
     return app

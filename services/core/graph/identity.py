@@ -60,6 +60,15 @@ class IdentityClient:
         self._session = session
         self._settings = settings
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The verifying session (services.core.tls) the app credential's transport shares."""
+        return self._session
+
     def _endpoint(self, tenant: str | None, leaf: str) -> str:
         return f"{self._settings.login_url}/{tenant or self._settings.tenant}/oauth2/v2.0/{leaf}"
 

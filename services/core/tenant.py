@@ -1,0 +1,464 @@
+"""The tenant-wide connection: consent states, the verified-domain check, enrolment of the account's
+mailboxes, consent revocation, disconnect. Every Graph or identity call happens with no transaction open:
+read in one short transaction (or none), call, then record the outcome in another.
+
+A tenant-mode mailbox is a `mailbox_connections` row with mode = 'tenant' whose tokens come from the app
+credential (TokenService asks AppCredentials), so the matcher's fetch and the renewer's subscribe, renew
+and poll treat it like any other connected mailbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import asyncpg
+
+from services.core.addresses import normalize_address, parse_proxy_addresses
+from services.core.app_credential import AppCredentials
+from services.core.config import Settings
+from services.core.connections import StatusReporter, TokenService
+from services.core.domain import ConnectionStatus
+from services.core.graph.client import GraphClient
+from services.core.graph.errors import Classified, GraphError, NotFound, Severity
+from services.core.subscriptions import delete_pending, mark_for_deletion
+from services.core.tenant_graph import verified_domains
+from services.core.tenant_rules import check_domains, mail_domain
+
+log = logging.getLogger(__name__)
+
+STATE_TTL = timedelta(hours=24)  # the link travels to an administrator, who may open it the next day
+RECHECK_OUT_OF_SCOPE = timedelta(hours=1)  # an access-policy change propagates slowly; never a tight loop
+SYNC_LEASE = timedelta(minutes=2)
+SHARED_PREFIX = "shared:"
+ADMIN_CONSENT_SCOPE = "https://graph.microsoft.com/.default"
+
+REASON_PENDING = "Waiting for an administrator of the organisation to open the consent link."
+REASON_DISCONNECTED = "The organisation-wide connection was removed; mailsync no longer reads these mailboxes."
+REASON_MAILBOX_GONE = "This mailbox is no longer synced through the organisation-wide connection."
+REASON_MAILBOX_CONSENT = ("Your organisation's administrator withdrew mailsync's consent; an administrator must "
+                          "consent again. Mail is imported once they do.")
+REASON_OUT_OF_SCOPE = ("The organisation's application access policy does not include this mailbox, so "
+                       "mailsync may not read it; an administrator can add it to the policy.")
+REASON_NOT_IN_TENANT = "The organisation has no mailbox with this address."
+REASON_WRONG_TENANT = ("The consent came from another Microsoft 365 organisation ({got}) than the one this link "
+                       "was made for ({want}); it was not used. Ask the administrator of {want} to open the link.")
+
+
+# --- consent states ----------------------------------------------------------------------------------
+
+def _mac(secret: str, state_id: str) -> str:
+    return hmac.new(secret.encode(), f"tenant-consent:{state_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def sign_state(secret: str, state_id: str) -> str:
+    return f"{state_id}.{_mac(secret, state_id)}"
+
+
+def verify_state(secret: str, state: str) -> str | None:
+    state_id, _, mac = state.partition(".")
+    return state_id if state_id and mac and hmac.compare_digest(_mac(secret, state_id), mac) else None
+
+
+def admin_callback_url(settings: Settings) -> str:
+    return f"{settings.app_url}/oauth/microsoft365/admin-callback"
+
+
+def admin_consent_url(settings: Settings, tenant_id: str, state: str) -> str:
+    query = urlencode({"client_id": settings.client_id, "scope": ADMIN_CONSENT_SCOPE,
+                       "redirect_uri": admin_callback_url(settings), "state": state})
+    return f"{settings.login_url}/{quote(tenant_id, safe='')}/v2.0/adminconsent?{query}"
+
+
+async def new_consent_state(db: asyncpg.Pool | asyncpg.Connection, settings: Settings, tenant_connection_id: str,
+                            account_id: str, tenant_id: str) -> str:
+    state_id = secrets.token_urlsafe(24)
+    await db.execute(
+        """INSERT INTO tenant_consent_states (state_id, tenant_connection_id, account_id, tenant_id, expires_at)
+           VALUES ($1, $2::uuid, $3, $4, now() + $5::interval)""",
+        state_id, tenant_connection_id, account_id, tenant_id, STATE_TTL)
+    return sign_state(settings.session_secret, state_id)
+
+
+@dataclass(frozen=True)
+class RedeemedState:
+    tenant_connection_id: str
+    account_id: str
+    tenant_id: str
+
+
+class StateRefused(Exception):
+    """The state cannot be used: the message says why, plainly."""
+
+
+async def redeem_state(pool: asyncpg.Pool, settings: Settings, state: str) -> RedeemedState:
+    """Single use: the first callback to present a valid, unexpired state consumes it."""
+    state_id = verify_state(settings.session_secret, state)
+    if state_id is None:
+        raise StateRefused("This consent link is not one mailsync made (its state is not valid).")
+    row = await pool.fetchrow(
+        """UPDATE tenant_consent_states SET used_at = now()
+            WHERE state_id = $1 AND used_at IS NULL AND expires_at > now()
+        RETURNING tenant_connection_id, account_id, tenant_id""", state_id)
+    if row is not None:
+        return RedeemedState(str(row["tenant_connection_id"]), row["account_id"], row["tenant_id"])
+    known = await pool.fetchrow("SELECT used_at, expires_at FROM tenant_consent_states WHERE state_id = $1",
+                                state_id)
+    if known is None:
+        raise StateRefused("This consent link is no longer known; create a new one.")
+    if known["used_at"] is not None:
+        raise StateRefused("This consent link was already used; each link works once. Create a new one.")
+    raise StateRefused("This consent link has expired; create a new one.")
+
+
+# --- tenant connection status -------------------------------------------------------------------------
+
+async def set_tenant_status(db: asyncpg.Pool | asyncpg.Connection, tenant_connection_id: str, status: str,
+                            reason: str | None, error_code: str | None) -> bool:
+    changed = await db.fetchval(
+        """UPDATE tenant_connections SET status = $2, reason = $3, error_code = $4, updated_at = now(),
+                  status_changed_at = CASE WHEN status <> $2 THEN now() ELSE status_changed_at END,
+                  consented_at = CASE WHEN $2 = 'connected' AND status <> 'connected' THEN now()
+                                      ELSE consented_at END
+            WHERE tenant_connection_id = $1::uuid
+              AND (status, coalesce(reason, ''), coalesce(error_code, ''))
+                  IS DISTINCT FROM ($2, coalesce($3, ''), coalesce($4, ''))
+        RETURNING 1""", tenant_connection_id, status, reason, error_code)
+    if changed:
+        log.info("tenant connection status changed", extra={"tenant_connection_id": tenant_connection_id,
+                                                              "status": status, "error_code": error_code})
+    return bool(changed)
+
+
+async def revoke_consent(pool: asyncpg.Pool, status: StatusReporter, tenant_connection_id: str,
+                         failure: Classified) -> int:
+    """Consent withdrawn (the token endpoint says so): the tenant connection and every mailbox it enrolled
+    change in one transaction, published after the commit. Returns how many mailboxes changed."""
+    async with pool.acquire() as conn, conn.transaction():
+        moved = await conn.fetchval(
+            """UPDATE tenant_connections SET status = 'consent_revoked', reason = $2, error_code = $3,
+                      status_changed_at = now(), updated_at = now()
+                WHERE tenant_connection_id = $1::uuid AND status = 'connected' RETURNING 1""",
+            tenant_connection_id, failure.reason, failure.error_code)
+        rows = await conn.fetch(
+            "SELECT connection_id FROM mailbox_connections WHERE tenant_connection_id = $1::uuid AND mode = 'tenant'"
+            " AND status = 'connected'", tenant_connection_id) if moved else []
+        changed = [await status.record(conn, str(r["connection_id"]), ConnectionStatus.CONSENT_REQUIRED,
+                                       REASON_MAILBOX_CONSENT, failure.error_code) for r in rows]
+    if moved:
+        log.warning("tenant consent revoked", extra={"tenant_connection_id": tenant_connection_id,
+                                                     "error_code": failure.error_code, "mailboxes": len(rows)})
+    for row in changed:
+        if row is not None:
+            await status.publish(row)
+    return len(rows)
+
+
+# --- enrolment ----------------------------------------------------------------------------------------
+
+@dataclass
+class TenantDeps:
+    pool: asyncpg.Pool
+    graph: GraphClient
+    app: AppCredentials
+    status: StatusReporter
+    settings: Settings
+    tokens: TokenService | None = None  # to delete a user's own subscriptions when the tenant takes over
+
+
+@dataclass(frozen=True)
+class Candidate:
+    user_id: str  # directory user id, or shared:<mailbox_id>
+    address: str
+    shared_mailbox_id: str | None = None
+
+
+async def check_tenant_domains(deps: TenantDeps, tenant_connection_id: str, account_id: str, tenant_id: str
+                               ) -> str | None:
+    """None when the tenant's verified domains cover every mail domain of the account's directory users;
+    else the plain reason, recorded on the tenant connection (which enrols nobody)."""
+    domains = await verified_domains(deps.settings, deps.app, tenant_id)
+    addresses = [r["email"] for r in await deps.pool.fetch(
+        "SELECT email FROM users WHERE account_id = $1 AND deleted_at IS NULL", account_id)]
+    verdict = check_domains(addresses, domains)
+    await deps.pool.execute("UPDATE tenant_connections SET verified_domains = $2 WHERE tenant_connection_id = $1::uuid",
+                            tenant_connection_id, sorted(set(domains)))
+    if verdict.ok:
+        return None
+    await set_tenant_status(deps.pool, tenant_connection_id, "pending_consent", verdict.reason,
+                            "domain_not_verified")
+    return verdict.reason
+
+
+async def _candidates(pool: asyncpg.Pool, account_id: str, verified: set[str]) -> list[Candidate]:
+    users = await pool.fetch("SELECT user_id, email FROM users WHERE account_id = $1 AND deleted_at IS NULL"
+                             " ORDER BY user_id", account_id)
+    shared = await pool.fetch("SELECT mailbox_id, address FROM shared_mailboxes WHERE account_id = $1"
+                              " ORDER BY address", account_id)
+    found = [Candidate(r["user_id"], r["email"]) for r in users if mail_domain(r["email"]) in verified]
+    found += [Candidate(f"{SHARED_PREFIX}{r['mailbox_id']}", r["address"], str(r["mailbox_id"])) for r in shared]
+    return found
+
+
+async def _decide(pool: asyncpg.Pool, tenant_connection_id: str, account_id: str, user_id: str, state: str,
+                  reason: str | None) -> None:
+    await pool.execute(
+        """INSERT INTO tenant_mailboxes (tenant_connection_id, user_id, account_id, state, reason)
+           VALUES ($1::uuid, $2, $3, $4, $5)
+           ON CONFLICT (tenant_connection_id, user_id) DO UPDATE SET state = $4, reason = $5, checked_at = now()""",
+        tenant_connection_id, user_id, account_id, state, reason)
+
+
+async def sync_tenant(deps: TenantDeps, tenant_connection_id: str) -> dict[str, int]:
+    """One enrolment pass: every candidate not enrolled yet is looked up and probed (app token); mailboxes
+    no longer candidates (user deleted, shared mailbox removed) are unenrolled. Consent revoked on the way
+    marks everything at once (revoke_consent). Returns counts of what changed."""
+    row = await deps.pool.fetchrow(
+        "SELECT account_id, tenant_id, status, verified_domains FROM tenant_connections"
+        " WHERE tenant_connection_id = $1::uuid", tenant_connection_id)
+    counts = {"enrolled": 0, "out_of_scope": 0, "failed": 0, "unenrolled": 0}
+    if row is None or row["status"] != "connected":
+        return counts
+    account_id, tenant_id = row["account_id"], row["tenant_id"]
+    try:
+        token, _ = await deps.app.token(tenant_id)
+        verified = set(await verified_domains(deps.settings, deps.app, tenant_id))
+    except GraphError as exc:
+        if exc.classified.severity is Severity.CONSENT:
+            await revoke_consent(deps.pool, deps.status, tenant_connection_id, exc.classified)
+            return counts
+        if exc.status == 401:  # a token issued before a revocation: ask the token endpoint once more
+            try:
+                token, _ = await deps.app.token(tenant_id, fresh=True)
+            except GraphError as again:
+                if again.classified.severity is Severity.CONSENT:
+                    await revoke_consent(deps.pool, deps.status, tenant_connection_id, again.classified)
+                return counts
+            verified = set(await verified_domains(deps.settings, deps.app, tenant_id))
+        else:
+            raise
+    await deps.pool.execute("UPDATE tenant_connections SET verified_domains = $2 WHERE tenant_connection_id = $1::uuid",
+                            tenant_connection_id, sorted(verified))
+    candidates = await _candidates(deps.pool, account_id, verified)
+    known = {r["user_id"]: r for r in await deps.pool.fetch(
+        "SELECT user_id, state, checked_at FROM tenant_mailboxes WHERE tenant_connection_id = $1::uuid",
+        tenant_connection_id)}
+    enrolled_rows = {r["user_id"]: r for r in await deps.pool.fetch(
+        "SELECT user_id, connection_id, status FROM mailbox_connections WHERE tenant_connection_id = $1::uuid"
+        " AND mode = 'tenant'", tenant_connection_id)}
+    now = datetime.now(UTC)
+    for candidate in candidates:
+        previous = known.get(candidate.user_id)
+        connection = enrolled_rows.get(candidate.user_id)
+        if previous is not None and previous["state"] == "enrolled" and connection is not None \
+                and connection["status"] == "connected":
+            continue
+        if previous is not None and previous["state"] in ("out_of_scope", "failed") \
+                and previous["checked_at"] > now - RECHECK_OUT_OF_SCOPE:
+            continue
+        outcome = await _enrol_one(deps, tenant_connection_id, account_id, tenant_id, token, candidate)
+        counts[outcome] += 1
+    wanted = {c.user_id for c in candidates}
+    for user_id, connection in enrolled_rows.items():
+        if user_id not in wanted and connection["status"] != "disconnected":
+            await unenrol(deps, str(connection["connection_id"]), token, REASON_MAILBOX_GONE)
+            await deps.pool.execute("DELETE FROM tenant_mailboxes WHERE tenant_connection_id = $1::uuid"
+                                    " AND user_id = $2", tenant_connection_id, user_id)
+            counts["unenrolled"] += 1
+    await deps.pool.execute("UPDATE tenant_connections SET last_synced_at = now()"
+                            " WHERE tenant_connection_id = $1::uuid", tenant_connection_id)
+    return counts
+
+
+async def _enrol_one(deps: TenantDeps, tenant_connection_id: str, account_id: str, tenant_id: str, token: str,
+                     candidate: Candidate) -> str:
+    user = quote(candidate.address, safe="@")
+    try:
+        profile = await deps.graph.request(
+            "GET", f"/users/{user}", token, mailbox=candidate.address,
+            params={"$select": "id,mail,userPrincipalName,proxyAddresses"})
+        graph_user_id = str(profile["id"])
+        # Mail access decides the application access policy (Exchange's, not the directory's).
+        await deps.graph.get_folder(token, graph_user_id, "inbox")
+    except NotFound:
+        await _decide(deps.pool, tenant_connection_id, account_id, candidate.user_id, "failed", REASON_NOT_IN_TENANT)
+        return "failed"
+    except GraphError as exc:
+        if exc.status == 403:
+            await _decide(deps.pool, tenant_connection_id, account_id, candidate.user_id, "out_of_scope",
+                          REASON_OUT_OF_SCOPE)
+            return "out_of_scope"
+        if exc.transient:
+            raise
+        await _decide(deps.pool, tenant_connection_id, account_id, candidate.user_id, "failed",
+                      exc.classified.reason)
+        return "failed"
+    primary = normalize_address(str(profile.get("mail") or profile.get("userPrincipalName") or "")) \
+        or candidate.address.lower()
+    proxies = profile.get("proxyAddresses") or []
+    aliases = sorted(parse_proxy_addresses([str(p) for p in proxies] if isinstance(proxies, list) else [])
+                     | {primary})
+    await _replace_delegated_subscriptions(deps, candidate.user_id)
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
+        previous = await conn.fetchrow("SELECT last_synced_at FROM mailbox_connections WHERE user_id = $1",
+                                       candidate.user_id)
+        connection_id = str(await conn.fetchval(
+            """INSERT INTO mailbox_connections (account_id, user_id, tenant_id, graph_user_id, mailbox_address,
+                                                mailbox_addresses, connected_at, mode, tenant_connection_id,
+                                                shared_mailbox_id, next_poll_at)
+               VALUES ($1, $2, $3, $4, $5, $6, now(), 'tenant', $7::uuid, $8::uuid, now())
+               ON CONFLICT (user_id) DO UPDATE SET tenant_id = $3, graph_user_id = $4, mailbox_address = $5,
+                      mailbox_addresses = $6, connected_at = now(), mode = 'tenant', tenant_connection_id = $7::uuid,
+                      shared_mailbox_id = $8::uuid, access_token_enc = NULL, refresh_token_enc = NULL,
+                      access_expires_at = NULL, refresh_lease_until = NULL, next_poll_at = now(),
+                      subscribe_failures = 0, subscribe_retry_at = NULL, updated_at = now()
+               RETURNING connection_id""",
+            account_id, candidate.user_id, tenant_id, graph_user_id, primary, aliases, tenant_connection_id,
+            candidate.shared_mailbox_id))
+        changed = await deps.status.record(conn, connection_id, ConnectionStatus.CONNECTED, None, None)
+        await _queue_backfill(conn, deps.settings, connection_id, previous["last_synced_at"] if previous else None)
+        await conn.execute(
+            """INSERT INTO tenant_mailboxes (tenant_connection_id, user_id, account_id, state, reason)
+               VALUES ($1::uuid, $2, $3, 'enrolled', NULL)
+               ON CONFLICT (tenant_connection_id, user_id) DO UPDATE SET state = 'enrolled', reason = NULL,
+                      checked_at = now()""", tenant_connection_id, candidate.user_id, account_id)
+    if changed is not None:
+        await deps.status.publish(changed)
+    log.info("mailbox enrolled through the tenant connection",
+             extra={"connection_id": connection_id, "tenant_connection_id": tenant_connection_id})
+    return "enrolled"
+
+
+async def _replace_delegated_subscriptions(deps: TenantDeps, user_id: str) -> None:
+    """Tenant wins: a user's own (delegated) subscriptions are deleted at Graph with the user's token, best
+    effort, before the row switches to tenant mode; what remains expires at Graph unrenewed."""
+    row = await deps.pool.fetchrow(
+        "SELECT connection_id, graph_user_id FROM mailbox_connections WHERE user_id = $1 AND mode = 'user'"
+        " AND status = 'connected'", user_id)
+    if row is None:
+        return
+    connection_id = str(row["connection_id"])
+    async with deps.pool.acquire() as conn, conn.transaction():
+        pending = await mark_for_deletion(conn, connection_id)
+    token = await _user_token(deps, connection_id)
+    if token is not None and pending:
+        with contextlib.suppress(GraphError):
+            await delete_pending(deps.pool, deps.graph, token=token, graph_user_id=row["graph_user_id"] or "",
+                                 subscription_ids=pending)
+
+
+async def _user_token(deps: TenantDeps, connection_id: str) -> str | None:
+    if deps.tokens is None:
+        return None
+    try:
+        token: str = await deps.tokens.access_token(connection_id)
+    except Exception:  # the user's grant may be gone already: the subscriptions then die at Graph
+        return None
+    return token
+
+
+async def _queue_backfill(conn: asyncpg.Connection, settings: Settings, connection_id: str,
+                          last_synced_at: datetime | None) -> None:
+    """A first enrolment imports the last day; a re-enrolment (consent restored) the whole gap, capped."""
+    now = datetime.now(UTC)
+    since = last_synced_at if last_synced_at else now - timedelta(hours=settings.backfill_first_h)
+    since = max(since, now - timedelta(days=settings.backfill_cap_days))
+    if since < now:
+        await conn.execute("INSERT INTO sync_jobs (connection_id, kind, since, until)"
+                           " VALUES ($1::uuid, 'backfill', $2, $3)", connection_id, since, now)
+
+
+async def unenrol(deps: TenantDeps, connection_id: str, token: str | None, reason: str) -> None:
+    """Stop reading one tenant-mode mailbox: status disconnected, back to user mode (a later sign-in of the
+    user works as usual), subscriptions deleted at Graph with the app token after the commit."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        graph_user_id = await conn.fetchval(
+            """UPDATE mailbox_connections SET mode = 'user', tenant_connection_id = NULL, updated_at = now()
+                WHERE connection_id = $1::uuid RETURNING graph_user_id""", connection_id)
+        changed = await deps.status.record(conn, connection_id, ConnectionStatus.DISCONNECTED, reason, None)
+        pending = await mark_for_deletion(conn, connection_id)
+    if changed is not None:
+        await deps.status.publish(changed)
+    if token is not None and pending:
+        await delete_pending(deps.pool, deps.graph, token=token, graph_user_id=graph_user_id or "",
+                             subscription_ids=pending)
+
+
+async def disconnect_tenant(deps: TenantDeps, tenant_connection_id: str) -> int:
+    """DELETE: the tenant connection is disconnected and every mailbox it enrolled unenrolled (their
+    subscriptions deleted at Graph with the app token, best effort; the rest expire unrenewed). Returns
+    how many mailboxes stopped."""
+    row = await deps.pool.fetchrow("SELECT tenant_id, status FROM tenant_connections"
+                                   " WHERE tenant_connection_id = $1::uuid", tenant_connection_id)
+    if row is None:
+        return 0
+    await set_tenant_status(deps.pool, tenant_connection_id, "disconnected", REASON_DISCONNECTED, None)
+    # Consent links handed out before are void: a late administrator reconnects nothing.
+    await deps.pool.execute("UPDATE tenant_consent_states SET used_at = now() WHERE tenant_connection_id = $1::uuid"
+                            " AND used_at IS NULL", tenant_connection_id)
+    connections = await deps.pool.fetch(
+        "SELECT connection_id FROM mailbox_connections WHERE tenant_connection_id = $1::uuid AND mode = 'tenant'",
+        tenant_connection_id)
+    token: str | None = None
+    if row["status"] == "connected":
+        try:
+            token, _ = await deps.app.token(row["tenant_id"])
+        except GraphError:
+            token = None  # consent gone already: the subscriptions die at Graph unrenewed
+    for connection in connections:
+        try:
+            await unenrol(deps, str(connection["connection_id"]), token, REASON_DISCONNECTED)
+        except GraphError as exc:
+            log.warning("subscriptions left pending deletion", extra={
+                "connection_id": str(connection["connection_id"]), "error_code": exc.classified.error_code})
+    await deps.pool.execute("DELETE FROM tenant_mailboxes WHERE tenant_connection_id = $1::uuid",
+                            tenant_connection_id)
+    return len(connections)
+
+
+async def mailbox_counts(db: asyncpg.Pool | asyncpg.Connection, tenant_connection_id: str) -> dict[str, int]:
+    rows = await db.fetch("SELECT state, count(*) AS n FROM tenant_mailboxes WHERE tenant_connection_id = $1::uuid"
+                          " GROUP BY state", tenant_connection_id)
+    counts = {"enrolled": 0, "out_of_scope": 0, "failed": 0}
+    counts.update({r["state"]: r["n"] for r in rows})
+    return counts
+
+
+async def claim_due(pool: asyncpg.Pool, interval: timedelta, limit: int = 20) -> list[str]:
+    """Connected tenant connections due an enrolment pass, claimed with a lease (one replica each)."""
+    rows = await pool.fetch(
+        """UPDATE tenant_connections t SET sync_lease_until = now() + $2::interval,
+                  next_sync_at = now() + $3::interval
+             FROM (SELECT tenant_connection_id FROM tenant_connections
+                    WHERE status = 'connected' AND next_sync_at <= now()
+                      AND (sync_lease_until IS NULL OR sync_lease_until < now())
+                    ORDER BY next_sync_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+            WHERE t.tenant_connection_id = due.tenant_connection_id
+        RETURNING t.tenant_connection_id""", limit, SYNC_LEASE, interval)
+    return [str(r["tenant_connection_id"]) for r in rows]
+
+
+async def release(pool: asyncpg.Pool, tenant_connection_id: str) -> None:
+    await pool.execute("UPDATE tenant_connections SET sync_lease_until = NULL WHERE tenant_connection_id = $1::uuid",
+                       tenant_connection_id)
+
+
+def view(row: Any, counts: dict[str, int], admin_consent_url: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "tenant_connection_id": str(row["tenant_connection_id"]), "account_id": row["account_id"],
+        "tenant_id": row["tenant_id"], "status": row["status"], "reason": row["reason"],
+        "error_code": row["error_code"], "mailboxes": counts,
+        "verified_domains": list(row["verified_domains"] or []),
+        "consented_at": row["consented_at"].isoformat() if row["consented_at"] else None,
+    }
+    if admin_consent_url is not None:
+        out["admin_consent_url"] = admin_consent_url
+    return out
