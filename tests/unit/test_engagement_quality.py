@@ -213,3 +213,27 @@ def test_never_log_domain_covers_client_domain_matching() -> None:
     owner = replace(OWNER, never_log=frozenset({"@client.example"}))
     result = decide(mail("bob@client.example"), owner, snapshot(domain_matching=True))
     assert result.decision is Decision.EXCLUDED and result.reasons[0].code == ReasonCode.USER_EXCLUDED
+
+
+# --- the feed's schema ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tier", list(Capture))
+def test_engagement_created_of_every_tier_matches_the_asyncapi_document(tier: Capture) -> None:
+    import jsonschema
+
+    from services.core import events
+    from tests.support.asyncapi import validate
+
+    event = events.envelope("engagement.created", {
+        "engagement_id": "6f1c6d1e-0000-4000-8000-000000000001", "account_id": "a", "contact_ids": ["c"],
+        "client_ids": [], "direction": "inbound", **capture.published_fields(tier, "Renewal", "Hi Ana"),
+        "occurred_at": "2026-11-29T10:00:00+00:00", "internet_message_id": "<m@x>", "conversation_id": "conv",
+        "participants": [{"address": "ana@client.example", "name": "", "role": "from"}],
+        "mailbox_user_ids": ["u-1"], "mailbox_addresses": ["me@us.example"], "source": "webhook"})
+    validate(event)
+    with pytest.raises(jsonschema.ValidationError):
+        validate({**event, "preview": "p" * 256})  # bodyPreview is at most 255 characters
+    without_addresses = {k: v for k, v in event.items() if k != "mailbox_addresses"}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(without_addresses)
