@@ -324,3 +324,41 @@ async def _sandbox_id(stack: Stack, mailbox: Mailbox, imid: str) -> str:
     listed = await stack.sandbox("GET", f"/sandbox/mailboxes/{mailbox.graph_id}/messages")
     return str(next(m["id"] for m in listed["value"] if m.get("internet_message_id", m.get("internetMessageId"))
                     == imid))
+
+
+# --- the directory records ----------------------------------------------------------------------
+
+
+async def test_new_directory_fields_are_stored_canonically_and_bad_ones_dead_lettered(stack: Stack, db):
+    from tests.support.kafka_tail import Tail
+
+    dlq = await Tail(stack.env["MAILSYNC_KAFKA_BOOTSTRAP"], "crm.directory.v1.dlq").start()
+    try:
+        account = stack.new_account()
+        mailbox = await stack.new_mailbox(account, connect=False)
+        user = {"user_id": mailbox.user_id, "account_id": account, "email": mailbox.address}
+        bad = [
+            ("account.upserted", {"account_id": account, "capture": "everything"}, "capture must be one of"),
+            ("account.upserted", {"account_id": account, "exclude_automated": "yes"}, "exclude_automated must be"),
+            ("user.upserted", {**user, "never_log": ["not an address"]}, "never_log holds 'not an address'"),
+            ("user.upserted", {**user, "role": "owner"}, "role must be one of"),
+        ]
+        for kind, payload, _ in bad:
+            await stack.publish_directory(events.envelope(kind, payload))
+        await stack.publish_directory(events.envelope("user.upserted", {
+            **user, "never_log": ["Mom@Family.Example", " @Friends.EXAMPLE", "mom@family.example"], "role": "admin"}))
+        await stack.wait_row("SELECT 1 FROM users WHERE user_id = $1 AND role = 'admin'", mailbox.user_id,
+                             what="the user's never_log and role")
+        for _, _, reason in bad:
+            await wait_until(lambda r=reason: _dead_with(dlq, r), timeout=30, what=f"a dead letter saying {reason!r}")
+    finally:
+        await dlq.stop()
+    row = await db.fetchrow("SELECT never_log, role FROM users WHERE user_id = $1", mailbox.user_id)
+    assert list(row["never_log"]) == ["mom@family.example", "@friends.example"] and row["role"] == "admin"
+    settings = await db.fetchrow("SELECT capture, exclude_automated FROM accounts WHERE account_id = $1", account)
+    assert (settings["capture"], settings["exclude_automated"]) == ("subject", True)  # the defaults stand
+
+
+async def _dead_with(dlq: Any, reason: str) -> bool:
+    await dlq.poll()
+    return any(reason in str(v.get("error", "")) for v in dlq.matching(type="dlq.record"))
