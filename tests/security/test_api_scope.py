@@ -41,6 +41,7 @@ class Tenant:
     address: str
     imid: str  # a message matched into an engagement
     backsync_id: str
+    send_id: str  # a send through the API (to a non-contact, so the contact's timeline keeps one engagement)
 
 
 def api_token(stack: Stack, account_id: str, *, ttl_s: int = 3600, aud: Any = "mailsync-api",
@@ -84,6 +85,10 @@ async def seed(stack: Stack) -> Tenant:
         "since": (now - timedelta(days=3)).isoformat(), "until": (now - timedelta(days=2)).isoformat(),
         "dry_run": True})
     assert status == 202, created
+    status, sent = await stack.api("POST", f"/api/v1/users/{mailbox.user_id}/send", {
+        "to": [f"someone@{account}.elsewhere.example"], "subject": "Scope", "body": "x",
+        "idempotency_key": uuid.uuid4().hex})
+    assert status == 202, sent
     await wait_until(lambda: settled(stack, mailbox.connection_id), timeout=90,
                      what=f"connection {mailbox.connection_id} settled")
     # Its next hourly poll may fall in the next seconds; moved out of the test's way, so the row stays still
@@ -92,7 +97,7 @@ async def seed(stack: Stack) -> Tenant:
                              " WHERE connection_id = $1::uuid", mailbox.connection_id)
     return Tenant(account_id=account, user_id=mailbox.user_id, connection_id=mailbox.connection_id,
                   idle_user_id=idle.user_id, contact_id=contact, contact_address=contact_address,
-                  address=mailbox.address, imid=imid, backsync_id=created["backsync_id"])
+                  address=mailbox.address, imid=imid, backsync_id=created["backsync_id"], send_id=sent["send_id"])
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,9 @@ class Op:
     def body(self, t: Tenant, target_id: str) -> Any:
         if self.name == "diagnose_post":
             return {"user_id": target_id, "headers": HEADERS.format(imid=t.imid, frm=t.contact_address, to=t.address)}
+        if self.name == "send_create":
+            return {"to": ["someone@elsewhere.example"], "subject": "s", "body": "b",
+                    "idempotency_key": uuid.uuid4().hex}
         if self.name == "backsync_create":
             now = datetime.now(UTC)
             return {"since": (now - timedelta(days=5)).isoformat(), "until": (now - timedelta(days=4)).isoformat(),
@@ -144,6 +152,8 @@ OPS = (
     Op("sync", "POST", "/api/v1/connections/{id}/sync", "connection_id", "uuid", writes=True),
     Op("backsync_create", "POST", "/api/v1/connections/{id}/backsyncs", "connection_id", "uuid", writes=True),
     Op("disconnect", "POST", "/api/v1/connections/{id}/disconnect", "connection_id", "uuid", writes=True),
+    Op("send", "GET", "/api/v1/sends/{id}", "send_id", "uuid"),
+    Op("send_create", "POST", "/api/v1/users/{id}/send", "user_id", "user", writes=True),
 )
 
 
@@ -156,7 +166,8 @@ async def snapshot(stack: Stack, t: Tenant) -> dict[str, Any]:
                   c.status_changed_at,
                   (SELECT count(*) FROM sync_jobs j WHERE j.connection_id = c.connection_id) AS jobs,
                   (SELECT count(*) FROM subscriptions s WHERE s.connection_id = c.connection_id) AS subscriptions,
-                  (SELECT count(*) FROM connection_events e WHERE e.connection_id = c.connection_id) AS events
+                  (SELECT count(*) FROM connection_events e WHERE e.connection_id = c.connection_id) AS events,
+                  (SELECT count(*) FROM sends s WHERE s.connection_id = c.connection_id) AS sends
              FROM mailbox_connections c WHERE c.connection_id = $1::uuid""", t.connection_id)
     return dict(row)
 
@@ -175,6 +186,8 @@ async def own_view_ok(stack: Stack, token: str, op: Op, t: Tenant) -> None:
         assert body["backsync_id"] == t.backsync_id and body["connection_id"] == t.connection_id
     elif op.name == "diagnose_get":
         assert body["decision"] == "matched"
+    elif op.name == "send":
+        assert body["send_id"] == t.send_id and body["user_id"] == t.user_id
 
 
 def test_ops_cover_every_api_route(stack_processes: Stack):
@@ -237,6 +250,10 @@ async def test_own_token_acts_on_own_account_and_the_operator_on_any(world: Worl
                              x.connection_id) == jobs + 1
     status, body = await call(stack, token, "GET", f"/api/v1/backsyncs/{body['backsync_id']}")
     assert status == 200 and body["connection_id"] == x.connection_id
+    sends = await db.fetchval("SELECT count(*) FROM sends WHERE user_id = $1", x.user_id)
+    status, body = await call(stack, token, "POST", f"/api/v1/users/{x.user_id}/send", OPS[-1].body(x, x.user_id))
+    assert status == 202, body
+    assert await db.fetchval("SELECT count(*) FROM sends WHERE user_id = $1", x.user_id) == sends + 1
     status, body = await call(stack, token, "POST", f"/api/v1/connections/{x.connection_id}/disconnect")
     assert status == 200 and body["status"] == "disconnected" and body["account_id"] == x.account_id
     status, body = await call(stack, stack.env["MAILSYNC_API_TOKEN"], "POST",
