@@ -77,6 +77,9 @@ async def seed(stack: Stack) -> Tenant:
     await stack.wait_contact(contact)
     mailbox = await stack.new_mailbox(account)
     idle = await stack.new_mailbox(account, connect=False)
+    status, tenant = await stack.api("POST", f"/api/v1/accounts/{account}/tenant-connection",
+                                     {"tenant_id": str(uuid.uuid4())})  # pending consent: a tenant-scoped read
+    assert status == 200, tenant
     imid = await stack.deliver(mailbox, **{"from": contact_address, "subject": "Scope"})
     await stack.wait_row("SELECT 1 FROM engagement_contacts WHERE contact_id = $1", contact,
                          what=f"engagement of {contact}", timeout=60)
@@ -129,6 +132,10 @@ class Op:
         if self.name == "send_create":
             return {"to": ["someone@elsewhere.example"], "subject": "s", "body": "b",
                     "idempotency_key": uuid.uuid4().hex}
+        if self.name == "tenant_connect":
+            return {"tenant_id": str(uuid.uuid4())}
+        if self.name == "shared_mailbox_add":
+            return {"address": f"shared-{uuid.uuid4().hex[:8]}@elsewhere.example"}
         if self.name == "backsync_create":
             now = datetime.now(UTC)
             return {"since": (now - timedelta(days=5)).isoformat(), "until": (now - timedelta(days=4)).isoformat(),
@@ -152,6 +159,12 @@ OPS = (
     Op("sync", "POST", "/api/v1/connections/{id}/sync", "connection_id", "uuid", writes=True),
     Op("backsync_create", "POST", "/api/v1/connections/{id}/backsyncs", "connection_id", "uuid", writes=True),
     Op("disconnect", "POST", "/api/v1/connections/{id}/disconnect", "connection_id", "uuid", writes=True),
+    Op("tenant_connection", "GET", "/api/v1/accounts/{id}/tenant-connection", "account_id", "acct"),
+    Op("tenant_connect", "POST", "/api/v1/accounts/{id}/tenant-connection", "account_id", "acct", writes=True),
+    Op("tenant_disconnect", "DELETE", "/api/v1/accounts/{id}/tenant-connection", "account_id", "acct", writes=True),
+    Op("shared_mailbox_add", "POST", "/api/v1/accounts/{id}/shared-mailboxes", "account_id", "acct", writes=True),
+    Op("shared_mailbox_remove", "DELETE", "/api/v1/accounts/{id}/shared-mailboxes/{id}", "account_id", "acct",
+       writes=True),
     Op("send", "GET", "/api/v1/sends/{id}", "send_id", "uuid"),
     Op("send_create", "POST", "/api/v1/users/{id}/send", "user_id", "user", writes=True),
 )
