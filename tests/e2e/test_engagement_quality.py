@@ -362,3 +362,18 @@ async def test_new_directory_fields_are_stored_canonically_and_bad_ones_dead_let
 async def _dead_with(dlq: Any, reason: str) -> bool:
     await dlq.poll()
     return any(reason in str(v.get("error", "")) for v in dlq.matching(type="dlq.record"))
+
+
+async def test_pasted_headers_of_a_newsletter_are_explained_as_automated(stack: Stack):
+    account = stack.new_account()
+    contact = await stack.add_contact(account, "ana@shop.example")
+    await stack.wait_contact(contact)
+    mailbox = await stack.new_mailbox(account)
+    never_seen = (f"Message-ID: <{uuid.uuid4()}@shop.example>\nFrom: Ana <ana@shop.example>\nTo: {mailbox.address}\n"
+                  "Date: Sun, 29 Nov 2026 10:00:00 +0000\nSubject: Spring sale\n"
+                  "list-unsubscribe: <mailto:leave@shop.example>\n")
+    status, explained = await stack.api("POST", "/api/v1/diagnose", {"user_id": mailbox.user_id,
+                                                                     "headers": never_seen})
+    assert status == 200 and explained["decision"] == "not_seen"
+    would = next(r for r in explained["reasons"] if r["code"] == "would_be")
+    assert "would be excluded" in would["detail"] and "List-Unsubscribe" in would["detail"]
