@@ -172,6 +172,11 @@ async def test_a_mailbox_whose_notifications_are_dropped_shows_push_degraded_wit
                 await stack.wait_row("SELECT 1 FROM match_decisions WHERE message_key = $1 AND source = 'delta'",
                                      imid, what="the poll's find", timeout=40)
             _, page = await tab.get()
+            counts = [dict(r) for r in await db.fetch(
+                "SELECT d.source, d.occurred_at, d.decided_at, c.connected_at FROM match_decisions d"
+                " JOIN mailbox_connections c USING (connection_id) WHERE d.connection_id = $1::uuid",
+                mailbox.connection_id)]
+            assert 'id="push-degraded"' in page, counts
             assert "Push delivery is degraded and the hourly poll is covering" in by_id(page, "push-degraded")
         async with stack_browser(stack) as http:
             tab = await Tab.open(stack, http, admin_token(stack, admin.user_id, account), "/admin/email")

@@ -170,10 +170,12 @@ async def test_the_pages_work_at_375px_with_the_keyboard_and_pass_axe(stack: Sta
             # The settings page's controls in order: Disconnect, Sync now, the import dates, Explain.
             await context.clear_cookies()
             await page.goto(f"{stack.api_url}/settings/email?session={pages['settings'][1]}")
-            order = []
-            for _ in range(10):
+            order: list[str] = []
+            for _ in range(25):
                 await page.keyboard.press("Tab")
-                order.append(await page.evaluate("document.activeElement.id"))
+                focused = await page.evaluate("document.activeElement.id")
+                if not order or order[-1] != focused:  # a date field's day, month and year are one stop each
+                    order.append(focused)
             wanted = ["disconnect", "sync-now", "since", "until", "import-estimate", "headers", "diagnose-ask"]
             assert [i for i in order if i in wanted] == wanted, order
         finally:
