@@ -115,7 +115,8 @@ async def process(deps: SendDeps, row: asyncpg.Record) -> None:
 
 async def _send(deps: SendDeps, row: asyncpg.Record, user: str, now: datetime) -> None:
     send_id = str(row["send_id"])
-    limited = sending_limit(await recent_sending(deps.pool, str(row["connection_id"])), row["recipient_count"], now)
+    recent = await recent_sending(deps.pool, str(row["connection_id"]), send_id)
+    limited = sending_limit(recent, row["recipient_count"], now)
     if limited is not None:
         SENDS.labels("deferred").inc()
         await _wait(deps.pool, send_id, limited)
@@ -177,14 +178,15 @@ async def _look_up(deps: SendDeps, connection_id: str, user: str, internet_messa
     return any(isinstance(m, dict) and m.get("isDraft") is False for m in page.get("value", []))
 
 
-async def recent_sending(pool: asyncpg.Pool, connection_id: str) -> RecentSending:
+async def recent_sending(pool: asyncpg.Pool, connection_id: str, this_send: str) -> RecentSending:
+    """The mailbox's sends of the last day (and those in doubt: they may have gone), this one left out."""
     rows = await pool.fetch(
         "SELECT sent_at, recipient_count FROM sends WHERE connection_id = $1::uuid"
         " AND sent_at > now() - interval '1 day' ORDER BY sent_at", connection_id)
-    # Sends in doubt count too: they may have gone.
     doubt = await pool.fetch(
         "SELECT attempt_started_at, recipient_count FROM sends WHERE connection_id = $1::uuid AND in_doubt"
-        " AND status = 'queued' AND attempt_started_at > now() - interval '1 day'", connection_id)
+        " AND status = 'queued' AND attempt_started_at > now() - interval '1 day' AND send_id <> $2::uuid",
+        connection_id, this_send)
     day = sorted([(r["sent_at"], r["recipient_count"]) for r in rows]
                  + [(r["attempt_started_at"], r["recipient_count"]) for r in doubt])
     return RecentSending(last_minute=tuple(t for t, _ in day), last_day=tuple(day))

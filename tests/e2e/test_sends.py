@@ -88,10 +88,12 @@ async def test_a_send_reaches_the_recipient_and_the_timeline(stack: Stack, db, e
     other = await stack.new_mailbox(stack.new_account(), connect=False)
     contact = await stack.add_contact(account, other.address)
     await stack.wait_contact(contact)
+    started = time.monotonic()
     status, queued = await call(stack, "POST", f"/api/v1/users/{mailbox.user_id}/send", send_body([other.address]))
     assert status == 202 and queued["status"] == "queued", queued
     send_id = queued["send_id"]
     done = await sends_tail.wait_for(type="send.completed", send_id=send_id, timeout=30)
+    completed_s = time.monotonic() - started
     assert done["user_id"] == mailbox.user_id and done["account_id"] == account
     imid = done["internet_message_id"]
     assert len(await sent_items(stack, mailbox, imid)) == 1
@@ -99,6 +101,8 @@ async def test_a_send_reaches_the_recipient_and_the_timeline(stack: Stack, db, e
     created = await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid, timeout=30)
     assert created["send_id"] == send_id and created["direction"] == "outbound"
     assert created["contact_ids"] == [contact]
+    print(f"\nsend: 202 → send.completed {completed_s:.2f} s, → engagement.created "
+          f"{time.monotonic() - started:.2f} s")
     assert await db.fetchval("SELECT send_id::text FROM engagements WHERE engagement_id = $1::uuid",
                              created["engagement_id"]) == send_id
     view = await wait_status(stack, send_id, "sent")
@@ -180,6 +184,7 @@ async def test_kill_9_of_the_worker_mid_send_still_sends_exactly_once(stack: Sta
 async def test_over_thirty_a_minute_waits_with_the_reason_then_goes(stack: Stack, db, sends_tail):
     _, mailbox = await sender(stack)
     ids = []
+    started = time.monotonic()
     for i in range(31):
         status, queued = await call(stack, "POST", f"/api/v1/users/{mailbox.user_id}/send",
                                     send_body([f"r{i}@client.example"], key=f"burst-{i}"))
@@ -198,6 +203,7 @@ async def test_over_thirty_a_minute_waits_with_the_reason_then_goes(stack: Stack
     held = [v for v in views if v["status"] == "queued"]
     assert len(held) == 1 and "30 messages a minute" in held[0]["error"]  # the API says why, nothing dropped
     done = await sends_tail.wait_for(type="send.completed", send_id=held[0]["send_id"], timeout=90)
+    print(f"\n31 sends in a burst: the 31st held back, sent {time.monotonic() - started:.1f} s after the first")
     assert await db.fetchval("SELECT count(*) FROM sends WHERE user_id = $1 AND status = 'sent'",
                              mailbox.user_id) == 31
     assert len(await sent_items(stack, mailbox, done["internet_message_id"])) == 1
