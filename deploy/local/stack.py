@@ -19,9 +19,11 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,18 @@ def service_env(infra: Infra, sec: dict[str, str], sandbox: str, api: str, publi
     return env
 
 
+def register_certificate(url: str, pem: str, ca_file: str) -> None:
+    """POST the app certificate to the sandbox, verifying it against the local CA (never without)."""
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=ca_file)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    request = urllib.request.Request(url, data=json.dumps({"pem": pem}).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with opener.open(request, timeout=10) as resp:
+        if resp.status >= 300:
+            raise StackError(f"the sandbox refused the app certificate ({resp.status})")
+
+
 def running_records() -> list[ProcRecord]:
     return [r for r in (ProcRecord.from_json(d) for d in read_state()["procs"]) if r.members()]
 
@@ -228,12 +242,18 @@ def up(timeout: float) -> dict[str, Any]:
     from services.sandbox.local_ca import local_tls  # the venv's: `make up` runs this with it
 
     tls = local_tls(TLS_DIR, "sandbox", "subscriber")
+    from services.sandbox.app_certificate import certificate_pem, ensure_app_certificate
+
+    # The tenant-wide connection's credential: an app certificate signed by the local CA, registered with the
+    # sandbox's app once it serves (as one uploads it to the app registration in Entra).
+    app_cert = ensure_app_certificate(TLS_DIR, *tls["ca"], sec["client_id"])
     sandbox_port, https_port, *ports = free_ports(2 + len(SERVICES))
     sandbox = f"https://127.0.0.1:{sandbox_port}"
     api = f"http://127.0.0.1:{ports[0]}"
     public = f"https://127.0.0.1:{https_port}"
     ca_file = str(tls["ca"][0])
     env = service_env(infra, sec, sandbox, api, public, tls, https_port)
+    env["MAILSYNC_APP_CERT_FILE"] = str(app_cert)
     write_env_file(env)
 
     t1 = time.monotonic()
@@ -267,6 +287,9 @@ def up(timeout: float) -> dict[str, Any]:
 
         procs.wait_until(f"{p.name} ({url})", ready, timeout, alive=p.dead_reason)
         log(f"{p.name} ready ({time.monotonic() - t1:.1f}s after start)")
+        if p.name == "sandbox":
+            register_certificate(f"{sandbox}/sandbox/apps/{sec['client_id']}/certificates",
+                                 certificate_pem(app_cert), ca_file)
 
     seed_out = procs.run_logged("mailsync demo seed", [bin_, "demo", "seed"], LOGS / "seed.log", env, capture=True)
     demo = parse_seed(seed_out)
