@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ from aiohttp import web
 from services.sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
 from services.sandbox.graph_messages import find_message, message_json
 from services.sandbox.mailstore import InputError
-from services.sandbox.model import Address, Mailbox, Message, parse_address
+from services.sandbox.model import Address, Mailbox, parse_address
 from services.sandbox.state import SANDBOX, Sandbox
 from services.sandbox.tokens import graph_scopes
 
@@ -154,18 +155,18 @@ def _check(call: GraphCall, out: Outgoing) -> GraphResponse | None:
     return _over_limit(call.sb, call.me(), out.count)
 
 
-def _deliver_to_recipients(sb: Sandbox, sender: Mailbox, sent: Message) -> None:
-    """A copy in the Inbox of every sandbox mailbox among the recipients (each once)."""
+def _deliver_to_recipients(sb: Sandbox, sender: Mailbox, out: Outgoing, internet_message_id: str) -> None:
+    """A copy in the Inbox of every sandbox mailbox among the recipients (each once; Bcc not shown)."""
     seen: set[str] = set()
-    for address in (*sent.to, *sent.cc, *sent.bcc):
+    for address in (*out.to, *out.cc, *out.bcc):
         target = sb.mail.by_sign_in_name(address.address)
         if target is None or target.user_id in seen:
             continue
         seen.add(target.user_id)
         sb.mail.deliver(target, {
-            "folder": "inbox", "from": sent.from_.graph() if sent.from_ else sender.address,
-            "to": [a.graph() for a in sent.to], "cc": [a.graph() for a in sent.cc], "subject": sent.subject,
-            "body": sent.body, "body_type": sent.body_type, "internet_message_id": sent.internet_message_id,
+            "folder": "inbox", "from": Address(sender.display_name, sender.address).graph(),
+            "to": [a.graph() for a in out.to], "cc": [a.graph() for a in out.cc], "subject": out.subject,
+            "body": out.body, "body_type": out.body_type, "internet_message_id": internet_message_id,
             "received_at": sb.clock.now().isoformat(), "is_read": False})
 
 
@@ -204,13 +205,12 @@ async def send_mail(call: GraphCall) -> GraphResponse:
         return refused
     sb, mailbox = call.sb, call.me()
     mailbox.sent_log.append((sb.clock.time(), out.count))
+    imid = out.internet_message_id or f"<{uuid.uuid4()}@sandbox.local>"
     if body.get("saveToSentItems", True) is not False:
-        sent = sb.mail.deliver(mailbox, _store_fields(out, "sentitems", is_draft=False))
+        sent = sb.mail.deliver(mailbox, {**_store_fields(out, "sentitems", is_draft=False),
+                                         "internet_message_id": imid})
         sent.extended_properties.update(out.properties)
-    else:  # nothing kept, but the recipients still get it: build the copy without storing it
-        sent = sb.mail.deliver(mailbox, _store_fields(out, "outbox", is_draft=False))
-        sb.mail.delete(mailbox, sent)
-    _deliver_to_recipients(sb, mailbox, sent)
+    _deliver_to_recipients(sb, mailbox, out, imid)
     return await _answer(sb)
 
 
@@ -248,7 +248,7 @@ async def send_draft(call: GraphCall) -> GraphResponse:
     found.is_draft = False
     found.sent = found.received = sb.clock.now()
     sb.mail.move(mailbox, found, "sentitems")
-    _deliver_to_recipients(sb, mailbox, found)
+    _deliver_to_recipients(sb, mailbox, out, found.internet_message_id)
     return await _answer(sb)
 
 

@@ -59,6 +59,17 @@ async def test_send_mail_lands_in_sent_items_and_the_recipients_inbox(env: Env):
     assert len(inbox) == 1 and inbox[0]["parentFolderId"] == await folder_id(env, their, recipient["user_id"], "inbox")
 
 
+async def test_save_to_sent_items_false_keeps_no_copy_but_delivers(env: Env):
+    sender, recipient = await env.mailbox(), await env.mailbox()
+    token = await env.token(sender["user_id"], SEND_SCOPES)
+    imid = f"<{uuid.uuid4().hex}@contoso.example>"
+    status, _, _ = await env.graph("POST", "/me/sendMail", token, body={
+        "message": message([recipient["address"]], imid), "saveToSentItems": False})
+    assert status == 202
+    assert env.sb.mail.mailboxes[sender["user_id"]].messages == {}
+    assert len(await find(env, await env.token(recipient["user_id"]), recipient["user_id"], imid)) == 1
+
+
 async def test_sending_needs_mail_send_and_drafts_need_mail_read_write(env: Env):
     box = await env.mailbox()
     read_only = await env.token(box["user_id"])
