@@ -184,6 +184,7 @@ async def check_tenant_domains(deps: TenantDeps, tenant_connection_id: str, acco
                                ) -> str | None:
     """None when the tenant's verified domains cover every mail domain of the account's directory users;
     else the plain reason, recorded on the tenant connection (which enrols nobody)."""
+    await deps.app.token(tenant_id, fresh=True)  # a consent just given: no token cached from before it
     domains = await verified_domains(deps.settings, deps.app, tenant_id)
     addresses = [r["email"] for r in await deps.pool.fetch(
         "SELECT email FROM users WHERE account_id = $1 AND deleted_at IS NULL", account_id)]
@@ -228,22 +229,12 @@ async def sync_tenant(deps: TenantDeps, tenant_connection_id: str) -> dict[str, 
         return counts
     account_id, tenant_id = row["account_id"], row["tenant_id"]
     try:
-        token, _ = await deps.app.token(tenant_id)
-        verified = set(await verified_domains(deps.settings, deps.app, tenant_id))
+        token, verified = await _token_and_domains(deps, tenant_id)
     except GraphError as exc:
         if exc.classified.severity is Severity.CONSENT:
             await revoke_consent(deps.pool, deps.status, tenant_connection_id, exc.classified)
             return counts
-        if exc.status == 401:  # a token issued before a revocation: ask the token endpoint once more
-            try:
-                token, _ = await deps.app.token(tenant_id, fresh=True)
-            except GraphError as again:
-                if again.classified.severity is Severity.CONSENT:
-                    await revoke_consent(deps.pool, deps.status, tenant_connection_id, again.classified)
-                return counts
-            verified = set(await verified_domains(deps.settings, deps.app, tenant_id))
-        else:
-            raise
+        raise
     await deps.pool.execute("UPDATE tenant_connections SET verified_domains = $2 WHERE tenant_connection_id = $1::uuid",
                             tenant_connection_id, sorted(verified))
     candidates = await _candidates(deps.pool, account_id, verified)
@@ -275,6 +266,19 @@ async def sync_tenant(deps: TenantDeps, tenant_connection_id: str) -> dict[str, 
     await deps.pool.execute("UPDATE tenant_connections SET last_synced_at = now()"
                             " WHERE tenant_connection_id = $1::uuid", tenant_connection_id)
     return counts
+
+
+async def _token_and_domains(deps: TenantDeps, tenant_id: str) -> tuple[str, set[str]]:
+    """The app token and the tenant's verified domains. Graph refusing the cached token (issued before a
+    revocation) sends us to the token endpoint once more, whose answer decides (AADSTS700016: consent gone)."""
+    token, _ = await deps.app.token(tenant_id)
+    try:
+        return token, set(await verified_domains(deps.settings, deps.app, tenant_id))
+    except GraphError as exc:
+        if exc.status != 401:
+            raise
+    token, _ = await deps.app.token(tenant_id, fresh=True)
+    return token, set(await verified_domains(deps.settings, deps.app, tenant_id))
 
 
 async def _enrol_one(deps: TenantDeps, tenant_connection_id: str, account_id: str, tenant_id: str, token: str,

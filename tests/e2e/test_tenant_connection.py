@@ -114,11 +114,42 @@ async def test_admin_consent_syncs_every_mailbox_without_sign_in(stack: Stack, d
         assert (await _connection(stack, box.user_id))["status"] == "consent_required"
     assert await _engagement(db, account, late) is None
 
-    # DELETE: subscriptions deleted at Graph, nothing more read.
+    # Consent restored (a new link, the administrator consents again): everything missed is imported.
+    renewed = await _create(stack, account, tenant)
+    assert renewed["status"] == "consent_revoked"
+    status, page = await _follow(stack, renewed["admin_consent_url"])
+    assert status == 200 and "Consent recorded" in page, page
+    await wait_until(lambda: _engagement(db, account, late), timeout=60, what="the mail of the gap imported")
+    assert (await _tenant_view(stack, account))["status"] == "connected"
+    for box in boxes[:3]:
+        assert (await _connection(stack, box.user_id))["status"] == "connected"
+
+
+async def test_new_users_are_enrolled_and_delete_stops_reading(stack: Stack, db):
+    account = stack.new_account()
+    tenant, boxes = await _org(stack, account, 2)
+    created = await _create(stack, account, tenant)
+    status, page = await _follow(stack, created["admin_consent_url"])
+    assert status == 200 and "Consent recorded" in page, page
+    await wait_until(lambda: _enrolled(stack, account, 2), timeout=30, what="two mailboxes enrolled")
+
+    # A user added to the directory later is synced within a minute, without signing in.
+    newcomer = await stack.new_mailbox(account, connect=False, tenant_id=tenant, auto_consent=False)
+    await wait_until(lambda: _enrolled(stack, account, 3), timeout=70, what="the new user enrolled")
+    assert (await _connection(stack, newcomer.user_id))["mode"] == "tenant"
+    graph_ids = [b.graph_id for b in (*boxes, newcomer)]
+    await wait_until(lambda: _subscribed(stack, graph_ids), timeout=30, what="their subscriptions")
+
+    # DELETE: subscriptions deleted at Graph, every mailbox disconnected, nothing more read.
     status, gone = await stack.api("DELETE", f"/api/v1/accounts/{account}/tenant-connection")
     assert status == 200 and gone["status"] == "disconnected", gone
-    for box in boxes[:3]:
-        assert (await _connection(stack, box.user_id))["status"] == "disconnected"
+    live = (await stack.sandbox("GET", "/sandbox/subscriptions"))["value"]
+    assert not [s for s in live if s["userId"] in graph_ids]
+    for box in (*boxes, newcomer):
+        view = await _connection(stack, box.user_id)
+        assert view["status"] == "disconnected" and view["subscriptions"] == [], view
+    assert not await db.fetchval("SELECT count(*) FROM mailbox_connections WHERE account_id = $1"
+                                 " AND status = 'connected'", account)
 
 
 async def _enrolled(stack: Stack, account: str, n: int) -> dict[str, Any] | None:
