@@ -249,8 +249,8 @@ async def sync_tenant(deps: TenantDeps, tenant_connection_id: str) -> dict[str, 
         previous = known.get(candidate.user_id)
         connection = enrolled_rows.get(candidate.user_id)
         if previous is not None and previous["state"] == "enrolled" and connection is not None \
-                and connection["status"] == "connected":
-            continue
+                and connection["status"] in ("connected", "disconnected"):
+            continue  # synced already, or the user disconnected it themselves (respected, not re-enrolled)
         if previous is not None and previous["state"] in ("out_of_scope", "failed") \
                 and previous["checked_at"] > now - RECHECK_OUT_OF_SCOPE:
             continue
