@@ -254,3 +254,25 @@ async def test_another_accounts_token_sees_nothing(stack: Stack, db):
     status, own = await call(stack, "GET", f"/api/v1/sends/{queued['send_id']}", token=account_token(stack, account))
     assert status == 200 and own["user_id"] == mailbox.user_id
 
+
+async def test_a_tenant_mode_mailbox_sends_with_the_apps_permission(stack: Stack, db, sends_tail):
+    """Nobody signed in: the administrator's consent (application permissions, Mail.Send among them) is enough."""
+    account, tenant = stack.new_account(), str(uuid.uuid4())
+    mailbox = await stack.new_mailbox(account, connect=False, tenant_id=tenant, auto_consent=False)
+    await stack.sandbox("POST", f"/sandbox/tenants/{tenant}/policy", {"auto_admin_consent": True})
+    status, created = await stack.api("POST", f"/api/v1/accounts/{account}/tenant-connection", {"tenant_id": tenant})
+    assert status == 200, created
+    assert stack.http is not None
+    async with stack.http.get(created["admin_consent_url"]) as resp:
+        assert resp.status == 200
+
+    async def enrolled() -> bool:
+        _, view = await call(stack, "GET", f"/api/v1/users/{mailbox.user_id}/connection")
+        return view.get("mode") == "tenant" and view.get("status") == "connected"
+
+    await wait_until(enrolled, timeout=45, what="the mailbox enrolled in tenant mode")
+    status, queued = await call(stack, "POST", f"/api/v1/users/{mailbox.user_id}/send",
+                                send_body(["jane@client.example"]))
+    assert status == 202, queued
+    done = await sends_tail.wait_for(type="send.completed", send_id=queued["send_id"], timeout=30)
+    assert len(await sent_items(stack, mailbox, done["internet_message_id"])) == 1
