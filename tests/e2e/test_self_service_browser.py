@@ -177,7 +177,8 @@ async def test_the_pages_work_at_375px_with_the_keyboard_and_pass_axe(stack: Sta
                 if not order or order[-1] != focused:  # a date field's day, month and year are one stop each
                     order.append(focused)
             wanted = ["disconnect", "sync-now", "since", "until", "import-estimate", "headers", "diagnose-ask"]
-            assert [i for i in order if i in wanted] == wanted, order
+            first_visits = list(dict.fromkeys(order))  # Tab wraps around to the top after the last control
+            assert [i for i in first_visits if i in wanted] == wanted, order
         finally:
             await browser.close()
     if not axe:
