@@ -33,7 +33,11 @@ MAX_KEY_CHARS = 200
 BODY_TYPES = ("text", "html")
 
 LEASE = timedelta(minutes=2)  # longer than any one Graph call (20 s timeout) with a wide margin
-SETTLE = timedelta(minutes=2)  # how long a 202'd sendMail may take to show in Sent Items before we believe it absent
+# How long a 202'd sendMail may take to show in Sent Items before we believe it absent. Long on purpose: the
+# contract is "never twice", an in-doubt send is rare (a lost answer, a crash), and it is looked up every
+# LOOK_AGAIN meanwhile, so a copy that shows up ends the wait at once.
+SETTLE = timedelta(minutes=15)
+LOOK_AGAIN = timedelta(minutes=1)
 MAX_QUEUED = timedelta(hours=25)  # past this a send that could not go (limits, outages) fails with its last reason
 UNCERTAIN_RETRY = timedelta(seconds=5)  # an in-doubt send is looked at again this soon (the lookup is cheap)
 SEND_ID_PROPERTY = "String {4d2f7e0a-6b1c-4f3e-9a57-1c2b3d4e5f60} Name mailsyncSendId"
@@ -172,7 +176,7 @@ def after_lookup(claimed: Claimed, found: bool, now: datetime) -> Decision:
         return Decision(Step.MARK_SENT)
     started = claimed.attempt_started_at or claimed.created_at
     if now < started + SETTLE:
-        return Decision(Step.WAIT, until=started + SETTLE,
+        return Decision(Step.WAIT, until=min(started + SETTLE, now + LOOK_AGAIN),
                         reason="checking whether Microsoft 365 sent the message before trying again")
     if now - claimed.created_at > MAX_QUEUED:
         return Decision(Step.FAIL, reason=f"not sent within {int(MAX_QUEUED.total_seconds() // 3600)} hours")

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.core.sends import (
+    LOOK_AGAIN,
     MAX_QUEUED,
     SETTLE,
     Claimed,
@@ -104,7 +105,9 @@ def test_found_means_sent_and_is_never_sent_again():
 
 def test_absent_right_after_the_call_proves_nothing_so_it_waits():
     decision = after_lookup(claimed(in_doubt=True, started=NOW - timedelta(seconds=10)), False, NOW)
-    assert decision.step is Step.WAIT and decision.until == NOW - timedelta(seconds=10) + SETTLE
+    assert decision.step is Step.WAIT and decision.until == NOW + LOOK_AGAIN  # looked up again meanwhile
+    last = after_lookup(claimed(in_doubt=True, started=NOW - SETTLE + timedelta(seconds=20)), False, NOW)
+    assert last.step is Step.WAIT and last.until == NOW + timedelta(seconds=20)  # never past the settle time
 
 
 def test_absent_after_the_settle_time_is_sent_again():
