@@ -11,7 +11,7 @@ MAILSYNC_CA_FILE (services.core.tls); verification is never turned off.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,9 @@ class AppCredentials:
         self._settings = settings
         self._session = session
         self._by_tenant: dict[str, Credential] = {}
+        # Objects built on a tenant's credential (msgraph-sdk clients): dropped with it.
+        self._built: dict[tuple[str, str], Any] = {}
+        self._shared: dict[str, Any] = {}  # closed with this object (the SDK's httpx client)
 
     @property
     def kind(self) -> str:
@@ -59,10 +62,27 @@ class AppCredentials:
         """The tenant's credential itself, for an azure-core client (msgraph-sdk's auth provider)."""
         return self._credential(tenant_id)
 
+    def built_on(self, tenant_id: str, name: str, factory: Callable[[Credential], Any]) -> Any:
+        """`factory(credential)` once per tenant credential: rebuilt when the credential is replaced."""
+        key = (tenant_id.lower(), name)
+        found = self._built.get(key)
+        if found is None:
+            found = self._built[key] = factory(self._credential(tenant_id))
+        return found
+
+    def shared(self, name: str, factory: Callable[[], Any]) -> Any:
+        """One `factory()` per process, closed (its `aclose()`) with this object: the SDK's httpx client."""
+        found = self._shared.get(name)
+        if found is None:
+            found = self._shared[name] = factory()
+        return found
+
     async def token(self, tenant_id: str, *, fresh: bool = False,
                     claims: Mapping[str, Any] | None = None) -> tuple[str, datetime]:
         """An app-only Graph token for the tenant and its expiry. `fresh`: the last one was refused."""
         if fresh:
+            for key in [k for k in self._built if k[0] == tenant_id.lower()]:
+                del self._built[key]
             old = self._by_tenant.pop(tenant_id.lower(), None)
             if old is not None:
                 await old.close()
@@ -83,3 +103,7 @@ class AppCredentials:
         for credential in self._by_tenant.values():
             await credential.close()
         self._by_tenant.clear()
+        self._built.clear()
+        for resource in self._shared.values():
+            await resource.aclose()
+        self._shared.clear()

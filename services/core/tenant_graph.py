@@ -3,12 +3,14 @@ domains (`GET /organization`). A call or two per consent and per enrolment pass,
 (about 10 ms per call, docs/graph.md#sdk) does not matter here; the per-message hot path and delta pages
 stay on the plain aiohttp client (services.core.graph.client).
 
-The SDK runs on its own httpx client, verifying against the system CAs plus MAILSYNC_CA_FILE; its token
-comes from the tenant's azure-identity credential (services.core.app_credential).
+The SDK runs on one httpx client per process, verifying against the system CAs plus MAILSYNC_CA_FILE; its
+token comes from the tenant's azure-identity credential (services.core.app_credential), and the SDK client
+built on that credential is kept until the credential is replaced.
 """
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import ClientAuthenticationError
@@ -34,27 +36,31 @@ async def verified_domains(settings: Settings, app: AppCredentials, tenant_id: s
     from msgraph_core import GraphClientFactory
 
     txguard.check("Graph GET /organization (msgraph-sdk)")
+    http_client = app.shared("sdk-http", lambda: httpx.AsyncClient(verify=client_context(settings.ca_file),
+                                                                   timeout=20.0))
     host = urlsplit(settings.graph_url).hostname or ""
-    auth = AzureIdentityAuthenticationProvider(app.azure_credential(tenant_id), scopes=[GRAPH_DEFAULT_SCOPE],
-                                               allowed_hosts=[host])
-    async with httpx.AsyncClient(verify=client_context(settings.ca_file), timeout=20.0) as http_client:
+
+    def sdk(credential: Any) -> GraphServiceClient:
+        auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_DEFAULT_SCOPE], allowed_hosts=[host])
         http = GraphClientFactory.create_with_default_middleware(client=http_client, options=sdk_options)
         adapter = GraphRequestAdapter(auth, client=http)
         adapter.base_url = settings.graph_url
-        try:
-            found = await GraphServiceClient(request_adapter=adapter).organization.get()
-        except ClientAuthenticationError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            raise GraphError(classify_app_token_failure(str(exc.message or exc), status), status) from None
-        except APIError as exc:
-            status = exc.response_status_code
-            severity = Severity.TRANSIENT if status is None or status >= 500 or status == 429 else \
-                Severity.PERMANENT
-            raise GraphError(Classified(severity, f"http_{status}", "Microsoft 365 did not answer the "
-                                        "organisation's verified domains."), status) from None
-        except httpx.HTTPError:
-            raise GraphError(Classified(Severity.TRANSIENT, "network_error", "Microsoft 365 could not be "
-                                        "reached."), None) from None
+        return GraphServiceClient(request_adapter=adapter)
+
+    client: GraphServiceClient = app.built_on(tenant_id, "sdk", sdk)
+    try:
+        found = await client.organization.get()
+    except ClientAuthenticationError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        raise GraphError(classify_app_token_failure(str(exc.message or exc), status), status) from None
+    except APIError as exc:
+        status = exc.response_status_code
+        severity = Severity.TRANSIENT if status is None or status >= 500 or status == 429 else Severity.PERMANENT
+        raise GraphError(Classified(severity, f"http_{status}", "Microsoft 365 did not answer the "
+                                    "organisation's verified domains."), status) from None
+    except httpx.HTTPError:
+        raise GraphError(Classified(Severity.TRANSIENT, "network_error", "Microsoft 365 could not be reached."),
+                         None) from None
     domains: list[str] = []
     for org in (found.value if found is not None and found.value else []):
         for domain in org.verified_domains or []:

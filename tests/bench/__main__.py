@@ -20,6 +20,7 @@ from tests.bench import (
     polling,
     reauthorization,
     renewer_scale,
+    tenant_control_plane,
 )
 from tests.bench.harness import BenchStack
 
@@ -38,6 +39,7 @@ async def main() -> int:
         results["directory_scale"] = await directory_scale.run(stack)
         results["reauthorization_idle"] = await reauthorization.run(stack)
         results["renewer_scale"] = await renewer_scale.run(stack)
+        results["tenant_control_plane"] = await tenant_control_plane.run(stack)
         results["memory_after_load"] = await memory.measure(stack, "after load")
     finally:
         await stack.stop()
