@@ -8,23 +8,24 @@ Method (docs/scale.md, "One renewer, 10,000 mailboxes"):
   TokenBox into a `connected` mailbox_connections row, and its subscription is created at the sandbox with
   the services' own create_mailbox_subscription (validation handshake included), so renewals PATCH a
   subscription Graph knows and refreshes redeem a refresh token the identity platform issued.
-- The stack's renewer (1 s tick, a test setting) is stopped; one renewer is started with the production
-  tick (MAILSYNC_RENEWER_TICK_S unset: 30 s). Then every seeded mailbox is made due at once: next poll now,
-  access token inside the refresh margin, subscription inside its renewal window and authorized only
-  until that token's expiry (so a renewal needs a fresh token, as in production). The renewer runs for
-  WINDOW_S; its own Prometheus counters give what it completed, /proc its CPU.
-- Baseline in the same run: the same window with BASELINE mailboxes seeded; then the population grows to
-  MAILBOXES and the window is repeated. The ratio of CPU per unit of work shows whether the cost per
-  mailbox grows with the population.
-- Every poll in a window is a first poll for that renewer process (its delta cursors are cleared and the
-  process is new, so it also looks up each mailbox's excluded folders): dearer than the steady-state poll
-  `delta_poll` measures, so the poll capacity found here is a lower bound.
+- The stack's renewer is stopped; each window starts one fresh renewer, makes every seeded mailbox due at
+  once (next poll now, access token inside the refresh margin, subscription inside its renewal window and
+  authorized only until that token's expiry, so its PATCH wants a fresh token, as in production), lets it
+  run a fixed time and reads what it completed from its own Prometheus counters, its CPU from /proc.
+- Three windows: "fast" (1 s tick, what the loops can do when they never wait) at BASELINE mailboxes and
+  at MAILBOXES (the ratio of CPU per unit of work shows whether the cost per mailbox grows with the
+  population), then "production" (the default 30 s tick) at MAILBOXES: does one renewer as configured
+  keep them current?
+- Every poll in a window is a first poll for that renewer process (delta cursors cleared, the process
+  new, so it also looks up each mailbox's excluded folders): dearer than the steady-state poll
+  `delta_poll` measures, so poll capacity here is a lower bound where CPU or Graph bounds it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import os
 import re
@@ -168,19 +169,25 @@ async def _make_due(bench: BenchStack, account_id: str) -> None:
                 WHERE account_id = $1""", account_id, window, token_expiry)
 
 
-async def _pass_times(bench: BenchStack) -> dict[str, float]:
+def _nodes(plan: dict[str, Any]) -> str:
+    """The plan's node types, outermost first: shows a scan of every row (Seq Scan) at a glance."""
+    inner = [_nodes(p) for p in plan.get("Plans", [])]
+    return str(plan["Node Type"]) + (f" > {', '.join(inner)}" if inner else "")
+
+
+async def _pass_times(bench: BenchStack) -> dict[str, float | str]:
     """How long the select of each loop takes with this population (EXPLAIN ANALYZE of the same predicate,
     read-only), and the rows the renewer's tables hold."""
-    out: dict[str, float] = {}
+    out: dict[str, float | str] = {}
     queries = {
         "poll_claim_select_ms": """SELECT connection_id FROM mailbox_connections
                     WHERE status = 'connected' AND graph_user_id IS NOT NULL
-                      AND coalesce(next_poll_at, now()) <= now()
+                      AND (next_poll_at IS NULL OR next_poll_at <= now())
                       AND (poll_lease_until IS NULL OR poll_lease_until < now())
                     ORDER BY next_poll_at NULLS FIRST LIMIT 50""",
         "refresh_select_ms": """SELECT connection_id FROM mailbox_connections
                     WHERE status = 'connected' AND access_expires_at < now() + interval '6 minutes'
-                    ORDER BY access_expires_at LIMIT 100""",
+                    ORDER BY access_expires_at LIMIT 200""",
         "renew_claim_select_ms": """SELECT s2.subscription_id FROM subscriptions s2
                      JOIN mailbox_connections c ON c.connection_id = s2.connection_id AND c.status = 'connected'
                     WHERE s2.expires_at < now() + interval '1410 minutes'
@@ -191,6 +198,7 @@ async def _pass_times(bench: BenchStack) -> dict[str, float]:
         plan = await bench.pool.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
         parsed = plan if isinstance(plan, list) else json.loads(plan)
         out[name] = float(parsed[0]["Execution Time"])
+        out[name.replace("_ms", "_plan")] = _nodes(parsed[0]["Plan"])
     out["rows_mailbox_connections"] = float(await bench.pool.fetchval("SELECT count(*) FROM mailbox_connections"))
     out["rows_subscriptions"] = float(await bench.pool.fetchval("SELECT count(*) FROM subscriptions"))
     out["rows_delta_cursors"] = float(await bench.pool.fetchval("SELECT count(*) FROM delta_cursors"))
@@ -206,10 +214,12 @@ async def _window(bench: BenchStack, seeder: Seeder, tick_s: int, window_s: floa
     try:
         before = await _metrics(bench.http, port)
         stats0 = await bench.stack.sandbox("GET", "/sandbox/stats")
-        cpu0, started = cpu_seconds(proc.popen.pid), time.perf_counter()
+        sandbox_pid = bench.pid("sandbox")
+        cpu0, sandbox_cpu0, started = cpu_seconds(proc.popen.pid), cpu_seconds(sandbox_pid), time.perf_counter()
         load0 = os.getloadavg()[0]
         await asyncio.sleep(window_s)  # a fixed measuring window, not a readiness wait
         took, cpu = time.perf_counter() - started, cpu_seconds(proc.popen.pid) - cpu0
+        sandbox_cpu = cpu_seconds(sandbox_pid) - sandbox_cpu0
         after = await _metrics(bench.http, port)
         rss = rss_mib(proc.popen.pid)
         stats = await bench.stack.sandbox("GET", "/sandbox/stats")
@@ -227,6 +237,13 @@ async def _window(bench: BenchStack, seeder: Seeder, tick_s: int, window_s: floa
                       AND (renewed_at IS NULL OR renewed_at < $2)) AS renewals
              FROM mailbox_connections WHERE account_id = $1""", seeder.account_id, t0)
     units = done["polls"] + done["refreshes"] + done["renewals"]
+    spans = await bench.pool.fetchrow(
+        """SELECT array(SELECT extract(epoch FROM last_polled_at) FROM mailbox_connections
+                         WHERE account_id = $1 AND last_polled_at >= $2) AS polls,
+                  array(SELECT extract(epoch FROM updated_at) FROM mailbox_connections
+                         WHERE account_id = $1 AND updated_at >= $2) AS refreshes,
+                  array(SELECT extract(epoch FROM renewed_at) FROM subscriptions
+                         WHERE account_id = $1 AND renewed_at >= $2) AS renewals""", seeder.account_id, t0)
     figures = {
         "mailboxes": float(n), "window_s": took, "host_load_1min": max(load0, os.getloadavg()[0]),
         "polls": done["polls"], "polls_failed": done["polls_failed"], "refreshes": done["refreshes"],
@@ -234,12 +251,28 @@ async def _window(bench: BenchStack, seeder: Seeder, tick_s: int, window_s: floa
         "token_endpoint_requests": float(stats["token_endpoint"]["requests"] - stats0["token_endpoint"]["requests"]),
         "graph_requests_per_poll": graph_requests / done["polls"] if done["polls"] else 0.0,
         "renewer_cpu_s": cpu, "renewer_cpu_share": cpu / took, "renewer_rss_mib": rss,
+        "sandbox_cpu_share": sandbox_cpu / took,
         "cpu_ms_per_unit": cpu * 1000 / units if units else 0.0,
     }
     for kind in ("polls", "refreshes", "renewals"):
         figures[f"{kind}_per_hour"] = done[kind] / took * 3600
         figures[f"{kind}_still_due"] = float(left[kind])
+        if tick_s >= 10:  # passes a tick apart: each pass's span, first completion to last
+            figures[f"{kind}_pass_s"] = _mean_pass(sorted(float(t) for t in spans[kind]), gap=tick_s / 2)
     return figures
+
+
+def _mean_pass(times: list[float], *, gap: float) -> float:
+    """Completion times split where they pause for more than `gap`: the mean span of those groups."""
+    if not times:
+        return 0.0
+    groups, start = [], times[0]
+    for before, at in itertools.pairwise(times):
+        if at - before > gap:
+            groups.append(before - start)
+            start = at
+    groups.append(times[-1] - start)
+    return sum(groups) / len(groups)
 
 
 def _poll_requests(stats: dict[str, Any], mine: set[str]) -> float:
@@ -276,12 +309,12 @@ async def run(bench: BenchStack) -> dict[str, float | str]:
                 seed_s = await seeder.grow_to(size)
                 results[f"seed_{size}_s"] = seed_s
             print(f"renewer_scale: {size} mailboxes, tick {tick_s}s, measuring {window_s:.0f}s", flush=True)
-            figures = await _window(bench, seeder, tick_s, window_s)
+            figures: dict[str, float | str] = {**await _window(bench, seeder, tick_s, window_s)}
             figures.update(await _pass_times(bench))
             need = required_per_hour(size, settings.subscription_lifetime_min, token_lifetime_s, PRODUCTION_TICK_S)
             for kind, rate in need.items():
                 figures[f"required_{kind}_per_hour"] = rate
-                capacity = figures[f"{kind}_per_hour"]
+                capacity = float(figures[f"{kind}_per_hour"])
                 figures[f"utilisation_{kind}"] = rate / capacity if capacity else float("inf")
             results.update({f"{name}_{k}": v for k, v in figures.items()})
         if results.get("fast_baseline_cpu_ms_per_unit"):
