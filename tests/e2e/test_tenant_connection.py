@@ -11,7 +11,9 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import jwt
 import pytest
 
-from tests.support.stack import Mailbox, Stack
+from services.sandbox.app_certificate import certificate_pem, ensure_app_certificate
+from tests.support.private_infra import private_stack
+from tests.support.stack import Mailbox, Stack, local_tls
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
@@ -242,3 +244,30 @@ async def test_another_accounts_token_sees_nothing(stack: Stack):
             assert (await resp.json())["error"]["code"] == "not_found"
     async with stack.http.get(base + "/tenant-connection", headers={"Authorization": f"Bearer {own}"}) as resp:
         assert resp.status == 200 and (await resp.json())["tenant_id"] == tenant
+
+
+async def test_certificate_credential_through_the_services(tmp_path):
+    """The recommended credential: the services sign client assertions with MAILSYNC_APP_CERT_FILE
+    (azure-identity's CertificateCredential). Refused until the certificate is registered with the app,
+    which the administrator-facing page says in plain words; then mail syncs without anyone signing in."""
+    ca_cert, ca_key = local_tls()["ca"]
+    pem = ensure_app_certificate(tmp_path, ca_cert, ca_key, "mailsync-e2e")
+    async with private_stack("tenant-cert-", MAILSYNC_APP_CERT_FILE=str(pem)) as (stack, _infra):
+        account = stack.new_account()
+        contact = await stack.add_contact(account, "buyer@client.example")
+        await stack.wait_contact(contact)
+        tenant, (box,) = await _org(stack, account, 1)
+        status, page = await _follow(stack, (await _create(stack, account, tenant))["admin_consent_url"])
+        assert status == 400 and "application credential" in page  # certificate not registered yet
+        view = await _tenant_view(stack, account)
+        assert view["status"] == "pending_consent" and view["error_code"] == "AADSTS700027"
+
+        await stack.sandbox("POST", f"/sandbox/apps/{stack.env['MAILSYNC_CLIENT_ID']}/certificates",
+                            {"pem": certificate_pem(pem)})
+        status, page = await _follow(stack, (await _create(stack, account, tenant))["admin_consent_url"])
+        assert status == 200 and "Consent recorded" in page, page
+        await wait_until(lambda: _subscribed(stack, [box.graph_id]), timeout=30, what="the app-only subscription")
+        imid = await stack.deliver(box, **{"from": "buyer@client.example", "subject": "certificate"})
+        assert stack.pool is not None
+        await wait_until(lambda: _engagement(stack.pool, account, imid), timeout=30, what="the engagement")
+        assert (await _connection(stack, box.user_id))["mode"] == "tenant"
