@@ -78,10 +78,11 @@ async def account_rows(pool: asyncpg.Pool, account_id: str) -> tuple[list[dict[s
     coverage = await load_account_coverage(pool, account_id)
     records = await pool.fetch(
         """SELECT u.user_id, u.email, c.connection_id, coalesce(c.status, 'never_connected') AS status,
-                  c.reason, c.error_code, c.last_synced_at
+                  c.reason, c.error_code, c.last_synced_at, c.mode
              FROM users u LEFT JOIN mailbox_connections c ON c.user_id = u.user_id AND c.account_id = u.account_id
             WHERE u.account_id = $1 AND u.deleted_at IS NULL ORDER BY u.email, u.user_id""", account_id)
     rows = []
+    # The mode is the connection row's (tenant: enrolled through the organisation-wide connection).
     for r in records:
         status = r["status"]
         reason, todo = r["reason"] or "", what_to_do(status, r["error_code"])
@@ -89,7 +90,7 @@ async def account_rows(pool: asyncpg.Pool, account_id: str) -> tuple[list[dict[s
         if status == "connected" and cover is not None and cover.degraded:
             reason, todo = DEGRADED_REASON, "Nothing yet: mail still arrives through the hourly poll."
         rows.append({"user_id": r["user_id"], "email": r["email"], "status": status,
-                     "status_label": STATUS_LABELS.get(status, status), "mode": connection_mode(status, tenant),
+                     "status_label": STATUS_LABELS.get(status, status), "mode": r["mode"] or "user",
                      "reason": reason if status != "connected" or (cover is not None and cover.degraded) else "",
                      "error_code": r["error_code"] or "",
                      "last_synced_at": r["last_synced_at"].isoformat() if r["last_synced_at"] else "",

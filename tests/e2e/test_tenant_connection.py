@@ -3,6 +3,8 @@ the sandbox's admin consent page, and the account's mailboxes are synced without
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 import uuid
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 
 from services.sandbox.app_certificate import certificate_pem, ensure_app_certificate
 from tests.support.private_infra import private_stack
-from tests.support.stack import Mailbox, Stack, local_tls
+from tests.support.stack import Mailbox, Stack, browser, local_tls
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
@@ -141,6 +143,13 @@ async def test_new_users_are_enrolled_and_delete_stops_reading(stack: Stack, db)
     assert (await _connection(stack, newcomer.user_id))["mode"] == "tenant"
     graph_ids = [b.graph_id for b in (*boxes, newcomer)]
     await wait_until(lambda: _subscribed(stack, graph_ids), timeout=30, what="their subscriptions")
+    # The administrator's page lists them in tenant mode.
+    admin = jwt.encode({"sub": boxes[0].user_id, "account_id": account, "exp": int(time.time()) + 600,
+                        "role": "admin"}, stack.env["MAILSYNC_SESSION_SECRET"], algorithm="HS256")
+    async with browser(stack) as tab, tab.get(f"{stack.api_url}/admin/email.csv", params={"session": admin}) as r:
+        rows = list(csv.DictReader(io.StringIO(await r.text())))
+    assert r.status == 200 and {row["user_id"]: row["mode"] for row in rows} == {
+        b.user_id: "tenant" for b in (*boxes, newcomer)}, rows
 
     # DELETE: subscriptions deleted at Graph, every mailbox disconnected, nothing more read.
     status, gone = await stack.api("DELETE", f"/api/v1/accounts/{account}/tenant-connection")
