@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import asyncpg
 
 from services.core import engagements
-from services.core.consuming import Record, gather_cancelling
+from services.core.consuming import Record
+from services.core.directory_lookup import load_snapshot
+from services.core.domain import Decision
 from services.core.events import BadEvent
 from services.core.graph.errors import GraphError
 from services.core.kafka import Publisher
 from services.core.observability import CORRELATION
 from services.matcher.directory import DirectoryChange, apply_directory_event
-from services.matcher.handler import Handled, MatcherDeps, Outcome, handle_message_changed
+from services.matcher.handler import (
+    ENGAGEMENTS_CREATED,
+    BatchView,
+    Fetched,
+    Handled,
+    MatcherDeps,
+    Outcome,
+    connection_ids,
+    decide_copies,
+    handle_message_changed,
+    load_mailboxes,
+    wanted,
+)
 from services.matcher.rematch import Rematcher
 
 log = logging.getLogger(__name__)
@@ -51,7 +66,9 @@ class DirectoryBatch:
 
 
 class NotificationBatch:
-    """Handles a batch concurrently (Graph limits per mailbox apply), then publishes the feed events."""
+    """Handles a batch: its mailboxes read once, the messages fetched concurrently (Graph limits per mailbox
+    apply), decided and stored a few at a time as they arrive (one directory read and one transaction per
+    group), then the feed events published once for the batch."""
 
     def __init__(self, deps: MatcherDeps, publisher: Publisher, *, concurrency: int = 16,
                  max_attempts: int = 8) -> None:
@@ -61,14 +78,14 @@ class NotificationBatch:
         self._max_attempts = max_attempts
         self._failures: dict[tuple[str, int, int], int] = {}
 
-    async def _one(self, record: Record) -> Handled | str:
+    async def _one(self, record: Record, batch: BatchView) -> Handled | Fetched | str:
         CORRELATION.set(f"{record.topic}/{record.partition}/{record.offset}")  # this task's log lines
         async with self._limit:
             if record.value.get("type") != "message.changed":
                 return Handled(Outcome.SKIPPED)  # unknown types are skipped
             key = (record.topic, record.partition, record.offset)
             try:
-                handled = await handle_message_changed(record.value, self._deps)
+                handled = await handle_message_changed(record.value, batch)
             except BadEvent as exc:
                 return str(exc)
             except RECORD_REFUSED as exc:
@@ -86,16 +103,110 @@ class NotificationBatch:
             return handled
 
     async def __call__(self, records: list[Record]) -> list[tuple[Record, str]]:
-        results = await gather_cancelling(self._one(r) for r in records)
-        poison = [(r, res) for r, res in zip(records, results, strict=True) if isinstance(res, str)]
-        to_publish = sorted({res.engagement_id for res in results
-                             if isinstance(res, Handled) and res.needs_publish and res.engagement_id})
-        if to_publish:
-            await engagements.publish_created(self._deps.pool, self._publisher, to_publish)
-        synced = sorted({res.synced for res in results if isinstance(res, Handled) and res.synced})
-        if synced:
+        ids = connection_ids(r.value for r in records)
+        batch = BatchView(self._deps, await load_mailboxes(self._deps.pool, ids) if ids else {})
+        tasks: list[asyncio.Future[Handled | Fetched | str]] = [
+            asyncio.ensure_future(self._one(r, batch)) for r in records]
+        position = {task: i for i, task in enumerate(tasks)}
+        stored = _Stored()
+        poison: list[tuple[Record, str]] = []
+        try:
+            # Group commit: whatever has been fetched is decided and stored together while the rest is still
+            # being fetched; a group waits for a quarter of the batch unless nothing else is in flight.
+            group_size = max(1, len(records) // 4)
+            waiting: list[tuple[Record, Handled | Fetched]] = []
+            pending: set[asyncio.Future[Handled | Fetched | str]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=position.__getitem__):
+                    record, result = records[position[task]], task.result()  # a failure cancels the siblings below
+                    if isinstance(result, str):
+                        poison.append((record, result))
+                    elif isinstance(result, Fetched) or result.unseen is not None or result.synced:
+                        waiting.append((record, result))
+                if waiting and (len(waiting) >= group_size or not pending):
+                    poison += await self._store(waiting, stored)
+                    waiting = []
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        if stored.to_publish:
+            await engagements.publish_created(self._deps.pool, self._publisher, sorted(stored.to_publish),
+                                              known=stored.events)
+        if stored.created_by_job:
+            await self._deps.pool.executemany(
+                "UPDATE sync_jobs SET engagements_created = engagements_created + $2 WHERE job_id::text = $1",
+                sorted(stored.created_by_job.items()))
+        if stored.synced:
             # Once per batch, not per message: a per-message update of the same row would serialise
             # every concurrent message of a mailbox on that row's lock.
             await self._deps.pool.execute(
-                "UPDATE mailbox_connections SET last_synced_at = now() WHERE connection_id = ANY($1::uuid[])", synced)
+                "UPDATE mailbox_connections SET last_synced_at = now() WHERE connection_id = ANY($1::uuid[])",
+                sorted(stored.synced))
+        order = {id(r): i for i, r in enumerate(records)}
+        return sorted(poison, key=lambda item: order[id(item[0])])
+
+    async def _store(self, group: list[tuple[Record, Handled | Fetched]], stored: _Stored) -> list[tuple[Record, str]]:
+        """Decide and store a group in one transaction. When the database refuses the group for one record's
+        data, each record is stored alone, so only the one at fault goes to the DLQ."""
+        try:
+            await _store_group([item for _, item in group], self._deps.pool, stored)
+            return []
+        except RECORD_REFUSED as exc:
+            if len(group) == 1:
+                return [(group[0][0], f"refused by the database: {type(exc).__name__}")]
+        poison: list[tuple[Record, str]] = []
+        for one in group:
+            poison += await self._store([one], stored)
         return poison
+
+
+class _Stored:
+    """What a batch's groups stored, for the once-per-batch steps after them."""
+
+    def __init__(self) -> None:
+        self.to_publish: set[str] = set()
+        self.events: dict[str, dict[str, Any]] = {}  # engagement.created built by the insert, by engagement id
+        self.created_by_job: dict[str, int] = {}
+        self.synced: set[str] = set()
+
+
+async def _store_group(items: list[Handled | Fetched], pool: asyncpg.Pool, stored: _Stored) -> None:
+    fetched = [item for item in items if isinstance(item, Fetched)]
+    unseen = [item.unseen for item in items if isinstance(item, Handled) and item.unseen is not None]
+    addresses = [wanted(item) for item in fetched]
+    by_account: dict[str, set[str]] = {}
+    for item, mine in zip(fetched, addresses, strict=True):
+        by_account.setdefault(item.mailbox.connection.account_id, set()).update(mine)
+    async with pool.acquire() as conn:
+        # One directory read per account for the whole group (usually one account).
+        snapshots = {account: await load_snapshot(conn, account, frozenset(union))
+                     for account, union in sorted(by_account.items())}
+        copies = decide_copies(list(zip(fetched, addresses, strict=True)), snapshots)
+        matched = [c for c in copies if c.result.decision is Decision.MATCHED]
+        async with conn.transaction():
+            results = await engagements.store_engagements(conn, matched)
+            await engagements.record_decisions(conn, [(c, None) for c in copies
+                                                      if c.result.decision is not Decision.MATCHED])
+            await engagements.record_unseen_many(conn, unseen)
+    jobs: dict[str, str] = {}
+    for copy, item in zip(copies, fetched, strict=True):
+        if copy.result.decision is Decision.MATCHED and item.job_id:
+            jobs.setdefault(copy.engagement_id, item.job_id)  # the first copy is the one that inserts
+    for result in results:
+        if result.created:
+            ENGAGEMENTS_CREATED.inc()
+            job_id = jobs.get(result.engagement_id)
+            if job_id:
+                stored.created_by_job[job_id] = stored.created_by_job.get(job_id, 0) + 1
+        if result.event is not None:
+            stored.events[result.engagement_id] = result.event
+        elif result.engagement_id in stored.events:
+            # Stored again by a later group of this batch: rebuilt from the rows, which hold both.
+            del stored.events[result.engagement_id]
+        if result.needs_publish:
+            stored.to_publish.add(result.engagement_id)
+    stored.synced.update(item.mailbox.connection.connection_id for item in fetched)
+    stored.synced.update(item.synced for item in items if isinstance(item, Handled) and item.synced)

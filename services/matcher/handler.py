@@ -1,8 +1,15 @@
-"""message.changed → fetch, match, persist. The only place mail becomes engagements."""
+"""message.changed → fetch, match, persist. The only place mail becomes engagements.
+
+A batch of notifications is handled in three steps: what the batch's mailboxes need is read once
+(``load_mailboxes``); each message is fetched from Graph (``handle_message_changed``, concurrently); the
+fetched messages are then decided together on one directory snapshot and stored in one transaction
+(``decide_copies`` here, the writes in ``services.matcher.consumer``)."""
 
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -11,17 +18,18 @@ from urllib.parse import quote
 import asyncpg
 from prometheus_client import Counter
 
-from services.core import engagements
-from services.core.connections import NotConnected, TokenService, get_connection
-from services.core.directory_lookup import load_snapshot, owner_addresses
-from services.core.domain import Decision, MailboxOwner
+from services.core import capture
+from services.core.connections import Connection, NotConnected, TokenService
+from services.core.domain import DirectorySnapshot, MailboxOwner, MailMessage
+from services.core.engagements import Copy, Unseen
 from services.core.events import BadEvent, require_str
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import GraphError, NotFound
-from services.core.mail_policy import MailPolicy, load_policy
+from services.core.mail_policy import MailPolicy
 from services.core.matching import addresses_to_look_up, decide
 from services.matcher.folders import FolderResolver
 from services.matcher.graph_message import UnusableMessage, message_select, parse_message
+from services.matcher.snapshots import narrowed
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,76 @@ class Handled:
     engagement_id: str | None = None
     needs_publish: bool = False
     synced: str | None = None  # the connection whose mailbox answered: its last successful sync moves
+    unseen: Unseen | None = None  # why the message could not be fetched, to be recorded with the batch
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """What a batch reads once about one connection: the mailbox, its owner and the policy of its mail."""
+
+    connection: Connection
+    owner: MailboxOwner
+    policy: MailPolicy
+    directory_email: str  # the users row's primary address ('' without one)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A message read from Graph, waiting to be decided with the rest of its batch."""
+
+    mailbox: Mailbox
+    message: MailMessage
+    source: str
+    job_id: str | None
+
+
+@dataclass(frozen=True)
+class BatchView:
+    """The per-batch context ``handle_message_changed`` runs in."""
+
+    deps: MatcherDeps
+    mailboxes: dict[str, Mailbox]
+
+
+_MAILBOXES = """
+    SELECT c.connection_id, c.account_id, c.user_id, c.tenant_id, c.graph_user_id, c.mailbox_address,
+           c.mailbox_addresses, c.status, a.account_id IS NOT NULL AS has_account, a.capture, a.exclude_automated,
+           (SELECT u.never_log FROM users u WHERE u.user_id = c.user_id AND u.account_id = c.account_id) AS never_log,
+           (SELECT u.email FROM users u WHERE u.user_id = c.user_id) AS directory_email,
+           array(SELECT ua.address FROM user_addresses ua WHERE ua.user_id = c.user_id) AS user_addresses
+      FROM mailbox_connections c LEFT JOIN accounts a ON a.account_id = c.account_id
+     WHERE c.connection_id = ANY($1::uuid[])"""
+
+
+def connection_ids(values: Iterable[dict[str, Any]]) -> list[str]:
+    """The connections a batch's notifications name (the ones that can be looked up at all)."""
+    ids: set[str] = set()
+    for value in values:
+        connection_id = value.get("connection_id")
+        if value.get("type") != "message.changed" or not isinstance(connection_id, str):
+            continue
+        try:
+            ids.add(str(uuid.UUID(connection_id)))
+        except ValueError:
+            continue  # not a connection id at all: the record is reported as unknown
+    return sorted(ids)
+
+
+async def load_mailboxes(pool: asyncpg.Pool | asyncpg.Connection, ids: list[str]) -> dict[str, Mailbox]:
+    """The batch's connections with their owners' addresses (Graph's proxyAddresses plus the directory's primary
+    and aliases) and policies (the account's defaults when the host never sent account.upserted), in one read."""
+    if not ids:
+        return {}
+    out: dict[str, Mailbox] = {}
+    for row in await pool.fetch(_MAILBOXES, ids):
+        connection = Connection.from_row(row)
+        policy = MailPolicy(capture=capture.parse(row["capture"]), exclude_automated=bool(row["exclude_automated"]),
+                            never_log=frozenset(row["never_log"] or ())) if row["has_account"] else MailPolicy()
+        owner = MailboxOwner(connection.user_id, connection.account_id,
+                             frozenset(connection.mailbox_addresses) | frozenset(row["user_addresses"]),
+                             never_log=policy.never_log)
+        out[connection.connection_id] = Mailbox(connection, owner, policy, row["directory_email"] or "")
+    return out
 
 
 async def _fetch(deps: MatcherDeps, connection_id: str, mailbox: str, message_id: str,
@@ -67,69 +145,81 @@ async def _fetch(deps: MatcherDeps, connection_id: str, mailbox: str, message_id
     return await deps.tokens.call(connection_id, get)
 
 
-async def handle_message_changed(event: dict[str, Any], deps: MatcherDeps) -> Handled:
-    """Raises GraphError (transient) to have the batch retried; BadEvent for poison records."""
+async def handle_message_changed(event: dict[str, Any], batch: BatchView) -> Handled | Fetched:
+    """Fetch one notified message. Raises GraphError (transient) to have the batch retried; BadEvent for poison
+    records. A message that cannot be fetched comes back as a Handled carrying why (recorded with the batch)."""
     connection_id = require_str(event, "connection_id")
     message_id = require_str(event, "message_id")
     source = str(event.get("source") or "webhook")
     if event.get("change_type") == "deleted":
         return Handled(Outcome.SKIPPED)  # a deleted email stays on the timeline; nothing to fetch
-    connection = await get_connection(deps.pool, connection_id)
-    if connection is None or connection.graph_user_id is None:
+    try:
+        mailbox = batch.mailboxes.get(str(uuid.UUID(connection_id)))
+    except ValueError:
+        raise BadEvent("connection_id is not a connection id (a UUID)") from None
+    graph_mailbox = mailbox.connection.graph_user_id if mailbox else None
+    if mailbox is None or graph_mailbox is None:
         log.info("notification for unknown connection dropped", extra={"connection_id": connection_id})
         return Handled(Outcome.SKIPPED)
-    mailbox = connection.graph_user_id
-    common = {"account_id": connection.account_id, "user_id": connection.user_id, "connection_id": connection_id}
-    policy = await load_policy(deps.pool, connection.account_id, connection.user_id)
+    deps, connection, policy = batch.deps, mailbox.connection, mailbox.policy
+    connection_id = connection.connection_id
+
+    def unseen(code: str, detail: str) -> Unseen:
+        return Unseen(connection.account_id, connection.user_id, connection_id, message_id, code, detail, source)
+
     try:
         if connection.status != "connected":
             deps.tokens.forget(connection_id)
             raise NotConnected(connection_id, connection.status)
-        token, body = await _fetch(deps, connection_id, mailbox, message_id, policy)
+        token, body = await _fetch(deps, connection_id, graph_mailbox, message_id, policy)
     except NotConnected as exc:
         DECISIONS.labels("not_seen", "not_connected").inc()
-        await engagements.record_unseen(deps.pool, **common, message_id=message_id, code="not_connected",
-                                        detail=f"The mailbox connection was {exc.status} when this message was "
-                                        "notified; it is imported when the mailbox reconnects.", source=source)
-        return Handled(Outcome.SKIPPED)
+        return Handled(Outcome.SKIPPED, unseen=unseen(
+            "not_connected", f"The mailbox connection was {exc.status} when this message was "
+            "notified; it is imported when the mailbox reconnects."))
     except NotFound:
         DECISIONS.labels("not_seen", "message_not_found").inc()
-        await engagements.record_unseen(deps.pool, **common, message_id=message_id, code="message_not_found",
-                                        detail="Graph no longer had this message when mailsync fetched it "
-                                        "(deleted or moved before it could be read).", source=source)
-        return Handled(Outcome.NOT_FOUND, synced=connection_id)
+        return Handled(Outcome.NOT_FOUND, synced=connection_id, unseen=unseen(
+            "message_not_found", "Graph no longer had this message when mailsync fetched it "
+            "(deleted or moved before it could be read)."))
     except GraphError as exc:
         if exc.transient:
             raise  # the batch is retried with back-off
         DECISIONS.labels("not_seen", "fetch_refused").inc()
-        await engagements.record_unseen(deps.pool, **common, message_id=message_id, code="fetch_refused",
-                                        detail="Microsoft Graph refused to return this message "
-                                        f"({exc.classified.error_code}).", source=source)
-        return Handled(Outcome.NOT_FOUND)
+        return Handled(Outcome.NOT_FOUND, unseen=unseen(
+            "fetch_refused", f"Microsoft Graph refused to return this message ({exc.classified.error_code})."))
     try:
-        folder = await deps.folders.name_of(token, mailbox, str(body.get("parentFolderId") or ""))
+        folder = await deps.folders.name_of(token, graph_mailbox, str(body.get("parentFolderId") or ""))
         message = parse_message(body, folder=folder)
     except UnusableMessage as exc:
         raise BadEvent(str(exc)) from None
-    owner = MailboxOwner(connection.user_id, connection.account_id,
-                         await owner_addresses(deps.pool, connection.user_id, connection.mailbox_addresses),
-                         never_log=policy.never_log)
-    snapshot = await load_snapshot(deps.pool, connection.account_id, addresses_to_look_up(message, owner))
-    result = decide(message, owner, replace(snapshot, exclude_automated=policy.exclude_automated))
-    DECISIONS.labels(result.decision.value, result.reasons[0].code if result.reasons else "").inc()
-    async with deps.pool.acquire() as conn, conn.transaction():
-        if result.decision is not Decision.MATCHED:
-            await engagements.record_decision(conn, **common, message=message, result=result, source=source,
-                                              engagement_id=None, capture=policy.capture)
-            return Handled(Outcome(result.decision.value), synced=connection_id)
-        stored = await engagements.store_engagement(conn, **common, message=message, result=result, source=source,
-                                                    capture=policy.capture, mailbox_address=connection.mailbox_address)
-    if stored.created:
-        ENGAGEMENTS_CREATED.inc()
-        if isinstance(event.get("job_id"), str):
-            await deps.pool.execute("UPDATE sync_jobs SET engagements_created = engagements_created + 1"
-                                    " WHERE job_id::text = $1", event["job_id"])
-    return Handled(Outcome.MATCHED, stored.engagement_id, stored.needs_publish, synced=connection_id)
+    job_id = event.get("job_id")
+    return Fetched(mailbox, message, source, job_id if isinstance(job_id, str) else None)
 
 
-__all__ = ["GraphError", "Handled", "MatcherDeps", "Outcome", "handle_message_changed"]
+def wanted(fetched: Fetched) -> frozenset[str]:
+    """The addresses the directory must be asked about for this message."""
+    return addresses_to_look_up(fetched.message, fetched.mailbox.owner)
+
+
+def decide_copies(fetched: list[tuple[Fetched, frozenset[str]]], snapshots: dict[str, DirectorySnapshot],
+                  ) -> list[Copy]:
+    """Each fetched message decided on its part of its account's snapshot (loaded for the union of the
+    group's ``wanted`` addresses, given beside each message): the same decision a snapshot of its own
+    addresses gives."""
+    copies: list[Copy] = []
+    for item, addresses in fetched:
+        mailbox, message = item.mailbox, item.message
+        snapshot = narrowed(snapshots[mailbox.connection.account_id], addresses)
+        result = decide(message, mailbox.owner, replace(snapshot, exclude_automated=mailbox.policy.exclude_automated))
+        DECISIONS.labels(result.decision.value, result.reasons[0].code if result.reasons else "").inc()
+        connection = mailbox.connection
+        copies.append(Copy.of(account_id=connection.account_id, user_id=connection.user_id,
+                              connection_id=connection.connection_id, message=message, result=result,
+                              source=item.source, capture=mailbox.policy.capture,
+                              mailbox_address=connection.mailbox_address, directory_email=mailbox.directory_email))
+    return copies
+
+
+__all__ = ["BatchView", "Fetched", "GraphError", "Handled", "Mailbox", "MatcherDeps", "Outcome", "decide_copies",
+           "handle_message_changed", "load_mailboxes", "wanted"]

@@ -59,18 +59,23 @@ class Rematcher:
 
     async def _rematch(self, change: DirectoryChange) -> None:
         created: list[str] = []
+        known: dict[str, dict[str, Any]] = {}  # engagement.created of the rows this pass inserted
         linked: dict[str, list[str]] = {}
         async for row in self._candidates(change):
             outcome = await self._decide_again(row)
             if outcome is None:
                 continue
-            engagement_id, new_engagement, new_contacts = outcome
+            engagement_id, new_engagement, new_contacts, event = outcome
             if new_engagement:
+                if engagement_id in created:
+                    known.pop(engagement_id, None)  # another mailbox's copy too: rebuilt from the rows
+                elif event is not None:
+                    known[engagement_id] = event
                 created.append(engagement_id)
             elif new_contacts:
                 linked[engagement_id] = new_contacts
         if created:
-            await engagements.publish_created(self._pool, self._publisher, sorted(set(created)))
+            await engagements.publish_created(self._pool, self._publisher, sorted(set(created)), known=known)
             REMATCHED.labels("created").inc(len(set(created)))
         if linked:
             await self._publish_linked(sorted(linked))
@@ -97,7 +102,7 @@ class Rematcher:
             last = rows[-1]
             after = (last["occurred_at"], last["user_id"], last["message_key"])
 
-    async def _decide_again(self, row: asyncpg.Record) -> tuple[str, bool, list[str]] | None:
+    async def _decide_again(self, row: asyncpg.Record) -> tuple[str, bool, list[str], dict[str, Any] | None] | None:
         message = rebuild_message(row)
         connection = await self._pool.fetchrow(
             "SELECT mailbox_addresses, mailbox_address FROM mailbox_connections WHERE connection_id = $1",
@@ -125,7 +130,7 @@ class Rematcher:
                 conn, **common, source="rematch",
                 mailbox_address=connection["mailbox_address"] if connection else None)
         new_contacts = sorted(set(result.contact_ids) - before)
-        return stored.engagement_id, stored.needs_publish, new_contacts
+        return stored.engagement_id, stored.needs_publish, new_contacts, stored.event
 
     async def _unlink(self, account_id: str, contact_id: str) -> None:
         rows = await self._pool.fetch(
