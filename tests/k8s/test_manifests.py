@@ -36,6 +36,7 @@ TOPICS = (
     "mailsync.lifecycle.v1",
     "mailsync.engagements.v1",
     "mailsync.connection-status.v1",
+    "mailsync.notices.v1",
     "mailsync.sends.v1",
 )
 ALL_TOPICS = frozenset(TOPICS + tuple(f"{t}.dlq" for t in TOPICS))
