@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from prometheus_client import Counter, Gauge
 
 from services.core import events, faults
+from services.core.event_types import DeadLetter, to_value
 from services.core.events import BadEvent
 from services.core.kafka import AIOKafkaConsumer, ConsumerRecord, Publisher, TopicPartition
 from services.core.observability import Liveness
@@ -42,9 +43,9 @@ T = TypeVar("T")
 async def to_dlq(publisher: Publisher, topic: str, partition: int, offset: int, key: str, value: bytes,
                  error: str) -> None:
     """The original record (as text) plus why it was refused; the consumer keeps going."""
-    await publisher.publish(events.dlq(topic), key, events.envelope("dlq.record", {
-        "topic": topic, "partition": partition, "offset": offset, "key": key,
-        "value": value.decode("utf-8", "replace")[:100_000], "error": error[:2000]}))
+    await publisher.publish(events.dlq(topic), key, to_value(DeadLetter(
+        topic=topic, partition=partition, offset=offset, key=key, value=value.decode("utf-8", "replace")[:100_000],
+        error=error[:2000])))
 
 
 async def gather_cancelling(aws: Iterable[Awaitable[T]]) -> list[T]:

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.core import events
+from services.core.event_types import NoticeActionRequired, NoticeReminder, NoticeResolved, to_value
 
 NEEDS_SOMEONE = frozenset({"reconnect_required", "consent_required"})
 REMINDER_EVERY = timedelta(days=1)
@@ -65,19 +66,18 @@ def settings_url(app_url: str) -> str:
 
 def action_event(kind: str, event_id_: str, row: dict[str, Any], app_url: str) -> dict[str, Any]:
     """notice.action_required or notice.reminder from a `notices` row."""
-    return events.envelope(kind, {
-        "notice_id": str(row["notice_id"]), "user_id": row["user_id"], "account_id": row["account_id"],
-        "connection_id": str(row["connection_id"]), "status": row["status"], "reason": row["reason"],
-        "error_code": row["error_code"], "action_url": settings_url(app_url),
-        "since": row["opened_at"].isoformat(),
-    }, event_id=event_id_)
+    model = {ACTION_REQUIRED: NoticeActionRequired, REMINDER: NoticeReminder}[kind]
+    return to_value(model(
+        notice_id=str(row["notice_id"]), user_id=row["user_id"], account_id=row["account_id"],
+        connection_id=str(row["connection_id"]), status=row["status"], reason=row["reason"],
+        error_code=row["error_code"], action_url=settings_url(app_url), since=row["opened_at"].isoformat(),
+        event_id=event_id_))
 
 
 def resolved_event(event_id_: str, row: dict[str, Any]) -> dict[str, Any]:
-    return events.envelope(RESOLVED, {
-        "notice_id": str(row["notice_id"]), "user_id": row["user_id"], "account_id": row["account_id"],
-        "connection_id": str(row["connection_id"]),
-    }, event_id=event_id_)
+    return to_value(NoticeResolved(
+        notice_id=str(row["notice_id"]), user_id=row["user_id"], account_id=row["account_id"],
+        connection_id=str(row["connection_id"]), event_id=event_id_))
 
 
 # What a person must do, by status and error code, in plain words (the settings page, /admin/email, e-mails).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,10 +10,20 @@ import asyncpg
 
 from services.core import capture
 from services.core.addresses import normalize_address
-from services.core.events import BadEvent, require_str, str_list
+from services.core.event_types import (
+    DIRECTORY_EVENTS,
+    AccountUpserted,
+    BlocklistUpserted,
+    ClientUpserted,
+    ContactDeleted,
+    ContactUpserted,
+    DirectoryEvent,
+    Event,
+    UserDeleted,
+    UserUpserted,
+)
+from services.core.events import BadEvent
 from services.core.never_log import canonical_entry
-
-ROLES = ("member", "admin")
 
 
 def _normalised(raw: list[str], field: str) -> list[str]:
@@ -26,25 +37,16 @@ def _normalised(raw: list[str], field: str) -> list[str]:
     return out
 
 
-def _never_log(event: dict[str, Any]) -> list[str]:
+def _never_log(raw_entries: list[str]) -> list[str]:
     """Canonical never_log entries ("addr@x" / "@domain"), deduplicated, in the record's order."""
     entries: list[str] = []
-    for raw in str_list(event, "never_log"):
+    for raw in raw_entries:
         entry = canonical_entry(raw)
         if entry is None:
             raise BadEvent(f"never_log holds {raw[:80]!r}, which is neither an address nor an @domain")
         if entry not in entries:
             entries.append(entry)
     return entries
-
-
-def _role(event: dict[str, Any]) -> str:
-    role = event.get("role", "member")
-    if role is None:
-        return "member"
-    if role not in ROLES:
-        raise BadEvent(f"role must be one of {', '.join(ROLES)}")
-    return str(role)
 
 
 def _domain(raw: str) -> str:
@@ -87,99 +89,95 @@ async def _account(conn: asyncpg.Connection, account_id: str) -> None:
     await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
 
 
-async def apply_directory_event(conn: asyncpg.Connection, event: dict[str, Any]) -> DirectoryChange:
-    """Apply one record inside the caller's transaction. Raises BadEvent."""
-    kind = event["type"]
-    account_id = require_str(event, "account_id")
+async def apply_directory_event(conn: asyncpg.Connection,
+                                record: Mapping[str, Any] | DirectoryEvent) -> DirectoryChange:
+    """Apply one record inside the caller's transaction. Raises BadEvent. A type this version does not
+    know changes nothing: consumers accept what newer producers add."""
+    if isinstance(record, Event):
+        event = record
+    else:
+        parsed = DIRECTORY_EVENTS.parse(record)
+        if parsed is None:
+            owner = record.get("account_id")
+            return DirectoryChange(owner if isinstance(owner, str) else "", kinds=(str(record["type"]),))
+        event = parsed
+    kind, account_id = event.type_name(), event.account_id
     await _account(conn, account_id)
     change = DirectoryChange(account_id, kinds=(kind,))
-    if kind == "user.upserted":
-        user_id = require_str(event, "user_id")
-        email = _normalised([require_str(event, "email")], "email")[0]
-        aliases = [a for a in _normalised(str_list(event, "aliases"), "aliases") if a != email]
-        never_log, role = _never_log(event), _role(event)
-        await _same_account(conn, "user", user_id, account_id)
-        await conn.execute(
-            """INSERT INTO users (user_id, account_id, email, never_log, role) VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (user_id) DO UPDATE SET email = $3, never_log = $4, role = $5, deleted_at = NULL,
-                                                   updated_at = now()""",
-            user_id, account_id, email, never_log, role)
-        await conn.execute("DELETE FROM user_addresses WHERE user_id = $1 AND source IN ('primary', 'alias')",
-                           user_id)
-        await conn.executemany(
-            "INSERT INTO user_addresses (user_id, account_id, address, source) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT DO NOTHING",
-            [(user_id, account_id, email, "primary")] + [(user_id, account_id, a, "alias") for a in aliases])
-        change = DirectoryChange(account_id, addresses=frozenset([email, *aliases]), kinds=(kind,))
-    elif kind == "user.deleted":
-        user_id = require_str(event, "user_id")
-        await conn.execute("UPDATE users SET deleted_at = now() WHERE user_id = $1 AND account_id = $2",
-                           user_id, account_id)
-    elif kind == "contact.upserted":
-        contact_id = require_str(event, "contact_id")
-        emails = _normalised(str_list(event, "emails"), "emails")
-        client_id = event.get("client_id")
-        if client_id is not None and not isinstance(client_id, str):
-            raise BadEvent("client_id must be a string or null")
-        await _same_account(conn, "contact", contact_id, account_id)
-        await conn.execute(
-            """INSERT INTO contacts (contact_id, account_id, client_id) VALUES ($1, $2, $3)
-               ON CONFLICT (contact_id) DO UPDATE SET client_id = $3, updated_at = now()""",
-            contact_id, account_id, client_id)
-        await conn.execute("DELETE FROM contact_addresses WHERE contact_id = $1", contact_id)
-        await conn.executemany(
-            "INSERT INTO contact_addresses (contact_id, account_id, address, is_primary) VALUES ($1, $2, $3, $4)",
-            [(contact_id, account_id, a, i == 0) for i, a in enumerate(emails)])
-        change = DirectoryChange(account_id, addresses=frozenset(emails), kinds=(kind,))
-    elif kind == "contact.deleted":
-        contact_id = require_str(event, "contact_id")
-        await conn.execute("DELETE FROM contacts WHERE contact_id = $1 AND account_id = $2", contact_id, account_id)
-        change = DirectoryChange(account_id, deleted_contact=contact_id, kinds=(kind,))
-    elif kind == "client.upserted":
-        client_id = require_str(event, "client_id")
-        domains = sorted({_domain(d) for d in str_list(event, "domains")})
-        name = event.get("name") if isinstance(event.get("name"), str) else ""
-        await _same_account(conn, "client", client_id, account_id)
-        await conn.execute(
-            """INSERT INTO clients (client_id, account_id, name) VALUES ($1, $2, $3)
-               ON CONFLICT (client_id) DO UPDATE SET name = $3, updated_at = now()""",
-            client_id, account_id, name)
-        await conn.execute("DELETE FROM client_domains WHERE client_id = $1", client_id)
-        await conn.executemany(
-            "INSERT INTO client_domains (client_id, account_id, domain) VALUES ($1, $2, $3)",
-            [(client_id, account_id, d) for d in domains])
-        change = DirectoryChange(account_id, domains=frozenset(domains), kinds=(kind,))
-    elif kind == "blocklist.upserted":
-        entries: list[tuple[str, str]] = []
-        for raw in str_list(event, "entries"):
-            if "@" in raw.strip().lstrip("@"):
-                entries.append((_normalised([raw], "entries")[0], "address"))
-            else:
-                entries.append((_domain(raw), "domain"))
-        before = {r["entry"]: r["kind"] for r in await conn.fetch(
-            "DELETE FROM blocklist_entries WHERE account_id = $1 RETURNING entry, kind", account_id)}
-        await conn.executemany(
-            "INSERT INTO blocklist_entries (account_id, entry, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            [(account_id, e, k) for e, k in entries])
-        lifted = {e: k for e, k in before.items() if e not in {entry for entry, _ in entries}}
-        change = DirectoryChange(account_id, addresses=frozenset(e for e, k in lifted.items() if k == "address"),
-                                 domains=frozenset(e for e, k in lifted.items() if k == "domain"), kinds=(kind,))
-    elif kind == "account.upserted":
-        domain_matching = event.get("domain_matching", False)
-        if not isinstance(domain_matching, bool):
-            raise BadEvent("domain_matching must be a boolean")
-        name = event.get("name") if isinstance(event.get("name"), str) else ""
-        try:
-            tier = capture.parse(event.get("capture"))
-        except ValueError as exc:
-            raise BadEvent(str(exc)) from None
-        exclude_automated = event.get("exclude_automated", True)
-        if not isinstance(exclude_automated, bool):
-            raise BadEvent("exclude_automated must be a boolean")
-        # Like domain_matching, an omitted field takes its default: the record states the whole account.
-        # A new tier applies to mail decided from now on; `mailsync purge-content` trims what is stored.
-        await conn.execute(
-            "UPDATE accounts SET domain_matching = $2, name = $3, capture = $4, exclude_automated = $5"
-            " WHERE account_id = $1", account_id, domain_matching, name, tier.value, exclude_automated)
-    # Unknown types are skipped: consumers accept what newer producers add.
+    match event:
+        case UserUpserted():
+            user_id = event.user_id
+            email = _normalised([event.email], "email")[0]
+            aliases = [a for a in _normalised(event.aliases, "aliases") if a != email]
+            never_log, role = _never_log(event.never_log), event.role or "member"
+            await _same_account(conn, "user", user_id, account_id)
+            await conn.execute(
+                """INSERT INTO users (user_id, account_id, email, never_log, role) VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (user_id) DO UPDATE SET email = $3, never_log = $4, role = $5, deleted_at = NULL,
+                                                       updated_at = now()""",
+                user_id, account_id, email, never_log, role)
+            await conn.execute("DELETE FROM user_addresses WHERE user_id = $1 AND source IN ('primary', 'alias')",
+                               user_id)
+            await conn.executemany(
+                "INSERT INTO user_addresses (user_id, account_id, address, source) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT DO NOTHING",
+                [(user_id, account_id, email, "primary")] + [(user_id, account_id, a, "alias") for a in aliases])
+            change = DirectoryChange(account_id, addresses=frozenset([email, *aliases]), kinds=(kind,))
+        case UserDeleted():
+            await conn.execute("UPDATE users SET deleted_at = now() WHERE user_id = $1 AND account_id = $2",
+                               event.user_id, account_id)
+        case ContactUpserted():
+            contact_id = event.contact_id
+            emails = _normalised(event.emails, "emails")
+            await _same_account(conn, "contact", contact_id, account_id)
+            await conn.execute(
+                """INSERT INTO contacts (contact_id, account_id, client_id) VALUES ($1, $2, $3)
+                   ON CONFLICT (contact_id) DO UPDATE SET client_id = $3, updated_at = now()""",
+                contact_id, account_id, event.client_id)
+            await conn.execute("DELETE FROM contact_addresses WHERE contact_id = $1", contact_id)
+            await conn.executemany(
+                "INSERT INTO contact_addresses (contact_id, account_id, address, is_primary) VALUES ($1, $2, $3, $4)",
+                [(contact_id, account_id, a, i == 0) for i, a in enumerate(emails)])
+            change = DirectoryChange(account_id, addresses=frozenset(emails), kinds=(kind,))
+        case ContactDeleted():
+            await conn.execute("DELETE FROM contacts WHERE contact_id = $1 AND account_id = $2",
+                               event.contact_id, account_id)
+            change = DirectoryChange(account_id, deleted_contact=event.contact_id, kinds=(kind,))
+        case ClientUpserted():
+            client_id = event.client_id
+            domains = sorted({_domain(d) for d in event.domains})
+            await _same_account(conn, "client", client_id, account_id)
+            await conn.execute(
+                """INSERT INTO clients (client_id, account_id, name) VALUES ($1, $2, $3)
+                   ON CONFLICT (client_id) DO UPDATE SET name = $3, updated_at = now()""",
+                client_id, account_id, event.name or "")
+            await conn.execute("DELETE FROM client_domains WHERE client_id = $1", client_id)
+            await conn.executemany(
+                "INSERT INTO client_domains (client_id, account_id, domain) VALUES ($1, $2, $3)",
+                [(client_id, account_id, d) for d in domains])
+            change = DirectoryChange(account_id, domains=frozenset(domains), kinds=(kind,))
+        case BlocklistUpserted():
+            entries: list[tuple[str, str]] = []
+            for raw in event.entries:
+                if "@" in raw.strip().lstrip("@"):
+                    entries.append((_normalised([raw], "entries")[0], "address"))
+                else:
+                    entries.append((_domain(raw), "domain"))
+            before = {r["entry"]: r["kind"] for r in await conn.fetch(
+                "DELETE FROM blocklist_entries WHERE account_id = $1 RETURNING entry, kind", account_id)}
+            await conn.executemany(
+                "INSERT INTO blocklist_entries (account_id, entry, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                [(account_id, e, k) for e, k in entries])
+            lifted = {e: k for e, k in before.items() if e not in {entry for entry, _ in entries}}
+            change = DirectoryChange(account_id,
+                                     addresses=frozenset(e for e, k in lifted.items() if k == "address"),
+                                     domains=frozenset(e for e, k in lifted.items() if k == "domain"), kinds=(kind,))
+        case AccountUpserted():
+            # Like domain_matching, an omitted field takes its default: the record states the whole account.
+            # A new tier applies to mail decided from now on; `mailsync purge-content` trims what is stored.
+            tier = capture.parse(event.capture or None)
+            await conn.execute(
+                "UPDATE accounts SET domain_matching = $2, name = $3, capture = $4, exclude_automated = $5"
+                " WHERE account_id = $1", account_id, event.domain_matching, event.name or "", tier.value,
+                event.exclude_automated)
     return change

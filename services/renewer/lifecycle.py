@@ -9,7 +9,8 @@ from typing import Any
 
 from services.core.connections import NotConnected
 from services.core.consuming import Record
-from services.core.events import BadEvent, require_str
+from services.core.event_types import LIFECYCLE_EVENTS, SubscriptionLifecycle
+from services.core.events import BadEvent
 from services.core.graph.errors import GraphError
 from services.renewer.subscriptions import RenewerDeps, claim_renewal, ensure_one, release_renewal, renew_one
 
@@ -68,11 +69,13 @@ async def _subscription_state(conn: Any, subscription_id: str) -> SubscriptionSt
     return SubscriptionState(row["expires_at"], row["authorized_until"], row["reauth_failed_at"])
 
 
-async def handle_lifecycle(event: dict[str, Any], deps: RenewerDeps) -> None:
-    """No transaction is open across the Graph calls: renew_one and ensure_one claim what they change."""
-    connection_id = require_str(event, "connection_id")
-    subscription_id = require_str(event, "subscription_id")
-    kind = event.get("lifecycle_event")
+async def handle_lifecycle(record: dict[str, Any] | SubscriptionLifecycle, deps: RenewerDeps) -> None:
+    """No transaction is open across the Graph calls: renew_one and ensure_one claim what they change.
+    Raises BadEvent for a malformed record; a type this version does not know is skipped."""
+    event = LIFECYCLE_EVENTS.parse(record) if isinstance(record, dict) else record
+    if event is None:
+        return
+    connection_id, subscription_id, kind = event.connection_id, event.subscription_id, event.lifecycle_event
     if kind == "reauthorizationRequired":
         before = await _subscription_state(deps.pool, subscription_id)
         if before is None:
@@ -109,10 +112,8 @@ async def handle_lifecycle(event: dict[str, Any], deps: RenewerDeps) -> None:
             log.warning("could not recreate subscription", extra={"connection_id": connection_id,
                                                                    "error_code": exc.classified.error_code})
         await _catch_up(deps.pool, connection_id)
-    elif kind == "missed":
+    else:  # missed
         await _catch_up(deps.pool, connection_id)
-    else:
-        raise BadEvent(f"unknown lifecycle_event {str(kind)[:40]!r}")
 
 
 async def _catch_up(conn: Any, connection_id: str) -> None:

@@ -6,20 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 from services.core import events
+from services.core.event_types import UNSET, FoundBy, MessageChanged, to_value
 from services.core.kafka import Publisher
 
 
 async def publish_found(publisher: Publisher, *, connection_id: str, account_id: str, message_ids: list[str],
-                        source: str, job_id: str | None = None) -> None:
+                        source: FoundBy, job_id: str | None = None) -> None:
     if not message_ids:
         return
     records: list[tuple[str, dict[str, Any]]] = []
     for message_id in message_ids:
-        payload: dict[str, Any] = {"connection_id": connection_id, "account_id": account_id,
-                                   "message_id": message_id, "change_type": "created", "source": source}
-        if job_id:
-            payload["job_id"] = job_id
-        records.append((connection_id, events.envelope(
-            "message.changed", payload,
-            event_id=events.stable_event_id("message.changed", source, job_id or "", connection_id, message_id))))
+        event = MessageChanged(
+            connection_id=connection_id, account_id=account_id, message_id=message_id, change_type="created",
+            source=source, job_id=job_id or UNSET,
+            event_id=events.stable_event_id("message.changed", source, job_id or "", connection_id, message_id))
+        records.append((connection_id, to_value(event)))
     await publisher.publish_many(events.NOTIFICATIONS, records)

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 
 from services.core import events
 from services.core.connections import NotConnected, TokenService, get_connection
+from services.core.event_types import SendCompleted, SendFailed, to_value
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import GraphError
 from services.core.kafka import Publisher
@@ -222,12 +223,13 @@ async def _fail(deps: SendDeps, send_id: str, reason: str, *, in_doubt: bool | N
 def outcome_event(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     """send.completed / send.failed; the event id is stable per send, so a republication dedupes."""
     send_id = str(row["send_id"])
-    common = {"send_id": send_id, "user_id": row["user_id"], "account_id": row["account_id"]}
     if row["status"] == "sent":
-        return events.envelope("send.completed", {**common, "internet_message_id": row["internet_message_id"]},
-                               event_id=events.stable_event_id("send.completed", send_id))
-    return events.envelope("send.failed", {**common, "error": row["error"] or "not sent"},
-                           event_id=events.stable_event_id("send.failed", send_id))
+        return to_value(SendCompleted(
+            send_id=send_id, user_id=row["user_id"], account_id=row["account_id"],
+            internet_message_id=row["internet_message_id"], event_id=events.stable_event_id("send.completed", send_id)))
+    return to_value(SendFailed(
+        send_id=send_id, user_id=row["user_id"], account_id=row["account_id"], error=row["error"] or "not sent",
+        event_id=events.stable_event_id("send.failed", send_id)))
 
 
 async def publish_outcomes(pool: asyncpg.Pool, publisher: Publisher, rows: list[asyncpg.Record]) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from services.core import events, json_limits
+from services.core.event_types import ChangeType, LifecycleKind, MessageChanged, SubscriptionLifecycle, to_value
 from services.core.kafka import PublishError
 from services.subscriber.keys import PUBLISHER, TRUST
 from services.subscriber.notifications import (
@@ -70,17 +71,18 @@ def _change_record(item: Notification, known: KnownSubscription) -> dict[str, An
     # Stable across Graph's redeliveries of the same change, so consumers can deduplicate.
     event_id = events.stable_event_id("message.changed", item.subscription_id, item.message_id,
                                       item.change_type, item.etag)
-    return events.envelope("message.changed", {
-        "connection_id": known.connection_id, "account_id": known.account_id,
-        "subscription_id": known.subscription_id, "message_id": item.message_id,
-        "change_type": item.change_type, "source": "webhook"}, event_id=event_id)
+    # parse_change_notifications admits only the change types the model names (and the lifecycle events below).
+    return to_value(MessageChanged(
+        connection_id=known.connection_id, account_id=known.account_id, subscription_id=known.subscription_id,
+        message_id=item.message_id, change_type=cast(ChangeType, item.change_type), source="webhook",
+        event_id=event_id))
 
 
 def _lifecycle_record(item: Notification, known: KnownSubscription) -> dict[str, Any]:
     assert isinstance(item, LifecycleNotification)
-    return events.envelope("subscription.lifecycle", {
-        "connection_id": known.connection_id, "account_id": known.account_id,
-        "subscription_id": item.subscription_id, "lifecycle_event": item.lifecycle_event})
+    return to_value(SubscriptionLifecycle(
+        connection_id=known.connection_id, account_id=known.account_id, subscription_id=item.subscription_id,
+        lifecycle_event=cast(LifecycleKind, item.lifecycle_event)))
 
 
 async def _intake(request: web.Request, endpoint: str, parse: Callable[[Any], Sequence[Notification]],
