@@ -150,9 +150,11 @@ def _start_renewer(bench: BenchStack, name: str, tick_s: int) -> tuple[Proc, int
 
 
 async def _make_due(bench: BenchStack, account_id: str) -> None:
-    """Everything due at once. The token stays usable a minute (REFRESH_AHEAD + 50 s) but is inside the
-    refresh margin (REFRESH_AHEAD + 2 ticks); the subscription is inside its renewal window and authorized
-    only until that token's expiry, so its PATCH wants a fresh token first, as in production."""
+    """Everything due at once. The token stays usable 50 s more (REFRESH_AHEAD + 50 s) and is inside the
+    production refresh margin (REFRESH_AHEAD + 2 ticks of 30 s); with a 1 s tick the margin is REFRESH_AHEAD
+    + 2 s, so in the fast windows the refresh loop does not reach these tokens and every refresh there is
+    one a renewal asked for. The subscription is inside its renewal window and authorized only until that
+    token's expiry, so its PATCH wants a fresh token first, as in production."""
     assert bench.stack.settings is not None
     token_expiry = REFRESH_AHEAD.total_seconds() + 50
     window = renew_window(bench.stack.settings.subscription_lifetime_min)
