@@ -12,6 +12,7 @@ from urllib.parse import quote, urlencode
 import asyncpg
 from prometheus_client import Counter
 
+from services.core.addresses import normalize_address
 from services.core.connections import NotConnected, get_connection
 from services.core.graph.errors import AccessTokenRejected, GraphError
 from services.core.schedule import estimate_total, iso
@@ -25,8 +26,11 @@ WINDOW = timedelta(days=1)
 LEASE = timedelta(minutes=2)
 
 
-def window_url(user: str, start: Any, end: Any) -> str:
-    query = urlencode({"$select": "id,receivedDateTime", "$top": "100",
+ESTIMATE_SELECT = "id,receivedDateTime,from,sender,toRecipients,ccRecipients,bccRecipients,replyTo"
+
+
+def window_url(user: str, start: Any, end: Any, select: str = "id,receivedDateTime") -> str:
+    query = urlencode({"$select": select, "$top": "100",
                        "$filter": f"receivedDateTime ge {iso(start)} and receivedDateTime lt {iso(end)}"}, safe="$")
     return f"/users/{quote(user, safe='@')}/messages?{query}"
 
@@ -87,9 +91,11 @@ async def _run(deps: PollDeps, job: asyncpg.Record, user: str, account_id: str,
     cursor = job["window_start"] or until
     link: str | None = job["next_link"]
     seen = job["messages_seen"]
+    with_contacts = job["estimated_with_contacts"] or 0
     while cursor > since:
         start = max(since, cursor - WINDOW)
-        url: str | None = link or window_url(user, start, cursor)
+        url: str | None = link or window_url(user, start, cursor,
+                                             ESTIMATE_SELECT if job["dry_run"] else "id,receivedDateTime")
         while url:
             if stop is not None and stop.is_set():
                 raise Paused
@@ -100,20 +106,51 @@ async def _run(deps: PollDeps, job: asyncpg.Record, user: str, account_id: str,
                     ids = await _unknown(deps.pool, str(job["connection_id"]), ids)
                 await publish_found(deps.publisher, connection_id=str(job["connection_id"]), account_id=account_id,
                                     message_ids=ids, source=job["kind"], job_id=job_id)
+            else:  # the estimate: how many of them have a known contact among their participants
+                with_contacts += await with_known_contacts(deps.pool, account_id, page.get("value", []))
             seen += len(page.get("value", []))
             url = page.get("@odata.nextLink")
-            await _progress(deps.pool, job_id, cursor, url, seen, estimate_total(seen, until - cursor, until - since))
+            await _progress(deps.pool, job_id, cursor, url, seen, estimate_total(seen, until - cursor, until - since),
+                            with_contacts)
             token = await deps.tokens.access_token(str(job["connection_id"]))  # long jobs outlive a token
         cursor, link = start, None
-        await _progress(deps.pool, job_id, cursor, None, seen, estimate_total(seen, until - cursor, until - since))
+        await _progress(deps.pool, job_id, cursor, None, seen, estimate_total(seen, until - cursor, until - since),
+                        with_contacts)
     await deps.pool.execute(
         "UPDATE sync_jobs SET status = 'done', estimated_total = messages_seen, lease_until = NULL, updated_at = now()"
         " WHERE job_id = $1::uuid", job_id)
 
 
 async def _progress(pool: asyncpg.Pool, job_id: str, window_start: Any, next_link: str | None, seen: int,
-                    estimate: int) -> None:
+                    estimate: int, with_contacts: int = 0) -> None:
     await pool.execute(
         """UPDATE sync_jobs SET window_start = $2, next_link = $3, messages_seen = $4, estimated_total = $5,
-                  lease_until = now() + $6::interval, updated_at = now() WHERE job_id = $1::uuid""",
-        job_id, window_start, next_link, seen, estimate, LEASE)
+                  lease_until = now() + $6::interval, updated_at = now(),
+                  estimated_with_contacts = CASE WHEN dry_run THEN $7::integer END WHERE job_id = $1::uuid""",
+        job_id, window_start, next_link, seen, estimate, LEASE, with_contacts)
+
+
+def message_addresses(message: dict[str, Any]) -> set[str]:
+    """A Graph message's participants' addresses, normalised as the directory stores contacts' ones."""
+    found: set[str] = set()
+    for key in ("from", "sender", "toRecipients", "ccRecipients", "bccRecipients", "replyTo"):
+        value = message.get(key)
+        for recipient in value if isinstance(value, list) else [value]:
+            email = recipient.get("emailAddress") if isinstance(recipient, dict) else None
+            address = normalize_address(str(email.get("address") or "")) if isinstance(email, dict) else None
+            if address:
+                found.add(address)
+    return found
+
+
+async def with_known_contacts(pool: asyncpg.Pool, account_id: str, messages: list[dict[str, Any]]) -> int:
+    """How many of a listing page's messages name a known contact's address (one query per page). An estimate:
+    the matcher's other rules (blocklists, folders, domains) decide the real import."""
+    per_message = [message_addresses(m) for m in messages]
+    wanted = sorted({a for addresses in per_message for a in addresses})
+    if not wanted:
+        return 0
+    known = {r["address"] for r in await pool.fetch(
+        "SELECT DISTINCT address FROM contact_addresses WHERE account_id = $1 AND address = ANY($2::text[])",
+        account_id, wanted)}
+    return sum(1 for addresses in per_message if addresses & known)

@@ -133,8 +133,10 @@ def import_view(job: dict[str, Any]) -> ImportView:
         if running:
             return ImportView("counting", f"Counting the emails from {_range(job)}: {seen} so far"
                               + (f" of about {estimate}." if estimate > seen else "."), seen, maximum, True)
-        return ImportView("estimated", f"About {seen} email{'s' if seen != 1 else ''} from {_range(job)}. "
-                          "Only those with your clients' contacts will be added to their timelines.",
+        contacts = job.get("estimated_with_contacts")
+        with_contacts = f", {contacts} with your contacts" if contacts is not None else ""
+        return ImportView("estimated", f"About {seen} email{'s' if seen != 1 else ''}{with_contacts}, from "
+                          f"{_range(job)}. Only those with your clients' contacts are added to their timelines.",
                           seen, maximum, False)
     if running:
         return ImportView("importing", f"Importing {_range(job)}: {seen} of about {maximum} emails checked, "

@@ -134,6 +134,7 @@ async def get_backsync(request: web.Request) -> web.Response:
         "status": status, "since": row["since"].isoformat(), "until": row["until"].isoformat(),
         "dry_run": row["dry_run"], "messages_seen": row["messages_seen"],
         "engagements_created": row["engagements_created"], "estimated_total": row["estimated_total"],
+        "estimated_with_contacts": row["estimated_with_contacts"],
         "error": row["error"], "updated_at": row["updated_at"].isoformat()})
 
 

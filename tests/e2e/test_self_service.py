@@ -99,7 +99,8 @@ async def test_import_older_email_shows_the_estimate_then_progress_to_done(stack
             " AND status = 'done'", mailbox.connection_id, what="the estimate", timeout=40)
 
         _, page = await tab.get()
-        assert by_id(page, "import-words").startswith("About 5 emails from "), by_id(page, "import-words")
+        said = by_id(page, "import-words")
+        assert said.startswith("About 5 emails, 3 with your contacts, from "), said
         assert 'id="import-start"' in page  # confirm comes only after the estimate
         assert await db.fetchval("SELECT count(*) FROM sync_jobs WHERE connection_id = $1::uuid AND kind = 'backsync'"
                                  " AND NOT dry_run", mailbox.connection_id) == 0  # nothing imported yet

@@ -89,7 +89,8 @@ async def test_a_new_user_imports_asks_why_and_syncs_in_a_browser(stack: Stack, 
             await expect(page.locator("#notice")).to_contain_text("Counting the emails")
             # The page's script follows the dry run and reloads when it is done: the estimate and Confirm appear.
             await expect(page.locator("#import-start")).to_be_visible(timeout=40_000)
-            await expect(page.locator("#import-words")).to_contain_text(re.compile(r"^About \d+ emails from "))
+            await expect(page.locator("#import-words")).to_contain_text(
+                re.compile(r"^About \d+ emails, \d+ with your contacts, from "))
             await shot(page, "2-estimate")
             await page.locator("#import-start").click()
             await expect(page.locator("#import-bar")).to_be_visible()

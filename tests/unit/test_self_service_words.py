@@ -56,8 +56,10 @@ def job(**fields):
 def test_import_progress_in_words():
     counting = import_view(job(dry_run=True, messages_seen=40, estimated_total=300))
     assert counting.phase == "counting" and counting.running and "40 so far of about 300" in counting.words
-    estimated = import_view(job(dry_run=True, status="done", messages_seen=340, estimated_total=340))
-    assert estimated.phase == "estimated" and estimated.words.startswith("About 340 emails from 1 Nov 2026")
+    estimated = import_view(job(dry_run=True, status="done", messages_seen=340, estimated_total=340,
+                                estimated_with_contacts=12))
+    assert estimated.phase == "estimated"
+    assert estimated.words.startswith("About 340 emails, 12 with your contacts, from 1 Nov 2026 to 15 Nov 2026.")
     running = import_view(job(messages_seen=100, estimated_total=340, engagements_created=12))
     assert (running.value, running.maximum) == (100, 340) and "12 added" in running.words
     done = import_view(job(status="done", messages_seen=340, estimated_total=340, engagements_created=12))
@@ -96,3 +98,13 @@ def test_push_coverage_threshold():
     assert Coverage(announced=0, poll_only=3).degraded  # every notification dropped
     assert Coverage(announced=8, poll_only=3).degraded
     assert "hourly poll is covering" in Coverage(0, 3).words
+
+
+def test_the_estimate_reads_every_participant_of_a_listed_message():
+    from services.renewer.jobs import message_addresses
+
+    message = {"id": "m", "from": {"emailAddress": {"address": "Known@Client.Example", "name": "K"}},
+               "toRecipients": [{"emailAddress": {"address": "me@ours.example"}}, {"emailAddress": {}}],
+               "ccRecipients": None, "replyTo": [{"emailAddress": {"address": "/O=EXCHANGELABS/OU=x"}}]}
+    assert message_addresses(message) == {"known@client.example", "me@ours.example"}
+    assert message_addresses({"id": "bare"}) == set()

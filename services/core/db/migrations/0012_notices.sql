@@ -39,3 +39,7 @@ CREATE TABLE push_coverage (
     poll_only     integer NOT NULL DEFAULT 0,
     PRIMARY KEY (connection_id, hour)
 );
+
+-- A dry-run back-sync's estimate also counts the messages that have a known contact among their participants
+-- ("about 340 emails, 12 with your contacts"), stored with the cursor so a resumed estimate keeps counting.
+ALTER TABLE sync_jobs ADD COLUMN estimated_with_contacts integer;
