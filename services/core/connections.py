@@ -16,8 +16,7 @@ from services.core import events, notice_store
 from services.core.app_credential import AppCredentials
 from services.core.crypto import TokenBox, TokenDecryptError
 from services.core.domain import ConnectionStatus
-from services.core.event_types import ConnectionStatus as ConnectionStatusEvent
-from services.core.event_types import to_value
+from services.core.event_types import ConnectionStatusChanged, to_value
 from services.core.graph.errors import AccessTokenRejected, Classified, GraphError, Severity
 from services.core.graph.identity import IdentityClient, TokenSet
 from services.core.kafka import Publisher, PublishError
@@ -72,7 +71,7 @@ async def get_connection(db: asyncpg.Pool | asyncpg.Connection, connection_id: s
 
 
 def status_event(row: dict[str, Any] | asyncpg.Record) -> dict[str, Any]:
-    return to_value(ConnectionStatusEvent(
+    return to_value(ConnectionStatusChanged(
         connection_id=str(row["connection_id"]), user_id=row["user_id"], account_id=row["account_id"],
         status=row["status"], reason=row["reason"], error_code=row["error_code"]))
 

@@ -13,6 +13,7 @@ producers pay only for the encode.
 
 from __future__ import annotations
 
+import enum
 import re
 import typing
 import uuid
@@ -23,12 +24,15 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from services.core import events
+from services.core.capture import Capture
+from services.core.domain import ConnectionStatus, Direction
+from services.core.domain import Role as ParticipantRole
 from services.core.events import BadEvent
 
 __all__ = [
     "DIRECTORY_EVENTS", "ENGAGEMENT_EVENTS", "LIFECYCLE_EVENTS", "NOTICE_EVENTS", "NOTIFICATION_EVENTS",
     "SEND_EVENTS", "STATUS_EVENTS", "TOPIC_EVENTS", "UNSET", "AccountUpserted", "BlocklistUpserted",
-    "ClientUpserted", "ConnectionStatus", "ContactDeleted", "ContactUpserted", "DeadLetter", "EngagementCreated",
+    "ClientUpserted", "ConnectionStatusChanged", "ContactDeleted", "ContactUpserted", "DeadLetter", "EngagementCreated",
     "EngagementLinked", "Event", "MessageChanged", "NoticeActionRequired", "NoticeReminder", "NoticeResolved",
     "Participant", "SendCompleted", "SendFailed", "SubscriptionLifecycle", "TopicEvents", "UnsetType",
     "UserDeleted", "UserUpserted", "encode", "to_value",
@@ -57,7 +61,6 @@ class Event(msgspec.Struct, kw_only=True, tag_field="type"):
 # --- crm.directory.v1 (the host CRM writes, the matcher reads) ----------------------------------------------
 
 Role = Literal["member", "admin"]
-CaptureTier = Literal["metadata", "subject", "preview"]
 
 
 class UserUpserted(Event, tag="user.upserted"):
@@ -104,7 +107,7 @@ class AccountUpserted(Event, tag="account.upserted"):
     account_id: Text
     name: str | UnsetType | None = UNSET
     domain_matching: bool = False
-    capture: CaptureTier | UnsetType | None = UNSET  # round two: absent or null is subject (core/capture.py)
+    capture: Capture | UnsetType | None = UNSET  # round two: absent or null is subject (capture.DEFAULT)
     exclude_automated: bool = True  # round two
 
 
@@ -140,8 +143,6 @@ LifecycleEvent = SubscriptionLifecycle
 
 # --- mailsync.engagements.v1 (the matcher writes) -----------------------------------------------------------
 
-ParticipantRole = Literal["from", "sender", "to", "cc", "bcc", "reply_to"]
-Direction = Literal["inbound", "outbound"]
 EngagementSource = Literal["webhook", "delta", "backfill", "backsync", "rematch"]
 
 
@@ -185,15 +186,16 @@ EngagementEvent = EngagementCreated | EngagementLinked
 
 # --- mailsync.connection-status.v1, mailsync.notices.v1, mailsync.sends.v1, <topic>.dlq ---------------------
 
-Status = Literal["never_connected", "connected", "reconnect_required", "consent_required", "disconnected"]
 NeedsSomeone = Literal["reconnect_required", "consent_required"]
 
 
-class ConnectionStatus(Event, tag="connection.status"):
+class ConnectionStatusChanged(Event, tag="connection.status"):
+    """The latest status of a connection (a compacted topic): published on every change."""
+
     connection_id: Text
     user_id: str
     account_id: str
-    status: Status
+    status: ConnectionStatus
     reason: str | None
     error_code: str | None
 
@@ -311,7 +313,7 @@ DIRECTORY_EVENTS: TopicEvents[DirectoryEvent] = TopicEvents(events.DIRECTORY, Di
 NOTIFICATION_EVENTS: TopicEvents[NotificationEvent] = TopicEvents(events.NOTIFICATIONS, NotificationEvent)
 LIFECYCLE_EVENTS: TopicEvents[LifecycleEvent] = TopicEvents(events.LIFECYCLE, LifecycleEvent)
 ENGAGEMENT_EVENTS: TopicEvents[EngagementEvent] = TopicEvents(events.ENGAGEMENTS, EngagementEvent)
-STATUS_EVENTS: TopicEvents[ConnectionStatus] = TopicEvents(events.CONNECTION_STATUS, ConnectionStatus)
+STATUS_EVENTS: TopicEvents[ConnectionStatusChanged] = TopicEvents(events.CONNECTION_STATUS, ConnectionStatusChanged)
 NOTICE_EVENTS: TopicEvents[NoticeEvent] = TopicEvents(events.NOTICES, NoticeEvent)
 SEND_EVENTS: TopicEvents[SendEvent] = TopicEvents(events.SENDS, SendEvent)
 DEAD_LETTERS: TopicEvents[DeadLetter] = TopicEvents("{topic}.dlq", DeadLetter)
@@ -355,4 +357,6 @@ def _literal_values(cls: type[Event], field: str) -> list[str]:
     for arg in [hint, *typing.get_args(hint)]:
         if typing.get_origin(arg) is Literal:
             values += [str(v) for v in typing.get_args(arg)]
+        elif isinstance(arg, type) and issubclass(arg, enum.Enum):
+            values += [str(member.value) for member in arg]
     return values

@@ -175,7 +175,7 @@ async def apply_directory_event(conn: asyncpg.Connection,
         case AccountUpserted():
             # Like domain_matching, an omitted field takes its default: the record states the whole account.
             # A new tier applies to mail decided from now on; `mailsync purge-content` trims what is stored.
-            tier = capture.parse(event.capture or None)
+            tier = event.capture or capture.DEFAULT
             await conn.execute(
                 "UPDATE accounts SET domain_matching = $2, name = $3, capture = $4, exclude_automated = $5"
                 " WHERE account_id = $1", account_id, event.domain_matching, event.name or "", tier.value,
