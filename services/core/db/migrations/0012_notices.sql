@@ -31,14 +31,9 @@ CREATE TABLE notice_outbox (
 );
 CREATE INDEX notice_outbox_unpublished ON notice_outbox (outbox_id) WHERE published_at IS NULL;
 
--- Coverage: per connection and hour, messages announced by a notification and messages only the poll found.
-CREATE TABLE push_coverage (
-    connection_id uuid NOT NULL REFERENCES mailbox_connections ON DELETE CASCADE,
-    hour          timestamptz NOT NULL,
-    announced     integer NOT NULL DEFAULT 0,
-    poll_only     integer NOT NULL DEFAULT 0,
-    PRIMARY KEY (connection_id, hour)
-);
+-- Push coverage (services/core/coverage.py) reads the last 24 h of decisions made from a notification or
+-- from the poll: the renewer for every connection each minute, the pages for one connection or account.
+CREATE INDEX match_decisions_coverage ON match_decisions (decided_at) WHERE source IN ('webhook', 'delta');
 
 -- A dry-run back-sync's estimate also counts the messages that have a known contact among their participants
 -- ("about 340 emails, 12 with your contacts"), stored with the cursor so a resumed estimate keeps counting.
