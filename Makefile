@@ -1,6 +1,7 @@
 # mailsync: local development, tests and the demo stack.
 # Needs: python3.11, Java 17+, Maven (the Kafka broker comes from Maven Central), Debian's
-# postgresql package (installed automatically when running as root). See deploy/local/stack.py.
+# postgresql package (installed automatically when running as root), npm (axe-core for the browser tests).
+# See deploy/local/stack.py.
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -41,7 +42,16 @@ browser:
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libnss3-tools >/dev/null; \
 		else echo "browser: install Debian's chromium and libnss3-tools packages" >&2; exit 1; fi; }
 
-test: venv browser
+# axe-core (accessibility rules for the browser tests) from npm, pinned, unpacked into .cache/axe-core/.
+AXE_VERSION := 4.10.3
+AXE_JS      := .cache/axe-core/axe.min.js
+$(AXE_JS):
+	@mkdir -p .cache/axe-core
+	@cd .cache/axe-core && npm pack --silent axe-core@$(AXE_VERSION) >/dev/null && \
+		tar -xzf axe-core-$(AXE_VERSION).tgz package/axe.min.js && mv package/axe.min.js axe.min.js && \
+		rmdir package && rm -f axe-core-$(AXE_VERSION).tgz
+
+test: venv browser $(AXE_JS)
 	$(STACK) infra-exec -- $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 run: venv
