@@ -135,10 +135,6 @@ class NotificationBatch:
         if stored.to_publish:
             await engagements.publish_created(self._deps.pool, self._publisher, sorted(stored.to_publish),
                                               known=stored.events)
-        if stored.created_by_job:
-            await self._deps.pool.executemany(
-                "UPDATE sync_jobs SET engagements_created = engagements_created + $2 WHERE job_id::text = $1",
-                sorted(stored.created_by_job.items()))
         if stored.synced:
             # Once per batch, not per message: a per-message update of the same row would serialise
             # every concurrent message of a mailbox on that row's lock.
@@ -169,7 +165,6 @@ class _Stored:
     def __init__(self) -> None:
         self.to_publish: set[str] = set()
         self.events: dict[str, dict[str, Any]] = {}  # engagement.created built by the insert, by engagement id
-        self.created_by_job: dict[str, int] = {}
         self.synced: set[str] = set()
 
 
@@ -191,16 +186,24 @@ async def _store_group(items: list[Handled | Fetched], pool: asyncpg.Pool, store
             await engagements.record_decisions(conn, [(c, None) for c in copies
                                                       if c.result.decision is not Decision.MATCHED])
             await engagements.record_unseen_many(conn, unseen)
-    jobs: dict[str, str] = {}
-    for copy, item in zip(copies, fetched, strict=True):
-        if copy.result.decision is Decision.MATCHED and item.job_id:
-            jobs.setdefault(copy.engagement_id, item.job_id)  # the first copy is the one that inserts
+        jobs: dict[str, str] = {}
+        for copy, item in zip(copies, fetched, strict=True):
+            if copy.result.decision is Decision.MATCHED and item.job_id:
+                jobs.setdefault(copy.engagement_id, item.job_id)  # the first copy is the one that inserts
+        created_by_job: dict[str, int] = {}
+        for result in results:
+            job_id = jobs.get(result.engagement_id) if result.created else None
+            if job_id:
+                created_by_job[job_id] = created_by_job.get(job_id, 0) + 1
+        if created_by_job:
+            # Counted as soon as the group is committed (a later failure of the batch cannot lose them: the
+            # rows exist, so a retry creates nothing and counts nothing).
+            await conn.executemany(
+                "UPDATE sync_jobs SET engagements_created = engagements_created + $2 WHERE job_id::text = $1",
+                sorted(created_by_job.items()))
     for result in results:
         if result.created:
             ENGAGEMENTS_CREATED.inc()
-            job_id = jobs.get(result.engagement_id)
-            if job_id:
-                stored.created_by_job[job_id] = stored.created_by_job.get(job_id, 0) + 1
         if result.event is not None:
             stored.events[result.engagement_id] = result.event
         elif result.engagement_id in stored.events:
