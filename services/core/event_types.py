@@ -34,8 +34,8 @@ __all__ = [
     "SEND_EVENTS", "STATUS_EVENTS", "TOPIC_EVENTS", "UNSET", "AccountUpserted", "BlocklistUpserted",
     "ClientUpserted", "ConnectionStatusChanged", "ContactDeleted", "ContactUpserted", "DeadLetter", "EngagementCreated",
     "EngagementLinked", "Event", "MessageChanged", "NoticeActionRequired", "NoticeReminder", "NoticeResolved",
-    "Participant", "SendCompleted", "SendFailed", "SubscriptionLifecycle", "TopicEvents", "UnsetType",
-    "UserDeleted", "UserUpserted", "encode", "to_value",
+    "Participant", "SendCompleted", "SendFailed", "SubscriptionLifecycle", "TenantConnectionStatusChanged",
+    "TopicEvents", "UnsetType", "UserDeleted", "UserUpserted", "encode", "to_value",
 ]
 
 # An id or other required text: present and not empty (what `events.require_str` demanded of dicts).
@@ -200,6 +200,24 @@ class ConnectionStatusChanged(Event, tag="connection.status"):
     error_code: str | None
 
 
+TenantStatus = Literal["pending_consent", "connected", "consent_revoked", "disconnected"]
+
+
+class TenantConnectionStatusChanged(Event, tag="tenant_connection.status"):
+    """The latest status of an account's tenant-wide connection, on the same compacted topic keyed by
+    tenant_connection_id (additive: consumers skip types they do not know)."""
+
+    tenant_connection_id: Text
+    account_id: str
+    tenant_id: str
+    status: TenantStatus
+    reason: str | None
+    error_code: str | None
+
+
+StatusEvent = ConnectionStatusChanged | TenantConnectionStatusChanged
+
+
 class _NoticeFields(Event, kw_only=True):
     notice_id: Text
     user_id: str
@@ -269,7 +287,7 @@ def encode(event: Event) -> bytes:
 
 
 def to_value(event: Event) -> dict[str, Any]:
-    """The event as the dict the Publisher and the outboxes take (the same JSON as `encode`)."""
+    """The event as the dict the Publisher takes (the same JSON as `encode`)."""
     value: dict[str, Any] = msgspec.to_builtins(event)
     return value
 
@@ -283,9 +301,9 @@ class TopicEvents(Generic[E]):
     """The event types of one topic, as a tagged union on `type`.
 
     `parse` turns a record the consumer loop already decoded (events.decode) into its model; `decode` does
-    both from the record's bytes. Either returns None
-    for a type this version does not know (consumers skip those: newer producers may add types) and
-    raises BadEvent, with a reason naming the field, for a record of a known type that is malformed."""
+    both from the record's bytes. Either returns None for a type this version does not know (consumers skip
+    those: newer producers may add types) and raises BadEvent, with a reason naming the field, for a record
+    of a known type that is malformed."""
 
     def __init__(self, topic: str, union: Any) -> None:
         self.topic = topic
@@ -313,7 +331,7 @@ DIRECTORY_EVENTS: TopicEvents[DirectoryEvent] = TopicEvents(events.DIRECTORY, Di
 NOTIFICATION_EVENTS: TopicEvents[NotificationEvent] = TopicEvents(events.NOTIFICATIONS, NotificationEvent)
 LIFECYCLE_EVENTS: TopicEvents[LifecycleEvent] = TopicEvents(events.LIFECYCLE, LifecycleEvent)
 ENGAGEMENT_EVENTS: TopicEvents[EngagementEvent] = TopicEvents(events.ENGAGEMENTS, EngagementEvent)
-STATUS_EVENTS: TopicEvents[ConnectionStatusChanged] = TopicEvents(events.CONNECTION_STATUS, ConnectionStatusChanged)
+STATUS_EVENTS: TopicEvents[StatusEvent] = TopicEvents(events.CONNECTION_STATUS, StatusEvent)
 NOTICE_EVENTS: TopicEvents[NoticeEvent] = TopicEvents(events.NOTICES, NoticeEvent)
 SEND_EVENTS: TopicEvents[SendEvent] = TopicEvents(events.SENDS, SendEvent)
 DEAD_LETTERS: TopicEvents[DeadLetter] = TopicEvents("{topic}.dlq", DeadLetter)
