@@ -209,8 +209,12 @@ async def store_engagements(conn: asyncpg.Connection, copies: list[Copy]) -> lis
     await conn.executemany(_MAILBOX_SQL, [
         (eid, user_id, copy.connection_id, copy.message.message_id, copy.message.folder, address)
         for (eid, user_id), (copy, address) in sorted(mailboxes.items())])
-    contacts = sorted({(eid, contact, c.account_id): c.when for eid, group in groups.items() for c in group
-                       for contact in c.result.contact_ids}.items())
+    links: dict[tuple[str, str, str], datetime] = {}
+    for eid, group in groups.items():
+        for c in group:
+            for contact in c.result.contact_ids:
+                links.setdefault((eid, contact, c.account_id), c.when)  # the first insert stays
+    contacts = sorted(links.items())
     if contacts:
         await conn.executemany(_CONTACT_SQL, [(eid, contact, account, when)
                                               for (eid, contact, account), when in contacts])
@@ -224,11 +228,13 @@ async def store_engagements(conn: asyncpg.Connection, copies: list[Copy]) -> lis
     unpublished = {str(r["engagement_id"]) for r in await conn.fetch(
         "SELECT engagement_id FROM engagements WHERE engagement_id = ANY($1::uuid[]) AND published_at IS NULL",
         existing)} if existing else set()
+    addresses: dict[str, dict[str, str | None]] = {}
+    for (eid, user_id), (_, address) in mailboxes.items():
+        addresses.setdefault(eid, {})[user_id] = address
     stored: list[Stored] = []
     for eid, group in groups.items():
         if eid in inserted:
-            event = _created_in_memory(eid, group, kept[eid], {u: a for (e, u), (_, a) in mailboxes.items()
-                                                               if e == eid}, sends.get(eid))
+            event = _created_in_memory(eid, group, kept[eid], addresses[eid], sends.get(eid))
             stored.append(Stored(eid, True, True, event))
         else:
             stored.append(Stored(eid, False, eid in unpublished))
