@@ -20,6 +20,7 @@ from services.core.event_types import ConnectionStatusChanged, to_value
 from services.core.graph.errors import AccessTokenRejected, Classified, GraphError, Severity
 from services.core.graph.identity import IdentityClient, TokenSet
 from services.core.kafka import Publisher, PublishError
+from services.core.tenant_rules import outside_access_policy
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,11 @@ class StatusReporter:
     def __init__(self, pool: asyncpg.Pool, publisher: Publisher) -> None:
         self._pool = pool
         self._publisher = publisher
+
+    @property
+    def publisher(self) -> Publisher:
+        """For other status events written with a change (tenant_status's outbox)."""
+        return self._publisher
 
     async def set_status(
         self, connection_id: str, status: ConnectionStatus, reason: str | None, error_code: str | None,
@@ -187,6 +193,15 @@ class TokenService:
             except AccessTokenRejected as exc:
                 await self.mark_failed(connection_id, exc)
                 raise NotConnected(connection_id, _failed_status(exc).value) from exc
+        except GraphError as exc:
+            if outside_access_policy(exc.status, exc.classified.error_code):
+                # A tenant-mode mailbox the organisation's access policy now excludes: out_of_scope, rechecked
+                # by the enrolment pass (tenant.mailbox_outside_policy); anything else keeps its error.
+                from services.core.tenant import mailbox_outside_policy  # tenant builds on this module
+                if await mailbox_outside_policy(self._pool, self._status, connection_id):
+                    self.forget(connection_id)
+                    raise NotConnected(connection_id, ConnectionStatus.CONSENT_REQUIRED.value) from exc
+            raise
 
     async def access_token(self, connection_id: str, *, force_refresh: bool = False,
                            claims: Mapping[str, Any] | None = None) -> str:

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 
 import asyncpg
 
+from services.core import tenant_status
 from services.core.addresses import normalize_address, parse_proxy_addresses
 from services.core.app_credential import AppCredentials
 from services.core.config import Settings
@@ -28,6 +29,7 @@ from services.core.connections import StatusReporter, TokenService
 from services.core.domain import ConnectionStatus
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import Classified, GraphError, NotFound, Severity
+from services.core.kafka import Publisher
 from services.core.subscriptions import delete_pending, mark_for_deletion
 from services.core.tenant_graph import verified_domains
 from services.core.tenant_rules import check_domains, mail_domain
@@ -45,8 +47,9 @@ REASON_DISCONNECTED = "The organisation-wide connection was removed; mailsync no
 REASON_MAILBOX_GONE = "This mailbox is no longer synced through the organisation-wide connection."
 REASON_MAILBOX_CONSENT = ("Your organisation's administrator withdrew mailsync's consent; an administrator must "
                           "consent again. Mail is imported once they do.")
-REASON_OUT_OF_SCOPE = ("The organisation's application access policy does not include this mailbox, so "
-                       "mailsync may not read it; an administrator can add it to the policy.")
+REASON_OUT_OF_SCOPE = ("This mailbox is outside the organisation's application access policy, so mailsync may "
+                       "not read it; an administrator must add it to the policy. Mail is imported once they do.")
+OUT_OF_SCOPE_CODE = "out_of_scope"
 REASON_NOT_IN_TENANT = "The organisation has no mailbox with this address."
 REASON_WRONG_TENANT = ("The consent came from another Microsoft 365 organisation ({got}) than the one this link "
                        "was made for ({want}); it was not used. Ask the administrator of {want} to open the link.")
@@ -121,7 +124,17 @@ async def redeem_state(pool: asyncpg.Pool, settings: Settings, state: str) -> Re
 # --- tenant connection status -------------------------------------------------------------------------
 
 async def set_tenant_status(db: asyncpg.Pool | asyncpg.Connection, tenant_connection_id: str, status: str,
-                            reason: str | None, error_code: str | None) -> bool:
+                            reason: str | None, error_code: str | None, *, publisher: Publisher | None = None
+                            ) -> bool:
+    """Record a change (none when nothing differs) with its tenant_connection.status event in the outbox, in
+    one transaction (the caller's when `db` is a connection: the caller announces after its commit).
+    With a pool, the event is published after the commit when `publisher` is given, else by the relay."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            changed = await set_tenant_status(conn, tenant_connection_id, status, reason, error_code)
+        if changed:
+            await tenant_status.announce(db, publisher)
+        return changed
     changed = await db.fetchval(
         """UPDATE tenant_connections SET status = $2, reason = $3, error_code = $4, updated_at = now(),
                   status_changed_at = CASE WHEN status <> $2 THEN now() ELSE status_changed_at END,
@@ -132,6 +145,7 @@ async def set_tenant_status(db: asyncpg.Pool | asyncpg.Connection, tenant_connec
                   IS DISTINCT FROM ($2, coalesce($3, ''), coalesce($4, ''))
         RETURNING 1""", tenant_connection_id, status, reason, error_code)
     if changed:
+        await tenant_status.queue(db, tenant_connection_id)
         log.info("tenant connection status changed", extra={"tenant_connection_id": tenant_connection_id,
                                                               "status": status, "error_code": error_code})
     return bool(changed)
@@ -147,6 +161,8 @@ async def revoke_consent(pool: asyncpg.Pool, status: StatusReporter, tenant_conn
                       status_changed_at = now(), updated_at = now()
                 WHERE tenant_connection_id = $1::uuid AND status = 'connected' RETURNING 1""",
             tenant_connection_id, failure.reason, failure.error_code)
+        if moved:
+            await tenant_status.queue(conn, tenant_connection_id)
         rows = await conn.fetch(
             "SELECT connection_id FROM mailbox_connections WHERE tenant_connection_id = $1::uuid AND mode = 'tenant'"
             " AND status = 'connected'", tenant_connection_id) if moved else []
@@ -155,6 +171,7 @@ async def revoke_consent(pool: asyncpg.Pool, status: StatusReporter, tenant_conn
     if moved:
         log.warning("tenant consent revoked", extra={"tenant_connection_id": tenant_connection_id,
                                                      "error_code": failure.error_code, "mailboxes": len(rows)})
+        await tenant_status.announce(pool, status.publisher)
     for row in changed:
         if row is not None:
             await status.publish(row)
@@ -194,7 +211,7 @@ async def check_tenant_domains(deps: TenantDeps, tenant_connection_id: str, acco
     if verdict.ok:
         return None
     await set_tenant_status(deps.pool, tenant_connection_id, "pending_consent", verdict.reason,
-                            "domain_not_verified")
+                            "domain_not_verified", publisher=deps.status.publisher)
     return verdict.reason
 
 
@@ -341,6 +358,35 @@ async def _enrol_one(deps: TenantDeps, tenant_connection_id: str, account_id: st
     return "enrolled"
 
 
+async def mailbox_outside_policy(pool: asyncpg.Pool, status: StatusReporter, connection_id: str) -> bool:
+    """An enrolled mailbox the application access policy now excludes (an app-only call answered 403
+    ErrorAccessDenied): out_of_scope like one excluded at enrolment, never a permanent failure. In one
+    transaction the mailbox becomes consent_required with the plain reason (so nothing polls or renews it),
+    its subscriptions pending deletion, and its tenant_mailboxes row out_of_scope, checked now: the enrolment
+    pass rechecks it after RECHECK_OUT_OF_SCOPE and re-enrols it (the gap back-filled) once the policy
+    includes it again. False when the connection is not a tenant-mode one (the caller's error stands)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT tenant_connection_id, user_id, account_id FROM mailbox_connections WHERE connection_id = $1::uuid"
+            " AND mode = 'tenant' AND tenant_connection_id IS NOT NULL FOR UPDATE", connection_id)
+        if row is None:
+            return False
+        changed = await status.record(conn, connection_id, ConnectionStatus.CONSENT_REQUIRED, REASON_OUT_OF_SCOPE,
+                                      OUT_OF_SCOPE_CODE)
+        await mark_for_deletion(conn, connection_id)
+        await conn.execute(
+            """INSERT INTO tenant_mailboxes (tenant_connection_id, user_id, account_id, state, reason)
+               VALUES ($1, $2, $3, 'out_of_scope', $4)
+               ON CONFLICT (tenant_connection_id, user_id) DO UPDATE SET state = 'out_of_scope', reason = $4,
+                      checked_at = now()""", row["tenant_connection_id"], row["user_id"], row["account_id"],
+            REASON_OUT_OF_SCOPE)
+    if changed is not None:
+        log.warning("enrolled mailbox outside the application access policy",
+                    extra={"connection_id": connection_id, "tenant_connection_id": str(row["tenant_connection_id"])})
+        await status.publish(changed)
+    return True
+
+
 async def _replace_delegated_subscriptions(deps: TenantDeps, user_id: str) -> None:
     """Tenant wins: a user's own (delegated) subscriptions are deleted at Graph with the user's token, best
     effort, before the row switches to tenant mode; what remains expires at Graph unrenewed."""
@@ -404,7 +450,8 @@ async def disconnect_tenant(deps: TenantDeps, tenant_connection_id: str) -> int:
                                    " WHERE tenant_connection_id = $1::uuid", tenant_connection_id)
     if row is None:
         return 0
-    await set_tenant_status(deps.pool, tenant_connection_id, "disconnected", REASON_DISCONNECTED, None)
+    await set_tenant_status(deps.pool, tenant_connection_id, "disconnected", REASON_DISCONNECTED, None,
+                            publisher=deps.status.publisher)
     # Consent links handed out before are void: a late administrator reconnects nothing.
     await deps.pool.execute("UPDATE tenant_consent_states SET used_at = now() WHERE tenant_connection_id = $1::uuid"
                             " AND used_at IS NULL", tenant_connection_id)

@@ -73,3 +73,15 @@ def check_domains(account_addresses: Iterable[str], verified: Iterable[str]) -> 
                            "users, so its consent was not used and nobody was enrolled. An administrator of the "
                            "organisation that owns these domains must open the consent link.")
     return DomainCheck(True, covered, foreign, None)
+
+
+# Exchange's application access policy refusing an app-only call for one mailbox: 403 ErrorAccessDenied
+# ("Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.",
+# learn.microsoft.com/graph/auth-limit-mailbox-access). A policy change takes effect for a mailbox already
+# enrolled too: then the mailbox is out_of_scope, not a failure, and rechecked on the out_of_scope schedule.
+ACCESS_POLICY_DENIED = "ErrorAccessDenied"
+
+
+def outside_access_policy(status: int | None, error_code: str) -> bool:
+    """Whether an app-only Graph error for one mailbox says the access policy excludes it."""
+    return status == 403 and error_code == ACCESS_POLICY_DENIED

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from services.core import tenant_status
 from services.core.addresses import normalize_address
 from services.core.app_credential import AppCredentials
 from services.core.graph.errors import GraphError, Severity
@@ -81,25 +82,33 @@ async def _body(request: web.Request) -> dict[str, Any] | web.Response:
     return body
 
 
-async def post_tenant_connection(request: web.Request) -> web.Response:
-    account_id = _account(request)
-    if account_id is None:
-        return _not_found("no such account")
-    body = await _body(request)
-    if isinstance(body, web.Response):
-        return body
-    tenant_id = body.get("tenant_id")
-    if not isinstance(tenant_id, str) or not TENANT_ID.fullmatch(tenant_id.strip()) or \
-            tenant_id.strip().lower() in ("common", "organizations", "consumers"):
-        return api_error(400, "bad_request", "tenant_id must be the organisation's tenant id (a GUID) or its "
-                                             "domain; common, organizations and consumers name no organisation")
-    tenant_id = tenant_id.strip()
-    pool, settings = request.app[POOL], request.app[SETTINGS]
-    existing = await _row(request, account_id)
+class TenantConflict(Exception):
+    """The account's tenant connection is fixed to another organisation; the message says so."""
+
+
+TENANT_ID_RULE = ("tenant_id must be the organisation's tenant id (a GUID) or its domain; common, organizations "
+                  "and consumers name no organisation")
+
+
+def valid_tenant_id(raw: object) -> str | None:
+    """The organisation's tenant id (a GUID or a domain) as typed, trimmed; None when it names none."""
+    if not isinstance(raw, str) or not TENANT_ID.fullmatch(raw.strip()) or \
+            raw.strip().lower() in ("common", "organizations", "consumers"):
+        return None
+    return raw.strip()
+
+
+async def open_tenant_connection(app: web.Application, account_id: str, tenant_id: str) -> dict[str, Any]:
+    """Create the account's tenant connection, or renew its consent link: a fresh signed, single-use state
+    (24 h) each call, so a link handed out earlier stays valid until used or expired. The API and
+    /admin/email share it. Raises TenantConflict for another tenant than the one fixed."""
+    pool, settings = app[POOL], app[SETTINGS]
+    existing = await pool.fetchrow(f"SELECT {_COLUMNS} FROM tenant_connections WHERE account_id = $1",  # noqa: S608
+                                   account_id)
     if existing is not None and existing["status"] in ("connected", "consent_revoked") and \
             existing["tenant_id"].lower() != tenant_id.lower():
-        return api_error(409, "conflict", f"the account's tenant connection is fixed to {existing['tenant_id']}; "
-                                          "DELETE it before connecting another organisation")
+        raise TenantConflict(f"the account's tenant connection is fixed to {existing['tenant_id']}; "
+                             "DELETE it before connecting another organisation")
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
         row = await conn.fetchrow(
@@ -115,10 +124,32 @@ async def post_tenant_connection(request: web.Request) -> web.Response:
                                       THEN NULL ELSE tenant_connections.error_code END,
                     updated_at = now()
                 RETURNING {_COLUMNS}""", account_id, tenant_id, REASON_PENDING)  # noqa: S608
+        fields = ("status", "reason", "error_code")
+        changed = existing is None or tuple(existing[k] for k in fields) != tuple(row[k] for k in fields)
+        if changed:
+            await tenant_status.queue(conn, str(row["tenant_connection_id"]))
         state = await new_consent_state(conn, settings, str(row["tenant_connection_id"]), account_id,
                                         row["tenant_id"])
         counts = await mailbox_counts(conn, str(row["tenant_connection_id"]))
-    return web.json_response(view(row, counts, admin_consent_url(settings, row["tenant_id"], state)))
+    if changed:
+        await tenant_status.announce(pool, app[STATUS].publisher)
+    return view(row, counts, admin_consent_url(settings, row["tenant_id"], state))
+
+
+async def post_tenant_connection(request: web.Request) -> web.Response:
+    account_id = _account(request)
+    if account_id is None:
+        return _not_found("no such account")
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    tenant_id = valid_tenant_id(body.get("tenant_id"))
+    if tenant_id is None:
+        return api_error(400, "bad_request", TENANT_ID_RULE)
+    try:
+        return web.json_response(await open_tenant_connection(request.app, account_id, tenant_id))
+    except TenantConflict as exc:
+        return api_error(409, "conflict", str(exc))
 
 
 async def get_tenant_connection(request: web.Request) -> web.Response:
@@ -197,6 +228,7 @@ def _page(status: int, title: str, text: str) -> web.Response:
 async def admin_callback(request: web.Request) -> web.Response:
     query = request.query
     pool, settings = request.app[POOL], request.app[SETTINGS]
+    publisher = request.app[STATUS].publisher
     try:
         state = await redeem_state(pool, settings, query.get("state", ""))
     except StateRefused as exc:
@@ -208,14 +240,16 @@ async def admin_callback(request: web.Request) -> web.Response:
         reason = ("The administrator declined mailsync's consent request." if query.get("error") == "access_denied"
                   else f"Microsoft 365 did not grant the consent ({query.get('error', '')[:60]}).")
         await set_tenant_status(pool, tenant_connection_id, "pending_consent", reason,
-                                f"AADSTS{code.group(1)}" if code else query.get("error", "")[:60])
+                                f"AADSTS{code.group(1)}" if code else query.get("error", "")[:60],
+                                publisher=publisher)
         return _page(400, "Consent not granted", reason)
     returned = query.get("tenant", "")
     if query.get("admin_consent", "").lower() != "true" or not returned:
         return _page(400, "Consent not granted", "Microsoft 365 did not confirm the administrator's consent.")
     if returned.lower() != state.tenant_id.lower():
         reason = REASON_WRONG_TENANT.format(got=returned[:64], want=state.tenant_id)
-        await set_tenant_status(pool, tenant_connection_id, "pending_consent", reason, "wrong_tenant")
+        await set_tenant_status(pool, tenant_connection_id, "pending_consent", reason, "wrong_tenant",
+                                publisher=publisher)
         log.warning("admin consent from another tenant refused", extra={"tenant_connection_id": tenant_connection_id})
         return _page(400, "Consent not used", reason)
     tenant = deps(request.app)
@@ -226,11 +260,12 @@ async def admin_callback(request: web.Request) -> web.Response:
                   f"({exc.classified.error_code}); open the consent link again in a few minutes.")
         if exc.classified.severity is not Severity.TRANSIENT:
             reason = f"mailsync could not use the consent: {exc.classified.reason}"
-        await set_tenant_status(pool, tenant_connection_id, "pending_consent", reason, exc.classified.error_code)
+        await set_tenant_status(pool, tenant_connection_id, "pending_consent", reason, exc.classified.error_code,
+                                publisher=publisher)
         return _page(502 if exc.transient else 400, "Consent not used yet", reason)
     if refused is not None:
         return _page(400, "Consent not used", refused)
-    await set_tenant_status(pool, tenant_connection_id, "connected", None, None)
+    await set_tenant_status(pool, tenant_connection_id, "connected", None, None, publisher=publisher)
     try:
         counts = await sync_tenant(tenant, tenant_connection_id)
     except GraphError as exc:  # the renewer's next pass enrols the rest
