@@ -21,6 +21,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# Only the production package: the sandbox and the demo (./sandbox, a distribution of their own) are
+# development tools and stay out of the image.
 COPY services ./services
 # A regular (non-editable) install: the package, its migrations (package data) and the `mailsync`
 # console script land in the venv. pip byte-compiles them here, so the read-only runtime never has to.

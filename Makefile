@@ -16,8 +16,9 @@ all: test
 
 venv: $(STAMP)
 
-# Re-installs when pyproject.toml changes. A venv without pip (Debian without python3-venv) is rebuilt.
-$(STAMP): pyproject.toml
+# Re-installs when either pyproject.toml changes. A venv without pip (Debian without python3-venv) is rebuilt.
+# Two distributions: mailsync (the production package) and ./sandbox (the sandbox and the demo, dev tools).
+$(STAMP): pyproject.toml sandbox/pyproject.toml
 	@if ! $(PY) -m pip --version >/dev/null 2>&1; then \
 		rm -rf $(VENV); \
 		if ! $(PYTHON) -m venv $(VENV); then \
@@ -29,7 +30,7 @@ $(STAMP): pyproject.toml
 			else exit 1; fi; \
 		fi; \
 	fi
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e ./sandbox
 	@touch $@
 
 # The browser test drives Debian's Chromium (no browser download); installed here when missing.

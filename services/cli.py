@@ -62,8 +62,20 @@ def cmd_renewer(_: argparse.Namespace) -> int:
     return _run_service("renewer", run)
 
 
+def _without_dev_tools(command: str, exc: ModuleNotFoundError, package: str) -> int:
+    """The sandbox and the demo are their own distribution (./sandbox), left out of the production image."""
+    if exc.name != package:  # the tool is installed but something it needs is not: not this case
+        raise exc
+    print(f"mailsync {command}: the sandbox and the demo are development tools, not part of this install; "
+          "install ./sandbox (pip install -e ./sandbox)", file=sys.stderr)
+    return 2
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from services.sandbox import main as sandbox_main
+    try:
+        from mailsync_sandbox import main as sandbox_main
+    except ModuleNotFoundError as exc:
+        return _without_dev_tools("sandbox", exc, "mailsync_sandbox")
 
     argv = ["--host", args.host, "--port", str(args.port)]
     for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key), ("--ca-file", args.ca_file)):
@@ -213,7 +225,10 @@ def cmd_backsync(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from services.demo import run_demo
+    try:
+        from mailsync_demo import run_demo
+    except ModuleNotFoundError as exc:
+        return _without_dev_tools("demo", exc, "mailsync_demo")
 
     return asyncio.run(run_demo(args.action))
 

@@ -239,10 +239,10 @@ def up(timeout: float) -> dict[str, Any]:
     finally:
         record()
 
-    from services.sandbox.local_ca import local_tls  # the venv's: `make up` runs this with it
+    from mailsync_sandbox.local_ca import local_tls  # the venv's: `make up` runs this with it
 
     tls = local_tls(TLS_DIR, "sandbox", "subscriber")
-    from services.sandbox.app_certificate import certificate_pem, ensure_app_certificate
+    from mailsync_sandbox.app_certificate import certificate_pem, ensure_app_certificate
 
     # The tenant-wide connection's credential: an app certificate signed by the local CA, registered with the
     # sandbox's app once it serves (as one uploads it to the app registration in Entra).

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import jwt
 import pytest
 
-from services.sandbox.app_certificate import certificate_pem, ensure_app_certificate
+from mailsync_sandbox.app_certificate import certificate_pem, ensure_app_certificate
 from tests.support.private_infra import private_stack
 from tests.support.stack import Mailbox, Stack, browser, local_tls
 from tests.support.wait import wait_until

@@ -66,7 +66,7 @@ async def test_stats_shape(env: Env):
 
 
 async def test_main_prints_its_address_and_stops_cleanly_on_sigterm(env: Env):
-    code = "from services.sandbox import main; raise SystemExit(main(['--host', '127.0.0.1', '--port', '0']))"
+    code = "from mailsync_sandbox import main; raise SystemExit(main(['--host', '127.0.0.1', '--port', '0']))"
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=ROOT, stdout=subprocess.PIPE,
                                                 stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

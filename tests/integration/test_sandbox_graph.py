@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from services.sandbox.throttle import IN_FLIGHT_GRACE_S
+from mailsync_sandbox.throttle import IN_FLIGHT_GRACE_S
 from tests.integration.sandbox_support import Env, env, servers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

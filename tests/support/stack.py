@@ -16,11 +16,11 @@ import aiohttp
 import asyncpg
 import jwt
 
+from mailsync_sandbox.local_ca import local_tls as _local_tls
 from services.core import events
 from services.core.config import Settings, load_settings
 from services.core.kafka import Publisher
 from services.core.tls import client_session
-from services.sandbox.local_ca import local_tls as _local_tls
 from services.subscriber.sessions import csrf_token
 from tests.support.procs import MAILSYNC, ROOT, Proc, free_port
 from tests.support.wait import wait_until

@@ -1,4 +1,4 @@
-"""TLS verification is never turned off, anywhere: no code in services/, tests/ or deploy/ disables it."""
+"""TLS verification is never turned off, anywhere: no code in services/, sandbox/, tests/ or deploy/ disables it."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ DISABLING = re.compile("|".join((
 
 
 def tracked_sources() -> list[Path]:
-    out = subprocess.run(["git", "ls-files", "services", "tests", "deploy", "Makefile"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run(["git", "ls-files", "services", "sandbox", "tests", "deploy", "Makefile"], cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout.split()
     return [ROOT / p for p in out if p.endswith((".py", ".yaml", ".yml", ".sh", "Makefile", ".toml"))]
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.sandbox.clock import Clock
-from services.sandbox.model import (
+from mailsync_sandbox.clock import Clock
+from mailsync_sandbox.model import (
     OUTGOING,
     Address,
     Mailbox,
@@ -19,7 +19,7 @@ from services.sandbox.model import (
     parse_address,
     parse_addresses,
 )
-from services.sandbox.timefmt import parse_time
+from mailsync_sandbox.timefmt import parse_time
 
 
 class InputError(ValueError):

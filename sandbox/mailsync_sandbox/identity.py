@@ -45,11 +45,11 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from services.sandbox import admin_consent, pages
-from services.sandbox.flows import AuthRequest
-from services.sandbox.model import Mailbox
-from services.sandbox.state import SANDBOX, Sandbox
-from services.sandbox.tokens import (
+from mailsync_sandbox import admin_consent, pages
+from mailsync_sandbox.flows import AuthRequest
+from mailsync_sandbox.model import Mailbox
+from mailsync_sandbox.state import SANDBOX, Sandbox
+from mailsync_sandbox.tokens import (
     GRAPH_APP_ID,
     Grant,
     claims_request,

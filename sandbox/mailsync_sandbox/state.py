@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.sandbox.clock import Clock
-from services.sandbox.faults import Faults
-from services.sandbox.flows import Flows
-from services.sandbox.lifecycle import LifecycleTimer
-from services.sandbox.mailstore import Change, MailStore
-from services.sandbox.notifier import Notifier
-from services.sandbox.stats import Stats
-from services.sandbox.subscription_store import SubscriptionStore
-from services.sandbox.throttle import Throttler
-from services.sandbox.tokens import TokenStore
+from mailsync_sandbox.clock import Clock
+from mailsync_sandbox.faults import Faults
+from mailsync_sandbox.flows import Flows
+from mailsync_sandbox.lifecycle import LifecycleTimer
+from mailsync_sandbox.mailstore import Change, MailStore
+from mailsync_sandbox.notifier import Notifier
+from mailsync_sandbox.stats import Stats
+from mailsync_sandbox.subscription_store import SubscriptionStore
+from mailsync_sandbox.throttle import Throttler
+from mailsync_sandbox.tokens import TokenStore
 
 
 class Sandbox:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from services.sandbox.clock import Clock
-from services.sandbox.mailstore import Change
-from services.sandbox.timefmt import graph_time7
+from mailsync_sandbox.clock import Clock
+from mailsync_sandbox.mailstore import Change
+from mailsync_sandbox.timefmt import graph_time7
 
 MAX_PER_MAILBOX = 1000
 

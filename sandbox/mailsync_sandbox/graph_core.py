@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.sandbox.model import Mailbox
-from services.sandbox.odata import ODataError
-from services.sandbox.state import Sandbox
-from services.sandbox.tokens import MAIL_READ_SCOPES, AccessToken, challenge_claims, graph_scopes
+from mailsync_sandbox.model import Mailbox
+from mailsync_sandbox.odata import ODataError
+from mailsync_sandbox.state import Sandbox
+from mailsync_sandbox.tokens import MAIL_READ_SCOPES, AccessToken, challenge_claims, graph_scopes
 
 GRAPH_CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;" \
                      "charset=utf-8"
@@ -187,7 +187,7 @@ def authenticate(sb: Sandbox, headers: Mapping[str, str]) -> AccessToken | Graph
 
 def _access(call: GraphCall, found: Route, ref: str | None, token: AccessToken) -> Mailbox | GraphResponse | None:
     if token.grant.app_only:
-        from services.sandbox import app_access  # its rules import this module's types
+        from mailsync_sandbox import app_access  # its rules import this module's types
         return app_access.resolve(call, found, ref, token)
     sb, scopes = call.sb, {s.lower() for s in graph_scopes(token.grant.scopes)}
     mailbox = sb.mail.mailboxes.get(token.grant.user_id) if ref in (None, ME) else sb.mail.get(ref or "")

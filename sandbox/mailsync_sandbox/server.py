@@ -13,9 +13,9 @@ import sys
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from services.sandbox.app import create_app
+from mailsync_sandbox.app import create_app
 
-log = logging.getLogger("services.sandbox")
+log = logging.getLogger("mailsync_sandbox")
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from services.sandbox.local_ca import LEAF_DAYS, RENEW_BEFORE, _write_private
+from mailsync_sandbox.local_ca import LEAF_DAYS, RENEW_BEFORE, _write_private
 
 FILE_NAME = "app-credential.pem"
 

@@ -12,9 +12,9 @@ Profiles are outside the policy (it is Exchange's, not the directory's).
 
 from __future__ import annotations
 
-from services.sandbox.graph_core import ME, GraphCall, GraphResponse, Route, graph_error
-from services.sandbox.model import Mailbox
-from services.sandbox.tokens import AccessToken
+from mailsync_sandbox.graph_core import ME, GraphCall, GraphResponse, Route, graph_error
+from mailsync_sandbox.model import Mailbox
+from mailsync_sandbox.tokens import AccessToken
 
 MAIL_ROLES = frozenset({"mail.read", "mail.readbasic.all", "mail.readwrite"})
 PROFILE_ROLES = frozenset({"user.read.all", "user.readbasic.all", "directory.read.all"})

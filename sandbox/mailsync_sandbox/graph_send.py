@@ -32,12 +32,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from services.sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
-from services.sandbox.graph_messages import find_message, message_json
-from services.sandbox.mailstore import InputError
-from services.sandbox.model import Address, Mailbox, parse_address
-from services.sandbox.state import SANDBOX, Sandbox
-from services.sandbox.tokens import graph_scopes
+from mailsync_sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
+from mailsync_sandbox.graph_messages import find_message, message_json
+from mailsync_sandbox.mailstore import InputError
+from mailsync_sandbox.model import Address, Mailbox, parse_address
+from mailsync_sandbox.state import SANDBOX, Sandbox
+from mailsync_sandbox.tokens import graph_scopes
 
 MESSAGES_PER_MINUTE = 30
 RECIPIENTS_PER_DAY = 10_000

@@ -23,9 +23,9 @@ from typing import Any
 from multidict import CIMultiDict
 from yarl import URL
 
-from services.sandbox.graph_core import GraphCall, GraphResponse, authenticate, dispatch, graph_error
-from services.sandbox.paths import split_path
-from services.sandbox.state import Sandbox
+from mailsync_sandbox.graph_core import GraphCall, GraphResponse, authenticate, dispatch, graph_error
+from mailsync_sandbox.paths import split_path
+from mailsync_sandbox.state import Sandbox
 
 MAX_STEPS = 20
 PER_MAILBOX = 4

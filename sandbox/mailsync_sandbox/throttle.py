@@ -18,9 +18,9 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from services.sandbox.clock import Clock
-from services.sandbox.faults import Throttle
-from services.sandbox.stats import Stats
+from mailsync_sandbox.clock import Clock
+from mailsync_sandbox.faults import Throttle
+from mailsync_sandbox.stats import Stats
 
 WINDOW_S = 600.0
 CONCURRENCY_RETRY_AFTER_S = 0.5

@@ -11,16 +11,16 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from services.sandbox import admin_consent, control, graph_send, identity
-from services.sandbox import delta as _delta  # noqa: F401 - registers Graph routes
-from services.sandbox import graph_folders as _folders  # noqa: F401
-from services.sandbox import graph_messages as _messages  # noqa: F401
-from services.sandbox import graph_subscriptions as _subscriptions  # noqa: F401
-from services.sandbox import graph_users as _users  # noqa: F401
-from services.sandbox.batch import run_batch
-from services.sandbox.graph_core import GRAPH_CONTENT_TYPE, GraphCall, GraphResponse, dispatch, graph_error
-from services.sandbox.paths import split_path
-from services.sandbox.state import SANDBOX, Sandbox
+from mailsync_sandbox import admin_consent, control, graph_send, identity
+from mailsync_sandbox import delta as _delta  # noqa: F401 - registers Graph routes
+from mailsync_sandbox import graph_folders as _folders  # noqa: F401
+from mailsync_sandbox import graph_messages as _messages  # noqa: F401
+from mailsync_sandbox import graph_subscriptions as _subscriptions  # noqa: F401
+from mailsync_sandbox import graph_users as _users  # noqa: F401
+from mailsync_sandbox.batch import run_batch
+from mailsync_sandbox.graph_core import GRAPH_CONTENT_TYPE, GraphCall, GraphResponse, dispatch, graph_error
+from mailsync_sandbox.paths import split_path
+from mailsync_sandbox.state import SANDBOX, Sandbox
 
 
 def _base_url(request: web.Request) -> str:

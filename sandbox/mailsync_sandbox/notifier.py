@@ -35,12 +35,12 @@ from typing import Any
 
 import aiohttp
 
-from services.sandbox.clock import Clock
-from services.sandbox.faults import Faults
-from services.sandbox.mailstore import Change
-from services.sandbox.stats import Stats
-from services.sandbox.subscription_store import Subscription
-from services.sandbox.timefmt import notification_time
+from mailsync_sandbox.clock import Clock
+from mailsync_sandbox.faults import Faults
+from mailsync_sandbox.mailstore import Change
+from mailsync_sandbox.stats import Stats
+from mailsync_sandbox.subscription_store import Subscription
+from mailsync_sandbox.timefmt import notification_time
 
 MAX_BATCH = 100
 MAX_POSTS_PER_URL = 4

@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.sandbox.clock import Clock
+from mailsync_sandbox.clock import Clock
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from services.sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
-from services.sandbox.model import FOLDER_ID_PREFIX, OTHER_WELL_KNOWN, Folder, Mailbox, looks_like_id
-from services.sandbox.odata import max_page_size, parse_int, parse_select
+from mailsync_sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
+from mailsync_sandbox.model import FOLDER_ID_PREFIX, OTHER_WELL_KNOWN, Folder, Mailbox, looks_like_id
+from mailsync_sandbox.odata import max_page_size, parse_int, parse_select
 
 FOLDER_FIELDS = ("id", "displayName", "parentFolderId", "childFolderCount", "unreadItemCount", "totalItemCount",
                  "sizeInBytes", "isHidden", "wellKnownName")

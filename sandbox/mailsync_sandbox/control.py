@@ -21,13 +21,13 @@ from typing import Any
 
 from aiohttp import web
 
-from services.sandbox import client_assertion
-from services.sandbox import faults as fault_config
-from services.sandbox.mailstore import InputError
-from services.sandbox.model import Mailbox, Message
-from services.sandbox.state import SANDBOX, Sandbox
-from services.sandbox.timefmt import graph_time
-from services.sandbox.tokens import normalize_scopes
+from mailsync_sandbox import client_assertion
+from mailsync_sandbox import faults as fault_config
+from mailsync_sandbox.mailstore import InputError
+from mailsync_sandbox.model import Mailbox, Message
+from mailsync_sandbox.state import SANDBOX, Sandbox
+from mailsync_sandbox.timefmt import graph_time
+from mailsync_sandbox.tokens import normalize_scopes
 
 GRAPH_EXPLORER_APP_ID = "de8bc8b5-d9f9-48b1-a8ad-b748da725064"
 REVOKE_REASONS = ("password_reset", "inactive", "mfa_required")

@@ -6,7 +6,7 @@ It shares no code with the services it stands in for (only the standard library 
 
 from __future__ import annotations
 
-from services.sandbox.app import create_app
-from services.sandbox.server import main
+from mailsync_sandbox.app import create_app
+from mailsync_sandbox.server import main
 
 __all__ = ["create_app", "main"]

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from services.sandbox.graph_core import GraphCall, GraphResponse, route
-from services.sandbox.model import Mailbox
-from services.sandbox.odata import parse_select
+from mailsync_sandbox.graph_core import GraphCall, GraphResponse, route
+from mailsync_sandbox.model import Mailbox
+from mailsync_sandbox.odata import parse_select
 
 USER_FIELDS = ("id", "businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone",
                "officeLocation", "preferredLanguage", "surname", "userPrincipalName", "proxyAddresses",

@@ -24,11 +24,11 @@ import json
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from services.sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
-from services.sandbox.graph_folders import find_folder
-from services.sandbox.graph_messages import MESSAGE_FIELDS, message_json
-from services.sandbox.model import Folder, Mailbox, Message
-from services.sandbox.odata import ODataError, holds, max_page_size, parse_filter, parse_int, parse_select
+from mailsync_sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
+from mailsync_sandbox.graph_folders import find_folder
+from mailsync_sandbox.graph_messages import MESSAGE_FIELDS, message_json
+from mailsync_sandbox.model import Folder, Mailbox, Message
+from mailsync_sandbox.odata import ODataError, holds, max_page_size, parse_filter, parse_int, parse_select
 
 OPTIONS = ("$select", "$top", "$filter", "$orderby", "changeType")
 FILTER_CAP = 5000

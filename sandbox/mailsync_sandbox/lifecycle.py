@@ -33,10 +33,10 @@ import contextlib
 import random
 from typing import TYPE_CHECKING
 
-from services.sandbox.subscription_store import Subscription
+from mailsync_sandbox.subscription_store import Subscription
 
 if TYPE_CHECKING:
-    from services.sandbox.state import Sandbox
+    from mailsync_sandbox.state import Sandbox
 
 FIRST_LEAD_S = 3600.0  # the first notice comes in the last hour before the token expires ...
 FIRST_SPREAD_S = 900.0  # ... at some point in its first 15 minutes

@@ -27,10 +27,10 @@ from html import escape
 from aiohttp import web
 from yarl import URL
 
-from services.sandbox import client_assertion
-from services.sandbox.flows import AuthRequest
-from services.sandbox.state import SANDBOX, Sandbox
-from services.sandbox.tokens import APP_ROLES
+from mailsync_sandbox import client_assertion
+from mailsync_sandbox.flows import AuthRequest
+from mailsync_sandbox.state import SANDBOX, Sandbox
+from mailsync_sandbox.tokens import APP_ROLES
 
 ANY_TENANT = ("common", "organizations")
 _STYLE = ('body{font-family:"Segoe UI",system-ui,sans-serif;background:#f2f2f2;margin:0}main{max-width:460px;'
@@ -140,7 +140,7 @@ async def _post(request: web.Request, sb: Sandbox) -> web.Response:
 
 def client_credentials(request: web.Request, sb: Sandbox, form: dict[str, str], client_id: str
                        ) -> web.Response:
-    from services.sandbox.identity import aad_error  # identity imports this module for the grant
+    from mailsync_sandbox.identity import aad_error  # identity imports this module for the grant
 
     tenant = request.match_info["tenant"]
     if tenant.lower() in ANY_TENANT:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.sandbox.timefmt import parse_time
+from mailsync_sandbox.timefmt import parse_time
 
 
 class ODataError(Exception):

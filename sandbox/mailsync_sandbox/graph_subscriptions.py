@@ -30,12 +30,12 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from services.sandbox import app_access
-from services.sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
-from services.sandbox.paths import split_path
-from services.sandbox.subscription_store import MAX_PER_MAILBOX, Subscription
-from services.sandbox.timefmt import parse_time
-from services.sandbox.tokens import MAIL_READ_SCOPES
+from mailsync_sandbox import app_access
+from mailsync_sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
+from mailsync_sandbox.paths import split_path
+from mailsync_sandbox.subscription_store import MAX_PER_MAILBOX, Subscription
+from mailsync_sandbox.timefmt import parse_time
+from mailsync_sandbox.tokens import MAIL_READ_SCOPES
 
 CHANGE_TYPES = ("created", "updated", "deleted")
 TLS_VERSIONS = ("v1_0", "v1_1", "v1_2", "v1_3")

@@ -17,11 +17,11 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from services.sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
-from services.sandbox.graph_folders import find_folder
-from services.sandbox.model import MESSAGE_ID_PREFIX, Mailbox, Message, looks_like_id
-from services.sandbox.odata import ODataError, holds, max_page_size, parse_filter, parse_int, parse_select
-from services.sandbox.timefmt import graph_time
+from mailsync_sandbox.graph_core import GraphCall, GraphResponse, graph_error, route
+from mailsync_sandbox.graph_folders import find_folder
+from mailsync_sandbox.model import MESSAGE_ID_PREFIX, Mailbox, Message, looks_like_id
+from mailsync_sandbox.odata import ODataError, holds, max_page_size, parse_filter, parse_int, parse_select
+from mailsync_sandbox.timefmt import graph_time
 
 MESSAGE_FIELDS = (
     "id", "createdDateTime", "lastModifiedDateTime", "changeKey", "categories", "receivedDateTime", "sentDateTime",
