@@ -1,11 +1,17 @@
 """`/admin/email`: every user of the account for its administrators (`role: "admin"` in the session JWT):
-status, mode, reason, last sync and what they must do; a count per status, a filter, a CSV export."""
+status, mode, reason, last sync and what they must do; a count per status, a filter, a CSV export; and the
+organisation-wide (tenant) connection: its status, reason and mailbox counts, a form that starts it, and its
+consent link.
+
+The consent link is not stored (its state is signed, single-use and expires in 24 h), so the page never
+shows an old one: a "Create consent link" form (POST, the page's CSRF token) issues a fresh state and the
+answer shows that link once, with a copy button and the words to send. Rendering the page issues nothing, so
+reloading or prefetching it neither fills the state table nor spends a link someone was sent."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections import Counter
 from typing import Any
@@ -15,11 +21,22 @@ from aiohttp import web
 
 from services.core.coverage import DEGRADED_REASON, load_account_coverage
 from services.core.notices import what_to_do
-from services.subscriber.keys import POOL
+from services.core.tenant import mailbox_counts
+from services.subscriber.keys import POOL, SETTINGS
 from services.subscriber.oauth import redirect
-from services.subscriber.sessions import Session, confirm_switch, html_response, remember, session_from
+from services.subscriber.page_words import TENANT_STATUS_WORDS, tenant_todo, tenant_words_to_send
+from services.subscriber.sessions import (
+    Session,
+    confirm_switch,
+    csrf_ok,
+    csrf_token,
+    html_response,
+    remember,
+    session_from,
+)
 from services.subscriber.settings_page import when
 from services.subscriber.templating import render_page
+from services.subscriber.tenant_api import TENANT_ID_RULE, TenantConflict, open_tenant_connection, valid_tenant_id
 
 log = logging.getLogger(__name__)
 
@@ -41,30 +58,31 @@ def csv_cell(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-# --- the seam for the organisation-wide connection ----------------------------------------------------
+# --- the organisation-wide (tenant) connection --------------------------------------------------------
 
 
 async def tenant_connection(pool: asyncpg.Pool, account_id: str) -> dict[str, Any] | None:
-    """The account's organisation-wide (tenant) connection, once the `tenant_connections` table exists (the
-    tenant-wide issue creates it); None until then or when the account has none."""
-    if not await pool.fetchval("SELECT to_regclass('tenant_connections') IS NOT NULL"):
+    """The account's tenant connection as the panel shows it (None when the account has none): status in
+    words, the plain reason, and how many mailboxes are enrolled, outside the access policy or failed."""
+    row = await pool.fetchrow(
+        "SELECT tenant_connection_id, tenant_id, status, reason, error_code, consented_at, last_synced_at"
+        " FROM tenant_connections WHERE account_id = $1", account_id)
+    if row is None:
         return None
-    try:
-        found = await pool.fetchval("SELECT to_jsonb(t) FROM tenant_connections t WHERE t.account_id = $1"
-                                    " LIMIT 1", account_id)
-    except asyncpg.PostgresError:
-        log.warning("tenant_connections not readable as expected")
-        return None
-    if found is None:
-        return None
-
-
-    value = json.loads(found) if isinstance(found, str) else found
-    return value if isinstance(value, dict) else None
+    label, explanation = TENANT_STATUS_WORDS.get(row["status"], (row["status"], ""))
+    return {"tenant_connection_id": str(row["tenant_connection_id"]), "tenant_id": row["tenant_id"],
+            "status": row["status"], "status_label": label, "explanation": explanation,
+            "reason": row["reason"] if row["status"] != "connected" else None, "error_code": row["error_code"],
+            "counts": await mailbox_counts(pool, str(row["tenant_connection_id"])),
+            "last_pass": when(row["last_synced_at"].isoformat()) if row["last_synced_at"] else "Not yet",
+            # A new link only where one is needed; a connected organisation has consented already.
+            "needs_link": row["status"] in ("pending_consent", "consent_revoked"),
+            "can_start": row["status"] == "disconnected"}
 
 
 def connection_mode(status: str, tenant: dict[str, Any] | None) -> str:
-    """Mode "user": the user's own (delegated) connection; "tenant": synced through the organisation-wide one."""
+    """Mode "user": the user's own (delegated) connection; "tenant": synced through the organisation-wide one.
+    (The page reads the mode from the connection row; this is the fallback words for a row without one.)"""
     if status != "connected" and tenant is not None and tenant.get("status") == "connected":
         return "tenant"
     return "user"
@@ -78,14 +96,24 @@ async def account_rows(pool: asyncpg.Pool, account_id: str) -> tuple[list[dict[s
     coverage = await load_account_coverage(pool, account_id)
     records = await pool.fetch(
         """SELECT u.user_id, u.email, c.connection_id, coalesce(c.status, 'never_connected') AS status,
-                  c.reason, c.error_code, c.last_synced_at, c.mode
+                  c.reason, c.error_code, c.last_synced_at, c.mode, m.state AS tenant_state, m.reason AS tenant_reason
              FROM users u LEFT JOIN mailbox_connections c ON c.user_id = u.user_id AND c.account_id = u.account_id
+             LEFT JOIN tenant_connections t ON t.account_id = u.account_id AND t.status = 'connected'
+             LEFT JOIN tenant_mailboxes m ON m.tenant_connection_id = t.tenant_connection_id
+                                         AND m.user_id = u.user_id AND m.state IN ('out_of_scope', 'failed')
             WHERE u.account_id = $1 AND u.deleted_at IS NULL ORDER BY u.email, u.user_id""", account_id)
     rows = []
     # The mode is the connection row's (tenant: enrolled through the organisation-wide connection).
     for r in records:
         status = r["status"]
         reason, todo = r["reason"] or "", what_to_do(status, r["error_code"])
+        if r["mode"] == "tenant":
+            todo = tenant_todo(status, r["error_code"]) or todo
+        elif status == "never_connected" and r["tenant_state"] is not None:
+            # Not enrolled by the organisation's connection: say why (outside the access policy, not found).
+            reason = r["tenant_reason"] or ""
+            todo = tenant_todo("consent_required", "out_of_scope" if r["tenant_state"] == "out_of_scope"
+                               else None) or todo
         cover = coverage.get(str(r["connection_id"])) if r["connection_id"] else None
         if status == "connected" and cover is not None and cover.degraded:
             reason, todo = DEGRADED_REASON, "Nothing yet: mail still arrives through the hourly poll."
@@ -123,18 +151,51 @@ def _selected(request: web.Request) -> str | None:
     return wanted if wanted in STATUS_LABELS else None
 
 
-async def page(request: web.Request) -> web.Response:
-    found = await _admin(request)
-    if isinstance(found, web.Response):
-        return found
-    rows, tenant = await account_rows(request.app[POOL], found.account_id)
+async def _render(request: web.Request, session: Session, *, status: int = 200, link: str | None = None,
+                  tenant_error: str | None = None, typed: str = "") -> web.Response:
+    rows, tenant = await account_rows(request.app[POOL], session.account_id)
     per_status = Counter(r["status"] for r in rows)
     counts = [{"status": s, "label": label, "n": per_status.get(s, 0)} for s, label in STATUS_LABELS.items()]
     selected = _selected(request)
     shown = [r for r in rows if selected is None or r["status"] == selected]
+    consent = None
+    if link is not None and tenant is not None:
+        consent = {"link": link, "words": tenant_words_to_send(link, tenant["tenant_id"])}
     return html_response(render_page(
         "admin.html", title="Email connections", script=True, rows=shown, counts=counts, total=len(rows),
-        selected=selected, selected_label=STATUS_LABELS.get(selected or "", ""), tenant=tenant))
+        selected=selected, selected_label=STATUS_LABELS.get(selected or "", ""), tenant=tenant, consent=consent,
+        csrf=csrf_token(request.app[SETTINGS].session_secret, session.token), tenant_error=tenant_error,
+        typed=typed), status=status)
+
+
+async def page(request: web.Request) -> web.Response:
+    found = await _admin(request)
+    if isinstance(found, web.Response):
+        return found
+    return await _render(request, found)
+
+
+async def start_tenant(request: web.Request) -> web.Response:
+    """The panel's form: create the account's tenant connection (tenant id typed) or a new consent link for
+    it (tenant id fixed); the answer is the page with the fresh link, shown this once."""
+    session, _ = session_from(request)
+    if not session.is_admin:
+        return forbidden()
+    form = await request.post()
+    if not csrf_ok(request, session, str(form.get("csrf", ""))):
+        raise web.HTTPForbidden(text="This form has expired. Reload the page and try again.")
+    raw = str(form.get("tenant_id") or "")[:200]
+    tenant_id = valid_tenant_id(raw)
+    if tenant_id is None:
+        return await _render(request, session, status=400, typed=raw,
+                             tenant_error=f"That is not an organisation mailsync can use: {TENANT_ID_RULE}.")
+    try:
+        opened = await open_tenant_connection(request.app, session.account_id, tenant_id)
+    except TenantConflict as exc:
+        return await _render(request, session, status=409, typed=raw, tenant_error=f"Nothing changed: {exc}.")
+    log.info("tenant consent link created on the admin page",
+             extra={"tenant_connection_id": opened["tenant_connection_id"]})
+    return await _render(request, session, link=str(opened["admin_consent_url"]))
 
 
 async def export_csv(request: web.Request) -> web.Response:
@@ -157,3 +218,4 @@ async def export_csv(request: web.Request) -> web.Response:
 def add_admin_routes(app: web.Application) -> None:
     app.router.add_get("/admin/email", page)
     app.router.add_get("/admin/email.csv", export_csv)
+    app.router.add_post("/admin/email/tenant", start_tenant)

@@ -143,3 +143,42 @@ def import_view(job: dict[str, Any]) -> ImportView:
                           f"{created} added to your clients' timelines.", seen, maximum, True)
     return ImportView("done", f"Done: {seen} emails from {_range(job)} checked, {created} added to your clients' "
                       "timelines.", seen, maximum, False)
+
+
+# --- the organisation-wide (tenant) connection ------------------------------------------------------------
+
+TENANT_STATUS_WORDS = {
+    "pending_consent": ("Waiting for an administrator", "A Microsoft 365 administrator of your organisation must "
+                        "open the consent link once; nobody's mailbox is read until then."),
+    "connected": ("Connected", "Every directory user of this account whose mailbox is in this organisation is "
+                  "synced without signing in; a password change never interrupts it."),
+    "consent_revoked": ("Consent withdrawn", "An administrator withdrew mailsync's consent, so no mailbox is "
+                        "read through the organisation. Create a new consent link and send it to an "
+                        "administrator; mail of the gap is imported once they consent."),
+    "disconnected": ("Disconnected", "The organisation-wide connection was removed; mailsync reads no mailbox "
+                     "through it. Connect the organisation again below if you want it back."),
+}
+
+
+def tenant_words_to_send(link: str, tenant_id: str) -> str:
+    """The message an account administrator sends their Microsoft 365 administrator with the consent link."""
+    return ("Hello,\n\nWe use mailsync to keep our emails with clients on their CRM timelines. To sync our "
+            "mailboxes without each person signing in (and without interruptions after password changes), "
+            f"Microsoft 365 needs an administrator of our organisation ({tenant_id}) to approve mailsync once "
+            "for the whole organisation.\n\nCould you open this link, sign in with your administrator account "
+            f"and press Accept?\n\n{link}\n\nIt asks for the application permissions shown on the consent screen "
+            "(reading mail and the directory's users). You can limit which mailboxes mailsync may read with an "
+            "Exchange application access policy. The link works once and expires in 24 hours. Thank you!")
+
+
+def tenant_todo(status: str, error_code: str | None) -> str | None:
+    """What a mailbox synced through the organisation's connection needs, or None when it needs nothing."""
+    if status == "connected":
+        return None
+    if error_code == "out_of_scope":
+        return ("A Microsoft 365 administrator must add this mailbox to the organisation's application access "
+                "policy; mailsync checks again every hour and imports the mail of the gap.")
+    if status == "consent_required":
+        return ("An administrator must consent again for the organisation (a new consent link on the Email "
+                "connections page); mail of the gap is imported then.")
+    return "Ask an administrator of your account."

@@ -24,6 +24,7 @@ from services.subscriber.page_words import (
     diagnose_answer,
     import_view,
     looks_like_message_id,
+    tenant_todo,
     words_to_send,
 )
 from services.subscriber.sessions import (
@@ -55,6 +56,21 @@ _STATUS_WORDS = {
     "disconnected": ("Disconnected", "mailsync does not read your mailbox. Connect again at any time.",
                      "neutral"),
 }
+# A mailbox synced through the organisation's (tenant) connection: no sign-in of the user's own, so no
+# Connect, Reconnect or Disconnect; what the status means and who can change it.
+_TENANT_WORDS = {
+    "connected": ("Connected through your organisation", "Your mailbox is synced through your organisation's "
+                  "Microsoft 365 connection, which an administrator approved once for everyone. You never need "
+                  "to sign in here, and changing your password does not interrupt it.", "ok"),
+    "out_of_scope": ("Outside your organisation's access policy", "Your organisation's Microsoft 365 application "
+                     "access policy does not include your mailbox, so mailsync may not read it. Nothing is lost: "
+                     "mail from the gap is imported once it is added.", "warn"),
+    "consent_required": ("Waiting for your administrator", "Your organisation's administrator withdrew "
+                         "mailsync's consent, so mailsync reads no mailbox of the organisation until they consent "
+                         "again. Mail from the gap is imported then.", "warn"),
+    "disconnected": ("Disconnected", "mailsync does not read your mailbox through your organisation's "
+                     "connection any more.", "neutral"),
+}
 _NOTICES = {
     "connected": "Your mailbox is connected.",
     "disconnected": "Your mailbox was disconnected and mailsync's access to it removed.",
@@ -66,6 +82,8 @@ _NOTICES = {
     "estimate_queued": "Counting the emails in that range; the estimate appears here in a moment.",
     "not_connected": "Your mailbox is not connected; connect it first.",
     "bad_range": "Those dates do not make a range mailsync can import (From must be before To, at most 10 years).",
+    "tenant_managed": "Your mailbox is synced through your organisation's connection; there is nothing to "
+                      "connect here.",
     "not_in_directory": "mailsync cannot connect a mailbox to this user yet: the user has no email address in "
                         "your organisation's directory to check the mailbox against. Nothing was changed. Ask "
                         "an administrator to add your address to the directory, then connect again.",
@@ -108,23 +126,32 @@ def render(view: dict[str, Any], *, csrf: str, notice: str | None, owner: str = 
     """The whole page (services/subscriber/templates/settings.html). `sections`: last_found, import_job,
     consent, answer, diagnose_error, pasted, activity, degraded, since, until — each optional."""
     status = view["status"]
+    tenant_mode = view.get("mode") == "tenant"
     title, explanation, tone = _STATUS_WORDS.get(status, (status, "", "neutral"))
+    if tenant_mode:
+        key = "out_of_scope" if view.get("error_code") == "out_of_scope" else status
+        title, explanation, tone = _TENANT_WORDS.get(key, (title, explanation, tone))
     rows: list[tuple[str, str, str]] = [("Status", title, "status"),
                                         ("Mailbox", view.get("mailbox_address") or "—", "mailbox"),
                                         ("Last successful sync", when(view.get("last_synced_at")), "")]
+    if tenant_mode:
+        rows.append(("Synced through", "Your organisation's Microsoft 365 connection", "mode"))
     if view.get("connected_at"):
         rows.append(("Connected since", when(view["connected_at"]), ""))
     needs = status in ("reconnect_required", "consent_required")
+    todo = what_to_do(status, view.get("error_code")) if needs else None
+    if tenant_mode:
+        todo = tenant_todo(status, view.get("error_code"))
     today = datetime.now(UTC).date()
     context: dict[str, Any] = {
         "last_found": None, "import_job": None, "consent": None, "answer": None, "diagnose_error": None,
-        "pasted": "", "activity": None, "degraded": None,
+        "pasted": "", "activity": None, "degraded": None, "admins": [],
         "since": (today - timedelta(days=14)).isoformat(), "until": today.isoformat(), **sections}
     return render_page(
         "settings.html", title="Email Authentication", script=True, status=status, explanation=explanation,
         tone=tone, rows=rows, reason=view.get("reason") if needs else None,
         error_code=view.get("error_code") if needs else None,
-        todo=what_to_do(status, view.get("error_code")) if needs else None,
+        todo=todo, tenant_mode=tenant_mode,
         connection_id=str(view.get("connection_id") or ""), csrf=csrf,
         connect_label="Reconnect" if needs else "Connect",
         notice=notice_text(notice, owner=owner, signed_in_as=signed_in_as), alert=notice in _ALERTS, owner=owner,
@@ -143,7 +170,12 @@ async def _sections(request: web.Request, session: Session, view: dict[str, Any]
         if job is not None:
             found["import_job"] = _import_context(job)
         found["degraded"] = await coverage_words(pool, connection_id)
-    if view["status"] == "consent_required":
+    if view.get("mode") == "tenant":
+        # Who can change it: the account's administrators in the directory (role admin), a few by name.
+        found["admins"] = [r["email"] for r in await pool.fetch(
+            "SELECT email FROM users WHERE account_id = $1 AND role = 'admin' AND deleted_at IS NULL"
+            " ORDER BY email LIMIT 3", session.account_id)]
+    elif view["status"] == "consent_required":
         tenant = await pool.fetchval("SELECT tenant_id FROM mailbox_connections WHERE connection_id = $1::uuid",
                                      connection_id) if connection_id else None
         link = admin_consent_link(settings.login_url, settings.client_id, settings.app_url, tenant)
@@ -354,6 +386,11 @@ async def _checked_form(request: web.Request) -> tuple[Session, Mapping[str, Any
 
 async def connect(request: web.Request) -> web.Response:
     session, _ = await _checked_form(request)
+    mode = await request.app[POOL].fetchval(
+        "SELECT mode FROM mailbox_connections WHERE user_id = $1 AND account_id = $2 AND status <> 'disconnected'",
+        session.user_id, session.account_id)
+    if mode == "tenant":  # the organisation's connection syncs it: a sign-in of the user's own changes nothing
+        return redirect("/settings/email?notice=tenant_managed")
     return await oauth.begin(request, session)
 
 
