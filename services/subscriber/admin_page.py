@@ -21,7 +21,7 @@ from aiohttp import web
 
 from services.core.coverage import DEGRADED_REASON, load_account_coverage
 from services.core.notices import what_to_do
-from services.core.tenant import mailbox_counts
+from services.core.tenant import REASON_PENDING, mailbox_counts
 from services.subscriber.keys import POOL, SETTINGS
 from services.subscriber.oauth import redirect
 from services.subscriber.page_words import TENANT_STATUS_WORDS, tenant_todo, tenant_words_to_send
@@ -72,7 +72,9 @@ async def tenant_connection(pool: asyncpg.Pool, account_id: str) -> dict[str, An
     label, explanation = TENANT_STATUS_WORDS.get(row["status"], (row["status"], ""))
     return {"tenant_connection_id": str(row["tenant_connection_id"]), "tenant_id": row["tenant_id"],
             "status": row["status"], "status_label": label, "explanation": explanation,
-            "reason": row["reason"] if row["status"] != "connected" else None, "error_code": row["error_code"],
+            # The explanation already says what pending_consent's own reason would; other reasons are news.
+            "reason": row["reason"] if row["status"] != "connected" and row["reason"] != REASON_PENDING else None,
+            "error_code": row["error_code"],
             "counts": await mailbox_counts(pool, str(row["tenant_connection_id"])),
             "last_pass": when(row["last_synced_at"].isoformat()) if row["last_synced_at"] else "Not yet",
             # A new link only where one is needed; a connected organisation has consented already.
