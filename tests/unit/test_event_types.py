@@ -252,3 +252,21 @@ def test_the_fast_paths_agree_with_the_checked_path(value: Any, ascii_only: bool
     assert _outcome(events.decode, raw) == checked
     via_dict = _outcome(lambda r: et.DIRECTORY_EVENTS.parse(events.decode(r)), raw, value)
     assert _outcome(et.DIRECTORY_EVENTS.decode, raw, value) == via_dict
+
+
+# --- the consumers: an unknown type changes nothing, a malformed record is refused before any I/O ---------
+
+async def test_the_directory_and_lifecycle_consumers_skip_unknown_types_and_refuse_malformed_records() -> None:
+    from services.matcher.directory import apply_directory_event
+    from services.renewer.lifecycle import handle_lifecycle
+
+    # No connection, pool or Graph is given: reaching any of them would fail these.
+    skipped = await apply_directory_event(None, {"type": "user.renamed", "account_id": "a1"})  # type: ignore[arg-type]
+    assert (skipped.account_id, skipped.addresses, skipped.domains, skipped.deleted_contact) == ("a1", frozenset(),
+                                                                                              frozenset(), None)
+    with pytest.raises(events.BadEvent, match="role must be one of member, admin"):
+        await apply_directory_event(None, {**USER, "role": "owner"})  # type: ignore[arg-type]
+    assert await handle_lifecycle({"type": "subscription.renamed"}, None) is None  # type: ignore[arg-type]
+    with pytest.raises(events.BadEvent, match="lifecycle_event must be one of"):
+        await handle_lifecycle({"type": "subscription.lifecycle", "connection_id": UUID, "subscription_id": "s",
+                                "lifecycle_event": "bored"}, None)  # type: ignore[arg-type]
