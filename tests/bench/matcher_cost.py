@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from services.core import engagements
 from services.core.domain import Decision, Direction, MatchResult, Participant, Reason, Role
 from tests.bench.harness import BenchStack, cpu_seconds
+from tests.support.stack import quiet
 from tests.support.wait import wait_until
 
 MESSAGES = 400
@@ -21,6 +22,9 @@ async def run(bench: BenchStack) -> dict[str, float | str]:
     contact = await stack.add_contact(account, "buyer@bench-client.example")
     await stack.wait_contact(contact)
     mailbox = await stack.new_mailbox(account)
+    # The mailbox's first poll and back-fill are over before its mail exists: only the notifications below
+    # reach the matcher while it is measured (a poll finding the same mail would double its work).
+    await quiet(stack, bench.pool, mailbox)
     await stack.sandbox("POST", "/sandbox/faults", {"notification_drop_rate": 1.0})
     try:
         ids = [(await stack.sandbox("POST", f"/sandbox/mailboxes/{mailbox.graph_id}/messages", {
