@@ -194,14 +194,16 @@ class TokenService:
                 await self.mark_failed(connection_id, exc)
                 raise NotConnected(connection_id, _failed_status(exc).value) from exc
         except GraphError as exc:
-            if outside_access_policy(exc.status, exc.classified.error_code):
-                # A tenant-mode mailbox the organisation's access policy now excludes: out_of_scope, rechecked
-                # by the enrolment pass (tenant.mailbox_outside_policy); anything else keeps its error.
-                from services.core.tenant import mailbox_outside_policy  # tenant builds on this module
-                if await mailbox_outside_policy(self._pool, self._status, connection_id):
-                    self.forget(connection_id)
-                    raise NotConnected(connection_id, ConnectionStatus.CONSENT_REQUIRED.value) from exc
+            if outside_access_policy(exc.status, exc.classified.error_code) and await self.out_of_scope(connection_id):
+                self.forget(connection_id)
+                raise NotConnected(connection_id, ConnectionStatus.CONSENT_REQUIRED.value) from exc
             raise
+
+    async def out_of_scope(self, connection_id: str) -> bool:
+        """A tenant-mode mailbox the organisation's access policy now excludes becomes out_of_scope, rechecked
+        by the enrolment pass (tenant.mailbox_outside_policy); False for any other mailbox (its error stands)."""
+        from services.core.tenant import mailbox_outside_policy  # tenant builds on this module
+        return await mailbox_outside_policy(self._pool, self._status, connection_id)
 
     async def access_token(self, connection_id: str, *, force_refresh: bool = False,
                            claims: Mapping[str, Any] | None = None) -> str:

@@ -421,6 +421,9 @@ class _Tokens(TokenService):
     async def mark_failed(self, connection_id: str, failure: GraphError) -> None:
         self.failed.append(failure)
 
+    async def out_of_scope(self, connection_id: str) -> bool:
+        return False  # a delegated mailbox: an access-policy refusal is only a tenant-mode mailbox's status
+
 
 def _rejected(challenge_header: str | None, status: int = 401) -> AccessTokenRejected:
     error = error_for(status, {"error": {"code": "InvalidAuthenticationToken"}}, {}, challenge_header)
