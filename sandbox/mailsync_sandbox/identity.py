@@ -202,7 +202,7 @@ def _complete(sb: Sandbox, auth: AuthRequest, mailbox: Mailbox) -> web.Response:
                                  f"tenant '{auth.tenant}' and cannot access the application '{auth.client_id}'.")
     if sb.tokens.ca_blocked(mailbox.tenant_id):
         return _redirect_error(auth, "access_denied", CA_BLOCKED[0], CA_BLOCKED[1])
-    if sb.tokens.consent_blocked(mailbox.tenant_id):
+    if sb.tokens.consent_blocked(mailbox.tenant_id, auth.client_id):
         return _redirect_error(
             auth, "consent_required", 90094,
             f"Administrator approval required: an administrator of tenant '{mailbox.tenant_id}' has set a policy "
@@ -285,7 +285,7 @@ def _common_checks(request: web.Request, sb: Sandbox, grant: Grant) -> web.Respo
         return aad_error(request, "invalid_grant", 50020, f"User account does not exist in tenant '{tenant}'.")
     if sb.tokens.ca_blocked(grant.tenant_id):
         return aad_error(request, "interaction_required", *CA_BLOCKED, extra={"suberror": "message_only"})
-    if sb.tokens.consent_blocked(grant.tenant_id):
+    if sb.tokens.consent_blocked(grant.tenant_id, grant.client_id):
         return aad_error(request, "invalid_grant", 65001, _not_consented(grant.client_id))
     return None
 

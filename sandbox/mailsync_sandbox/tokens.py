@@ -315,8 +315,11 @@ class TokenStore:
         revocation = self.revocations.get(grant.user_id)
         return revocation if revocation is not None and grant.seq <= revocation.seq else None
 
-    def consent_blocked(self, tenant_id: str) -> bool:
-        return self.admin_consent_required.get(tenant_id.lower(), False)
+    def consent_blocked(self, tenant_id: str, client_id: str) -> bool:
+        """Users may not consent themselves, and no administrator has consented for the organisation yet
+        (once one has, Microsoft lets every user of the tenant sign in to the app)."""
+        return (self.admin_consent_required.get(tenant_id.lower(), False)
+                and not self.admin_consented(tenant_id, client_id))
 
     def ca_blocked(self, tenant_id: str) -> bool:
         return self.conditional_access_block.get(tenant_id.lower(), False)

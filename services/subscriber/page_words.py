@@ -103,7 +103,8 @@ def words_to_send(link: str, mailbox: str | None) -> str:
     return ("Hello,\n\nI use mailsync to keep my emails with clients on their CRM timelines. Microsoft 365 needs an "
             f"administrator of our organisation to approve it before it can read my mailbox{whose}.\n\nCould you "
             "open this link, sign in with your administrator account and press Accept?\n\n"
-            f"{link}\n\nIt asks only to read mail (Mail.Read) and to stay signed in (offline_access). Thank you!")
+            f"{link}\n\nIt asks to read mail (Mail.Read), to send the emails I send from the CRM (Mail.Send), to read "
+            "my basic profile (User.Read) and to stay signed in (offline_access). Thank you!")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from html import escape
 from typing import Any
 
@@ -229,6 +230,8 @@ async def admin_callback(request: web.Request) -> web.Response:
     query = request.query
     pool, settings = request.app[POOL], request.app[SETTINGS]
     publisher = request.app[STATUS].publisher
+    if not query.get("state"):
+        return _per_user_consent(query)
     try:
         state = await redeem_state(pool, settings, query.get("state", ""))
     except StateRefused as exc:
@@ -274,6 +277,21 @@ async def admin_callback(request: web.Request) -> web.Response:
         counts = await mailbox_counts(pool, tenant_connection_id)
     return _page(200, "Consent recorded", f"mailsync now syncs your organisation's mailboxes for this account "
                                           f"({counts.get('enrolled', 0)} enrolled so far); you can close this page.")
+
+
+def _per_user_consent(query: Mapping[str, str]) -> web.Response:
+    """The link a user's settings page hands out when their organisation requires an administrator's approval
+    carries no state (it belongs to no tenant connection): Microsoft returns here and nothing is changed; the
+    administrator is told what happens next. The users themselves reconnect, which now succeeds."""
+    if query.get("error"):
+        reason = ("The administrator declined mailsync's consent request." if query.get("error") == "access_denied"
+                  else f"Microsoft 365 did not grant the consent ({query.get('error', '')[:60]}).")
+        return _page(400, "Consent not granted", reason)
+    if query.get("admin_consent", "").lower() != "true":
+        return _page(400, "Consent not granted", "Microsoft 365 did not confirm the administrator's consent.")
+    return _page(200, "Consent recorded", "Microsoft 365 recorded your approval of mailsync for your organisation. "
+                                          "The people who asked can now connect their mailbox from their Email "
+                                          "settings page; you can close this page.")
 
 
 def add_tenant_routes(app: web.Application) -> None:
