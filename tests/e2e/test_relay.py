@@ -18,6 +18,11 @@ async def test_an_engagement_left_unpublished_is_published_by_the_relay(stack: S
     mailbox = await stack.new_mailbox(account)
     imid = await stack.deliver(mailbox, **{"from": "relay@client.example"})
     first = await engagements_tail.wait_for(type="engagement.created", internet_message_id=imid)
+    # The matcher marks it published just after Kafka acknowledged (the consumer here may see the record
+    # first): wait for that mark, or it would overwrite the NULL written below.
+    await wait_until(lambda: db.fetchval("SELECT published_at IS NOT NULL FROM engagements"
+                                         " WHERE engagement_id = $1::uuid", first["engagement_id"]),
+                     timeout=10, what="the matcher's own published mark")
     # As a crash between the commit and the publish leaves it, and long enough ago that no batch owns it.
     await db.execute("UPDATE engagements SET published_at = NULL, created_at = now() - interval '3 minutes'"
                      " WHERE engagement_id = $1::uuid", first["engagement_id"])
