@@ -38,13 +38,15 @@ class Coverage:
                 "still arrives, up to an hour late.")
 
 
+# Mail received since the connection (back-fill of older mail is not push's to miss). Graph's receivedDateTime
+# has whole seconds, connected_at microseconds: mail of the connection's own second counts.
 _COUNTS = """
     SELECT d.connection_id,
            count(*) FILTER (WHERE d.source = 'webhook') AS announced,
            count(*) FILTER (WHERE d.source = 'delta') AS poll_only
       FROM match_decisions d JOIN mailbox_connections c ON c.connection_id = d.connection_id
      WHERE d.decided_at > now() - $1::interval AND d.source IN ('webhook', 'delta')
-       AND d.occurred_at >= c.connected_at {condition}
+       AND d.occurred_at >= date_trunc('second', c.connected_at) {condition}
      GROUP BY d.connection_id"""
 
 

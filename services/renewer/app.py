@@ -35,6 +35,7 @@ from services.renewer.tenant import sync_due_tenants
 from services.renewer.tokens import refresh_due
 
 log = logging.getLogger(__name__)
+JOBS_IN_FLIGHT = 4  # back-fills and back-syncs of different mailboxes at once (one per mailbox)
 COVERAGE_EVERY_S = 60.0  # the page computes coverage live; the metric and the status reason follow within this
 
 
@@ -99,8 +100,21 @@ async def run(settings: Settings) -> None:
         await relay(pool, publisher, settings.app_url)
 
     async def jobs() -> None:
-        while not stop.is_set() and (job := await claim_job(pool)) is not None:
-            await run_job(polls, job, stop)
+        # Several at once, topped up as each ends: one user's five-year import never holds back a new
+        # mailbox's back-fill (head-of-line blocking when jobs ran one after another).
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                while not stop.is_set() and len(running) < JOBS_IN_FLIGHT and (job := await claim_job(pool)):
+                    running.add(asyncio.create_task(run_job(polls, job, stop), name=f"job {job['job_id']}"))
+                if not running:
+                    return
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        log.error("sync job failed", exc_info=task.exception())
+        finally:
+            await asyncio.gather(*running, return_exceptions=True)
 
     app = web.Application()
     add_health_routes(app, Readiness(settings, pool), liveness)

@@ -23,7 +23,7 @@ async def watch_coverage(pool: asyncpg.Pool, status: StatusReporter) -> int:
              FROM mailbox_connections c
              LEFT JOIN match_decisions d ON d.connection_id = c.connection_id
                    AND d.decided_at > now() - $1::interval AND d.source IN ('webhook', 'delta')
-                   AND d.occurred_at >= c.connected_at
+                   AND d.occurred_at >= date_trunc('second', c.connected_at)
             WHERE c.status = 'connected'
             GROUP BY c.connection_id, c.error_code""", WINDOW)
     degraded = 0

@@ -36,11 +36,17 @@ def window_url(user: str, start: Any, end: Any, select: str = "id,receivedDateTi
 
 
 async def claim_job(pool: asyncpg.Pool) -> asyncpg.Record | None:
+    """The next job to run: back-fills (a new or reconnected mailbox) before requested back-syncs, oldest
+    first, and never a second one for a mailbox that has one running (Graph's per-mailbox budget)."""
     return await pool.fetchrow(
         """UPDATE sync_jobs SET status = 'running', lease_until = now() + $1::interval, updated_at = now()
-            WHERE job_id = (SELECT job_id FROM sync_jobs
-                             WHERE status IN ('queued', 'running') AND (lease_until IS NULL OR lease_until < now())
-                             ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+            WHERE job_id = (SELECT j.job_id FROM sync_jobs j
+                             WHERE j.status IN ('queued', 'running')
+                               AND (j.lease_until IS NULL OR j.lease_until < now())
+                               AND NOT EXISTS (SELECT 1 FROM sync_jobs r
+                                                WHERE r.connection_id = j.connection_id AND r.job_id <> j.job_id
+                                                  AND r.status = 'running' AND r.lease_until >= now())
+                             ORDER BY j.kind = 'backsync', j.created_at LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
         RETURNING *""", LEASE)
 
 
