@@ -21,6 +21,8 @@ from aiohttp import web
 
 from services.core.coverage import DEGRADED_REASON, load_account_coverage
 from services.core.notices import what_to_do
+from services.core.store.directory import Directory
+from services.core.store.tenants import TenantConnections
 from services.core.tenant import REASON_PENDING, mailbox_counts
 from services.subscriber.keys import POOL, SETTINGS
 from services.subscriber.oauth import redirect
@@ -64,9 +66,7 @@ def csv_cell(value: Any) -> str:
 async def tenant_connection(pool: asyncpg.Pool, account_id: str) -> dict[str, Any] | None:
     """The account's tenant connection as the panel shows it (None when the account has none): status in
     words, the plain reason, and how many mailboxes are enrolled, outside the access policy or failed."""
-    row = await pool.fetchrow(
-        "SELECT tenant_connection_id, tenant_id, status, reason, error_code, consented_at, last_synced_at"
-        " FROM tenant_connections WHERE account_id = $1", account_id)
+    row = await TenantConnections(pool).panel_row(account_id)
     if row is None:
         return None
     label, explanation = TENANT_STATUS_WORDS.get(row["status"], (row["status"], ""))
@@ -96,14 +96,7 @@ def connection_mode(status: str, tenant: dict[str, Any] | None) -> str:
 async def account_rows(pool: asyncpg.Pool, account_id: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     tenant = await tenant_connection(pool, account_id)
     coverage = await load_account_coverage(pool, account_id)
-    records = await pool.fetch(
-        """SELECT u.user_id, u.email, c.connection_id, coalesce(c.status, 'never_connected') AS status,
-                  c.reason, c.error_code, c.last_synced_at, c.mode, m.state AS tenant_state, m.reason AS tenant_reason
-             FROM users u LEFT JOIN mailbox_connections c ON c.user_id = u.user_id AND c.account_id = u.account_id
-             LEFT JOIN tenant_connections t ON t.account_id = u.account_id AND t.status = 'connected'
-             LEFT JOIN tenant_mailboxes m ON m.tenant_connection_id = t.tenant_connection_id
-                                         AND m.user_id = u.user_id AND m.state IN ('out_of_scope', 'failed')
-            WHERE u.account_id = $1 AND u.deleted_at IS NULL ORDER BY u.email, u.user_id""", account_id)
+    records = await Directory(pool).overview(account_id)
     rows = []
     # The mode is the connection row's (tenant: enrolled through the organisation-wide connection).
     for r in records:

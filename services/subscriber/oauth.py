@@ -16,10 +16,13 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from services.core.addresses import normalize_address, parse_proxy_addresses
-from services.core.config import Settings
+from services.core.application.connect import record_grant
 from services.core.domain import ConnectionStatus
 from services.core.graph.errors import GraphError, classify_authorize_error
 from services.core.graph.identity import pkce_pair
+from services.core.store.connections import MailboxConnections
+from services.core.store.directory import Directory
+from services.core.store.oauth_states import OAuthStates
 from services.core.subscriptions import create_mailbox_subscription, delete_connection_subscriptions
 from services.subscriber.keys import GRAPH, IDENTITY, POOL, SETTINGS, STATUS, TOKENS
 from services.subscriber.sessions import (
@@ -78,10 +81,7 @@ def problem_page(status: int, title: str, text: str) -> web.Response:
 async def purge_states(pool: Any) -> int:
     """Remove states that expired over PURGE_AFTER ago (used or not); bounded per call, and concurrent starts
     skip each other's rows instead of waiting on them."""
-    result = await pool.execute(
-        "DELETE FROM oauth_states WHERE state_id IN (SELECT state_id FROM oauth_states"
-        " WHERE expires_at < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED)", PURGE_AFTER, PURGE_BATCH)
-    return int(str(result).rsplit(" ", 1)[-1] or 0)
+    return await OAuthStates(pool).purge(PURGE_AFTER, PURGE_BATCH)
 
 
 async def start(request: web.Request) -> web.Response:
@@ -114,11 +114,9 @@ async def begin(request: web.Request, session: Session, *, login_hint: str | Non
     verifier, challenge = pkce_pair()
     state_id, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
     login_hint = login_hint or own_address
-    await pool.execute(
-        "INSERT INTO oauth_states (state_id, user_id, account_id, code_verifier, login_hint, expires_at, nonce_hash)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        state_id, session.user_id, session.account_id, verifier, login_hint, datetime.now(UTC) + STATE_TTL,
-        nonce_hash(nonce))
+    await OAuthStates(pool).add(state_id=state_id, user_id=session.user_id, account_id=session.account_id,
+                                code_verifier=verifier, login_hint=login_hint,
+                                expires_at=datetime.now(UTC) + STATE_TTL, nonce_hash=nonce_hash(nonce))
     url = request.app[IDENTITY].authorize_url(
         state=_sign(settings.session_secret, state_id), challenge=challenge,
         redirect_uri=redirect_uri(request), login_hint=login_hint)
@@ -147,9 +145,7 @@ async def callback(request: web.Request) -> web.Response:
     if state_id is None:
         return problem_page(400, "Invalid sign-in link", "The sign-in link is invalid. Nothing was connected.")
     # Consumed whatever happens next: a state answers one callback only.
-    state = await pool.fetchrow(
-        "UPDATE oauth_states SET used_at = now() WHERE state_id = $1 AND used_at IS NULL AND expires_at > now()"
-        " RETURNING user_id, account_id, code_verifier, nonce_hash", state_id)
+    state = await OAuthStates(pool).consume(state_id)
     if state is None:
         return problem_page(400, "Sign-in link used or expired",
                             "This sign-in link was already used or has expired. Nothing was connected.")
@@ -175,7 +171,7 @@ async def callback(request: web.Request) -> web.Response:
     try:
         connection_id = await connect_mailbox(request, user_id, account_id, code, state["code_verifier"])
     except MailboxMismatch as exc:
-        await pool.execute("UPDATE oauth_states SET signed_in_as = $2 WHERE state_id = $1", state_id, exc.signed_in_as)
+        await OAuthStates(pool).record_signed_in_as(state_id, exc.signed_in_as)
         log.warning("oauth callback refused: mailbox_mismatch", extra={"user_id": user_id})
         return _finished(back("mailbox_mismatch", attempt=state_id), state_id)
     except NotInDirectory:
@@ -197,20 +193,8 @@ async def _record_refusal(request: web.Request, user_id: str, account_id: str, s
                           reason: str, error_code: str) -> None:
     status = (ConnectionStatus.CONSENT_REQUIRED if severity == ConnectionStatus.CONSENT_REQUIRED
               else ConnectionStatus.RECONNECT_REQUIRED)
-    connection_id = await request.app[POOL].fetchval(
-        "INSERT INTO mailbox_connections (account_id, user_id) VALUES ($1, $2)"
-        " ON CONFLICT (user_id) DO UPDATE SET updated_at = now() RETURNING connection_id", account_id, user_id)
-    await request.app[STATUS].set_status(str(connection_id), status, reason, error_code)
-
-
-async def queue_backfill(conn: Any, settings: Settings, connection_id: str, last_synced_at: datetime | None) -> None:
-    """A first connection imports the last day; a reconnect imports the whole gap (up to a cap)."""
-    now = datetime.now(UTC)
-    since = last_synced_at if last_synced_at else now - timedelta(hours=settings.backfill_first_h)
-    since = max(since, now - timedelta(days=settings.backfill_cap_days))
-    if since < now:
-        await conn.execute("INSERT INTO sync_jobs (connection_id, kind, since, until)"
-                           " VALUES ($1::uuid, 'backfill', $2, $3)", connection_id, since, now)
+    connection_id = await MailboxConnections(request.app[POOL]).ensure(account_id, user_id)
+    await request.app[STATUS].set_status(connection_id, status, reason, error_code)
 
 
 REQUIRED_SCOPES = ("User.Read", "Mail.Read")
@@ -252,13 +236,7 @@ async def user_addresses(pool: Any, user_id: str, account_id: str) -> tuple[str 
     """(directory address, every address the directory gives the user): `users.email` and the aliases of
     `user.upserted`. Addresses learnt from Graph (`source = 'graph'`) do not count: a mailbox must not
     vouch for itself."""
-    rows = await pool.fetch(
-        """SELECT u.email AS address, true AS is_primary FROM users u
-            WHERE u.user_id = $1 AND u.account_id = $2 AND u.deleted_at IS NULL
-           UNION ALL
-           SELECT a.address, false FROM user_addresses a JOIN users u ON u.user_id = a.user_id
-            WHERE a.user_id = $1 AND a.account_id = $2 AND u.account_id = $2 AND u.deleted_at IS NULL
-              AND a.source IN ('primary', 'alias')""", user_id, account_id)
+    rows = await Directory(pool).addresses(user_id, account_id)
     primary = next((str(r["address"]) for r in rows if r["is_primary"]), None)
     if primary is None:
         return None, frozenset()
@@ -288,21 +266,9 @@ async def connect_mailbox(request: web.Request, user_id: str, account_id: str, c
     graph_user_id = str(me["id"])
     aliases = sorted(parse_proxy_addresses(list(me.get("proxyAddresses") or [])) | ({address} if address else set()))
     tenant_id = tokens.tenant_id
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
-        previous = await conn.fetchrow(
-            "SELECT last_synced_at FROM mailbox_connections WHERE user_id = $1", user_id)
-        connection_id = str(await conn.fetchval(
-            """INSERT INTO mailbox_connections (account_id, user_id, tenant_id, graph_user_id, mailbox_address,
-                                                mailbox_addresses, connected_at)
-               VALUES ($1, $2, $3, $4, $5, $6, now())
-               ON CONFLICT (user_id) DO UPDATE SET tenant_id = $3, graph_user_id = $4, mailbox_address = $5,
-                      mailbox_addresses = $6, connected_at = now(), updated_at = now()
-               RETURNING connection_id""",
-            account_id, user_id, tenant_id, graph_user_id, address, aliases))
-        await app[TOKENS].store(conn, connection_id, tokens)
-        await queue_backfill(conn, app[SETTINGS], connection_id,
-                             previous["last_synced_at"] if previous else None)
+    connection_id = await record_grant(pool, app[TOKENS], app[SETTINGS], account_id=account_id, user_id=user_id,
+                                       tenant_id=tenant_id, graph_user_id=graph_user_id, address=address,
+                                       aliases=aliases, tokens=tokens)
     # Committed: from here on, network calls (Kafka, Graph) with no transaction and no held connection.
     await app[STATUS].set_status(connection_id, ConnectionStatus.CONNECTED, None, None)
     # Reconnect replaces subscriptions instead of orphaning them.

@@ -3,8 +3,9 @@
 `POST /api/v1/users/{user_id}/send` validates, then stores the send with its idempotency key and the
 internetMessageId mailsync gives the message, and answers 202: nothing is sent from here. The renewer's
 send worker (services/renewer/sends.py) makes the Graph call. The same idempotency key for the same user
-answers the first send, whatever its body, and never queues a second one. Every query filters on the
-caller's account, so another account's user or send answers 404 exactly like one that does not exist.
+answers the first send, whatever its body, and never queues a second one. Every read filters on the
+caller's account (services/core/store/sends.py), so another account's user or send answers 404 exactly like
+one that does not exist.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from services.core.sends import SendRequestError, internet_message_id_for, parse_send_request
-from services.subscriber.api import api_error, caller, in_scope
+from services.core.store.connections import MailboxConnections
+from services.core.store.directory import Directory
+from services.core.store.sends import Sends
+from services.subscriber.api import api_error, caller
 from services.subscriber.keys import POOL
 
 SEND_SCOPE = "mail.send"
@@ -35,18 +39,12 @@ def _view(row: Any) -> dict[str, Any]:
     }
 
 
-_SEND = """SELECT s.*, (SELECT e.engagement_id FROM engagements e WHERE e.account_id = s.account_id
-                          AND e.send_id = s.send_id LIMIT 1) AS engagement_id
-             FROM sends s WHERE {where} AND {scope}"""
-
-
 async def post_send(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     scope = caller(request).account_id
     pool = request.app[POOL]
-    account_id = await pool.fetchval(
-        f"SELECT account_id FROM users WHERE user_id = $1 AND deleted_at IS NULL"  # noqa: S608
-        f" AND {in_scope('account_id', 2)}", user_id, scope)
+    sends = Sends(pool)
+    account_id = await Directory(pool).live_account_of(user_id, scope)
     if account_id is None:
         return api_error(404, "not_found", "no such user")
     try:
@@ -58,14 +56,10 @@ async def post_send(request: web.Request) -> web.Response:
     except SendRequestError as exc:
         return api_error(400, "bad_request", str(exc))
     # A repeat (same user, same key) answers the first send, before any check that could now fail.
-    first = await pool.fetchrow(_SEND.format(where="s.user_id = $1 AND s.idempotency_key = $2",
-                                             scope=in_scope("s.account_id", 3)), user_id, wanted.idempotency_key,
-                                scope)
+    first = await sends.by_key(user_id, wanted.idempotency_key, scope)
     if first is not None:
         return web.json_response({"send_id": str(first["send_id"]), "status": first["status"]}, status=202)
-    connection = await pool.fetchrow(
-        "SELECT connection_id, status, scopes, mailbox_address, mode FROM mailbox_connections"
-        " WHERE user_id = $1 AND account_id = $2", user_id, account_id)
+    connection = await MailboxConnections(pool).for_send(user_id, account_id)
     if connection is None or connection["status"] != "connected":
         status = connection["status"] if connection is not None else "never_connected"
         return api_error(409, "not_connected", f"the user's mailbox is {status}: connect it on the Email "
@@ -77,16 +71,13 @@ async def post_send(request: web.Request) -> web.Response:
                          "permission: reconnect on the Email Authentication page and allow sending mail")
     send_id = str(uuid.uuid4())
     imid = internet_message_id_for(send_id, connection["mailbox_address"] or "")
-    inserted = await pool.fetchval(
-        """INSERT INTO sends (send_id, account_id, user_id, connection_id, idempotency_key, internet_message_id,
-                              to_addresses, cc_addresses, recipient_count, subject, body, body_type)
-           VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-           ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING send_id""",
-        send_id, account_id, user_id, connection["connection_id"], wanted.idempotency_key, imid, list(wanted.to),
-        list(wanted.cc), wanted.recipient_count, wanted.subject, wanted.body, wanted.body_type)
-    if inserted is None:  # the same key raced in from a concurrent request: answer that one
-        send_id = str(await pool.fetchval("SELECT send_id FROM sends WHERE user_id = $1 AND idempotency_key = $2",
-                                          user_id, wanted.idempotency_key))
+    inserted = await sends.add(
+        send_id=send_id, account_id=account_id, user_id=user_id, connection_id=connection["connection_id"],
+        idempotency_key=wanted.idempotency_key, internet_message_id=imid, to=list(wanted.to), cc=list(wanted.cc),
+        recipient_count=wanted.recipient_count, subject=wanted.subject, body=wanted.body,
+        body_type=wanted.body_type)
+    if not inserted:  # the same key raced in from a concurrent request: answer that one
+        send_id = await sends.id_for_key(user_id, wanted.idempotency_key)
     return web.json_response({"send_id": send_id, "status": "queued"}, status=202)
 
 
@@ -95,9 +86,7 @@ async def get_send(request: web.Request) -> web.Response:
         send_id = str(uuid.UUID(request.match_info["send_id"]))
     except ValueError:
         return api_error(404, "not_found", "no such send")
-    row = await request.app[POOL].fetchrow(_SEND.format(where="s.send_id = $1::uuid",
-                                                        scope=in_scope("s.account_id", 2)),
-                                           send_id, caller(request).account_id)
+    row = await Sends(request.app[POOL]).by_id(send_id, caller(request).account_id)
     if row is None:
         return api_error(404, "not_found", "no such send")
     return web.json_response(_view(row))

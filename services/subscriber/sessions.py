@@ -16,6 +16,7 @@ import jwt
 from aiohttp import web
 from yarl import URL
 
+from services.core.store.directory import Directory
 from services.subscriber.keys import POOL, SETTINGS
 
 COOKIE = "mailsync_session"
@@ -104,10 +105,7 @@ def switch_csrf(secret: str, current_token: str, new_token: str) -> str:
 
 async def directory_address(request: web.Request, session: Session) -> str | None:
     """The user's address in the account's directory (`users.email`), None when there is none."""
-    value = await request.app[POOL].fetchval(
-        "SELECT email FROM users WHERE user_id = $1 AND account_id = $2 AND deleted_at IS NULL",
-        session.user_id, session.account_id)
-    return str(value) if value else None
+    return await Directory(request.app[POOL]).email_of(session.user_id, session.account_id)
 
 
 async def who(request: web.Request, session: Session) -> str:

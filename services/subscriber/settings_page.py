@@ -12,8 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
+from services.core.application.sync_requests import Refused, queue_backsync, queue_sync
 from services.core.diagnose import DiagnoseError, diagnose, parse_headers
 from services.core.notices import what_to_do
+from services.core.store.activity import Activity
+from services.core.store.connections import MailboxConnections
+from services.core.store.directory import Directory
+from services.core.store.jobs import SyncJobs
+from services.core.store.oauth_states import OAuthStates
 from services.subscriber import oauth
 from services.subscriber.api import connection_view, disconnect_connection
 from services.subscriber.keys import POOL, SETTINGS
@@ -41,7 +47,6 @@ from services.subscriber.sessions import (
     switch_csrf,
     who,
 )
-from services.subscriber.sync_api import Refused, queue_backsync, queue_sync
 from services.subscriber.templating import SCRIPT_PATH, render_page, static_text
 
 _STATUS_WORDS = {
@@ -172,12 +177,9 @@ async def _sections(request: web.Request, session: Session, view: dict[str, Any]
         found["degraded"] = await coverage_words(pool, connection_id)
     if view.get("mode") == "tenant":
         # Who can change it: the account's administrators in the directory (role admin), a few by name.
-        found["admins"] = [r["email"] for r in await pool.fetch(
-            "SELECT email FROM users WHERE account_id = $1 AND role = 'admin' AND deleted_at IS NULL"
-            " ORDER BY email LIMIT 3", session.account_id)]
+        found["admins"] = await Directory(pool).admins(session.account_id, limit=3)
     elif view["status"] == "consent_required":
-        tenant = await pool.fetchval("SELECT tenant_id FROM mailbox_connections WHERE connection_id = $1::uuid",
-                                     connection_id) if connection_id else None
+        tenant = await MailboxConnections(pool).tenant_of(connection_id) if connection_id else None
         link = admin_consent_link(settings.login_url, settings.client_id, settings.app_url, tenant)
         found["consent"] = {"link": link, "words": words_to_send(link, view.get("mailbox_address"))}
     found["activity"] = await recent_activity(pool, session)
@@ -192,9 +194,7 @@ def _import_context(job: Any) -> dict[str, Any]:
 
 async def latest_import(pool: Any, connection_id: str) -> Any:
     """The connection's latest back-sync (estimate or import): the page finds it again after any restart."""
-    return await pool.fetchrow(
-        "SELECT * FROM sync_jobs WHERE connection_id = $1::uuid AND kind = 'backsync'"
-        " ORDER BY created_at DESC LIMIT 1", connection_id)
+    return await SyncJobs(pool).latest_backsync(connection_id)
 
 
 async def last_sync_found(pool: Any, connection_id: str, last_synced_at: str | None) -> str | None:
@@ -203,10 +203,7 @@ async def last_sync_found(pool: Any, connection_id: str, last_synced_at: str | N
     Sync now within minutes and find nothing, which would hide what the one the user asked for found."""
     if not last_synced_at:
         return None
-    row = await pool.fetchrow(
-        "SELECT count(*) AS found, count(*) FILTER (WHERE decision = 'matched') AS matched FROM match_decisions"
-        " WHERE connection_id = $1::uuid AND source = 'delta' AND decided_at > now() - interval '24 hours'",
-        connection_id)
+    row = await Activity(pool).poll_finds(connection_id)
     if not row["found"]:
         return "In the last 24 hours syncs found nothing that notifications had not already brought in."
     return (f"In the last 24 hours syncs found {row['found']} email{'s' if row['found'] != 1 else ''} that "
@@ -214,16 +211,9 @@ async def last_sync_found(pool: Any, connection_id: str, last_synced_at: str | N
 
 
 async def recent_activity(pool: Any, session: Session) -> dict[str, Any]:
-    counts = await pool.fetchrow(
-        """SELECT count(*) FILTER (WHERE m.seen_at > now() - interval '24 hours') AS day, count(*) AS week
-             FROM engagement_mailboxes m JOIN engagements e ON e.engagement_id = m.engagement_id
-            WHERE m.user_id = $1 AND e.account_id = $2 AND m.seen_at > now() - interval '7 days'""",
-        session.user_id, session.account_id)
-    rows = await pool.fetch(
-        """SELECT e.subject, e.direction, e.occurred_at FROM engagement_mailboxes m
-             JOIN engagements e ON e.engagement_id = m.engagement_id
-            WHERE m.user_id = $1 AND e.account_id = $2 ORDER BY m.seen_at DESC LIMIT 5""",
-        session.user_id, session.account_id)
+    activity = Activity(pool)
+    counts = await activity.counts(session.user_id, session.account_id)
+    rows = await activity.recent(session.user_id, session.account_id, limit=5)
     recent = [{"when": f"{r['occurred_at']:%-d %b %H:%M}",
                "direction": "Sent" if r["direction"] == "outbound" else "Received", "subject": r["subject"]}
               for r in rows]
@@ -252,8 +242,7 @@ async def page(request: web.Request) -> web.Response:
     notice = request.query.get("notice")
     signed_in_as = None
     if notice == "mailbox_mismatch" and request.query.get("attempt"):
-        signed_in_as = await request.app[POOL].fetchval(
-            "SELECT signed_in_as FROM oauth_states WHERE state_id = $1 AND user_id = $2 AND account_id = $3",
+        signed_in_as = await OAuthStates(request.app[POOL]).signed_in_as(
             request.query["attempt"], session.user_id, session.account_id)
     html = render(view, csrf=csrf_for(request, session.token), notice=notice, owner=await who(request, session),
                   signed_in_as=signed_in_as, **await _sections(request, session, view))
@@ -271,7 +260,8 @@ async def sync_now(request: web.Request) -> web.Response:
     session, _ = await _checked_form(request)
     view = await _own_view(request, session)
     try:
-        await queue_sync(request.app[POOL], str(view.get("connection_id") or ""), session.account_id, view["status"])
+        await queue_sync(MailboxConnections(request.app[POOL]), str(view.get("connection_id") or ""),
+                         session.account_id, view["status"])
     except Refused:
         return redirect("/settings/email?notice=not_connected")
     return redirect("/settings/email?notice=sync_queued#sync")
@@ -285,13 +275,11 @@ async def start_import(request: web.Request) -> web.Response:
     """First an estimate (a dry-run back-sync of the range), then, confirmed, the import of the same range."""
     session, form = await _checked_form(request)
     view = await _own_view(request, session)
-    pool, connection_id = request.app[POOL], str(view.get("connection_id") or "")
+    jobs, connection_id = SyncJobs(request.app[POOL]), str(view.get("connection_id") or "")
     estimate = str(form.get("estimate") or "")
     try:
         if estimate:
-            job = await pool.fetchrow("SELECT since, until FROM sync_jobs WHERE job_id = $1::uuid"
-                                      " AND connection_id = $2::uuid AND dry_run", str(uuid.UUID(estimate)),
-                                      connection_id or None)
+            job = await jobs.estimate_range(str(uuid.UUID(estimate)), connection_id or None)
             if job is None:
                 return redirect("/settings/email?notice=bad_range#import")
             since, until, dry_run = job["since"], job["until"], False
@@ -301,7 +289,7 @@ async def start_import(request: web.Request) -> web.Response:
             until = min(datetime.combine(_day(form.get("until")) + timedelta(days=1), time(0), UTC),
                         datetime.now(UTC))
             dry_run = True
-        await queue_backsync(pool, connection_id, session.account_id, view["status"], since=since, until=until,
+        await queue_backsync(jobs, connection_id, session.account_id, view["status"], since=since, until=until,
                              dry_run=dry_run)
     except ValueError:
         return redirect("/settings/email?notice=bad_range#import")
@@ -318,10 +306,7 @@ async def import_progress(request: web.Request) -> web.Response:
         job_id = str(uuid.UUID(request.match_info["job_id"]))
     except ValueError:
         return _json_error(404, "not_found", "no such import")
-    job = await request.app[POOL].fetchrow(
-        """SELECT j.* FROM sync_jobs j JOIN mailbox_connections c ON c.connection_id = j.connection_id
-            WHERE j.job_id = $1::uuid AND j.kind = 'backsync' AND c.user_id = $2 AND c.account_id = $3""",
-        job_id, session.user_id, session.account_id)
+    job = await SyncJobs(request.app[POOL]).users_backsync(job_id, session.user_id, session.account_id)
     if job is None:
         return _json_error(404, "not_found", "no such import")
     shown = import_view(dict(job))
@@ -353,8 +338,7 @@ async def explain(request: web.Request) -> web.Response:
             facts, imid = None, as_message_id(pasted)
         else:
             facts, imid = parse_headers(pasted), None
-        in_account = await request.app[POOL].fetchval(
-            "SELECT true FROM users WHERE user_id = $1 AND account_id = $2", session.user_id, session.account_id)
+        in_account = await Directory(request.app[POOL]).in_account(session.user_id, session.account_id)
         if not in_account:
             raise LookupError(session.user_id)
         result = await diagnose(request.app[POOL], session.user_id, imid, facts)
@@ -386,9 +370,7 @@ async def _checked_form(request: web.Request) -> tuple[Session, Mapping[str, Any
 
 async def connect(request: web.Request) -> web.Response:
     session, _ = await _checked_form(request)
-    mode = await request.app[POOL].fetchval(
-        "SELECT mode FROM mailbox_connections WHERE user_id = $1 AND account_id = $2 AND status <> 'disconnected'",
-        session.user_id, session.account_id)
+    mode = await MailboxConnections(request.app[POOL]).active_mode(session.user_id, session.account_id)
     if mode == "tenant":  # the organisation's connection syncs it: a sign-in of the user's own changes nothing
         return redirect("/settings/email?notice=tenant_managed")
     return await oauth.begin(request, session)
@@ -396,9 +378,7 @@ async def connect(request: web.Request) -> web.Response:
 
 async def disconnect(request: web.Request) -> web.Response:
     session, form = await _checked_form(request)
-    own = await request.app[POOL].fetchval(
-        "SELECT connection_id FROM mailbox_connections WHERE user_id = $1 AND account_id = $2",
-        session.user_id, session.account_id)
+    own = await MailboxConnections(request.app[POOL]).id_of_user(session.user_id, session.account_id)
     named = str(form.get("connection_id") or own or "")
     if own is None or named != str(own):
         # Only the mailbox's own user may disconnect it from this page.

@@ -25,6 +25,9 @@ from services.core import tenant_status
 from services.core.addresses import normalize_address
 from services.core.app_credential import AppCredentials
 from services.core.graph.errors import GraphError, Severity
+from services.core.store.connections import MailboxConnections
+from services.core.store.tenants import SharedMailboxes, TenantConnections
+from services.core.store.uow import UnitOfWork
 from services.core.tenant import (
     REASON_PENDING,
     REASON_WRONG_TENANT,
@@ -48,8 +51,6 @@ from services.subscriber.sessions import html_response, page_html
 log = logging.getLogger(__name__)
 APP_CREDENTIALS = web.AppKey("app_credentials", AppCredentials)
 TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,99}")
-_COLUMNS = ("tenant_connection_id, account_id, tenant_id, status, reason, error_code, verified_domains, "
-            "consented_at")
 
 
 def deps(app: web.Application) -> TenantDeps:
@@ -69,8 +70,7 @@ def _not_found(what: str = "no tenant connection for this account") -> web.Respo
 
 
 async def _row(request: web.Request, account_id: str) -> Any:
-    return await request.app[POOL].fetchrow(
-        f"SELECT {_COLUMNS} FROM tenant_connections WHERE account_id = $1", account_id)  # noqa: S608
+    return await TenantConnections(request.app[POOL]).of_account(account_id)
 
 
 async def _body(request: web.Request) -> dict[str, Any] | web.Response:
@@ -104,34 +104,21 @@ async def open_tenant_connection(app: web.Application, account_id: str, tenant_i
     (24 h) each call, so a link handed out earlier stays valid until used or expired. The API and
     /admin/email share it. Raises TenantConflict for another tenant than the one fixed."""
     pool, settings = app[POOL], app[SETTINGS]
-    existing = await pool.fetchrow(f"SELECT {_COLUMNS} FROM tenant_connections WHERE account_id = $1",  # noqa: S608
-                                   account_id)
+    existing = await TenantConnections(pool).of_account(account_id)
     if existing is not None and existing["status"] in ("connected", "consent_revoked") and \
             existing["tenant_id"].lower() != tenant_id.lower():
         raise TenantConflict(f"the account's tenant connection is fixed to {existing['tenant_id']}; "
                              "DELETE it before connecting another organisation")
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
-        row = await conn.fetchrow(
-            f"""INSERT INTO tenant_connections (account_id, tenant_id, reason) VALUES ($1, $2, $3)
-                ON CONFLICT (account_id) DO UPDATE SET
-                    tenant_id = CASE WHEN tenant_connections.status IN ('pending_consent', 'disconnected')
-                                     THEN $2 ELSE tenant_connections.tenant_id END,
-                    status = CASE WHEN tenant_connections.status = 'disconnected' THEN 'pending_consent'
-                                  ELSE tenant_connections.status END,
-                    reason = CASE WHEN tenant_connections.status IN ('pending_consent', 'disconnected') THEN $3
-                                  ELSE tenant_connections.reason END,
-                    error_code = CASE WHEN tenant_connections.status IN ('pending_consent', 'disconnected')
-                                      THEN NULL ELSE tenant_connections.error_code END,
-                    updated_at = now()
-                RETURNING {_COLUMNS}""", account_id, tenant_id, REASON_PENDING)  # noqa: S608
+    async with UnitOfWork(pool) as uow:
+        await uow.directory.ensure_account(account_id)
+        row = await uow.tenants.open(account_id, tenant_id, REASON_PENDING)
         fields = ("status", "reason", "error_code")
         changed = existing is None or tuple(existing[k] for k in fields) != tuple(row[k] for k in fields)
         if changed:
-            await tenant_status.queue(conn, str(row["tenant_connection_id"]))
-        state = await new_consent_state(conn, settings, str(row["tenant_connection_id"]), account_id,
+            await tenant_status.queue(uow.conn, str(row["tenant_connection_id"]))
+        state = await new_consent_state(uow.conn, settings, str(row["tenant_connection_id"]), account_id,
                                         row["tenant_id"])
-        counts = await mailbox_counts(conn, str(row["tenant_connection_id"]))
+        counts = await mailbox_counts(uow.conn, str(row["tenant_connection_id"]))
     if changed:
         await tenant_status.announce(pool, app[STATUS].publisher)
     return view(row, counts, admin_consent_url(settings, row["tenant_id"], state))
@@ -183,15 +170,12 @@ async def post_shared_mailbox(request: web.Request) -> web.Response:
     if not address:
         return api_error(400, "bad_request", "address must be the shared mailbox's email address")
     pool = request.app[POOL]
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
-        mailbox_id = await conn.fetchval(
-            """INSERT INTO shared_mailboxes (account_id, address) VALUES ($1, $2)
-               ON CONFLICT (account_id, address) DO UPDATE SET address = excluded.address
-               RETURNING mailbox_id""", account_id, address)
+    async with UnitOfWork(pool) as uow:
+        await uow.directory.ensure_account(account_id)
+        mailbox_id = await uow.shared_mailboxes.add(account_id, address)
         # Enrolled at the tenant connection's next pass, now.
-        await conn.execute("UPDATE tenant_connections SET next_sync_at = now() WHERE account_id = $1", account_id)
-    return web.json_response({"mailbox_id": str(mailbox_id), "address": address}, status=201)
+        await uow.tenants.sync_soon(account_id)
+    return web.json_response({"mailbox_id": mailbox_id, "address": address}, status=201)
 
 
 async def delete_shared_mailbox(request: web.Request) -> web.Response:
@@ -200,14 +184,9 @@ async def delete_shared_mailbox(request: web.Request) -> web.Response:
     if account_id is None or not re.fullmatch(r"[0-9a-fA-F-]{36}", mailbox_id):
         return _not_found("no such shared mailbox")
     pool = request.app[POOL]
-    gone = await pool.fetchval("DELETE FROM shared_mailboxes WHERE mailbox_id = $1::uuid AND account_id = $2"
-                               " RETURNING mailbox_id", mailbox_id, account_id)
-    if gone is None:
+    if not await SharedMailboxes(pool).remove(mailbox_id, account_id):
         return _not_found("no such shared mailbox")
-    connection = await pool.fetchrow(
-        "SELECT c.connection_id, t.tenant_id FROM mailbox_connections c JOIN tenant_connections t"
-        " ON t.tenant_connection_id = c.tenant_connection_id WHERE c.shared_mailbox_id = $1::uuid"
-        " AND c.account_id = $2 AND c.mode = 'tenant'", mailbox_id, account_id)
+    connection = await MailboxConnections(pool).of_shared_mailbox(mailbox_id, account_id)
     if connection is not None:
         token: str | None
         try:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from services.core.store.subscriptions import Subscriptions
+
 
 @dataclass(frozen=True)
 class KnownSubscription:
@@ -27,7 +29,7 @@ class KnownSubscription:
 class SubscriptionTrust:
     def __init__(self, pool: asyncpg.Pool, *, ttl_s: float = 60.0, negative_ttl_s: float = 1.0,
                  max_entries: int = 100_000) -> None:
-        self._pool = pool
+        self._subscriptions = Subscriptions(pool)
         self._ttl = ttl_s
         self._negative_ttl = negative_ttl_s
         self._max = max_entries
@@ -39,12 +41,8 @@ class SubscriptionTrust:
         now = time.monotonic()
         if hit is not None and hit[0] > now:
             return hit[1]
-        # A subscription pending deletion (moved to `subscription_deletions` by a disconnect) is not here, and
-        # one of a disconnected mailbox (created in a race with the disconnect) is refused as well.
-        row = await self._pool.fetchrow(
-            "SELECT s.subscription_id, s.connection_id, s.account_id, s.tenant_id, s.client_state"
-            " FROM subscriptions s JOIN mailbox_connections c ON c.connection_id = s.connection_id"
-            " WHERE s.subscription_id = $1 AND c.status <> 'disconnected'", subscription_id)
+        # Pending deletion or of a disconnected mailbox: not found (Subscriptions.live).
+        row = await self._subscriptions.live(subscription_id)
         found = None
         if row is not None and (not row["tenant_id"] or row["tenant_id"] == tenant_id):
             found = KnownSubscription(row["subscription_id"], str(row["connection_id"]), row["account_id"],

@@ -1,0 +1,44 @@
+"""Storing a user's grant after their sign-in: one short transaction (the identity exchange and /me came
+before it; the status event and the Graph subscriptions come after its commit)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from services.core.config import Settings
+from services.core.connections import TokenService
+from services.core.graph.identity import TokenSet
+from services.core.store.jobs import SyncJobs
+from services.core.store.uow import UnitOfWork
+
+
+def backfill_since(settings: Settings, last_synced_at: datetime | None, now: datetime) -> datetime:
+    """A first connection imports the last day; a reconnect imports the whole gap (up to a cap)."""
+    since = last_synced_at if last_synced_at else now - timedelta(hours=settings.backfill_first_h)
+    return max(since, now - timedelta(days=settings.backfill_cap_days))
+
+
+async def queue_backfill(jobs: SyncJobs, settings: Settings, connection_id: str,
+                         last_synced_at: datetime | None) -> None:
+    now = datetime.now(UTC)
+    since = backfill_since(settings, last_synced_at, now)
+    if since < now:
+        await jobs.queue_backfill(connection_id, since, now)
+
+
+async def record_grant(pool: asyncpg.Pool, tokens_service: TokenService, settings: Settings, *, account_id: str,
+                       user_id: str, tenant_id: str | None, graph_user_id: str, address: str | None,
+                       aliases: list[str], tokens: TokenSet) -> str:
+    """The user's connection with its mailbox, its sealed tokens and the back-fill of the gap, committed
+    together. Returns the connection id."""
+    async with UnitOfWork(pool) as uow:
+        await uow.directory.ensure_account(account_id)
+        last_synced_at = await uow.connections.last_synced_at(user_id)
+        connection_id = await uow.connections.upsert_signed_in(
+            account_id=account_id, user_id=user_id, tenant_id=tenant_id, graph_user_id=graph_user_id,
+            address=address, aliases=aliases)
+        await tokens_service.store(uow.conn, connection_id, tokens)
+        await queue_backfill(uow.jobs, settings, connection_id, last_synced_at)
+    return connection_id

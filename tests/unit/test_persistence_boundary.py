@@ -1,0 +1,101 @@
+"""The persistence boundary: SQL is written only in the persistence package (services/core/store/) and the
+database plumbing (services/core/db/: pool, migrations). The HTTP entrypoints (services/subscriber/) run
+none: they call application functions (services/core/application/) and repositories.
+
+A module "has SQL" when a string literal in it (docstrings aside) reads as a statement — SELECT ... FROM,
+INSERT INTO, UPDATE <table> SET, DELETE FROM — or when it calls .fetch/.fetchrow/.fetchval/.execute/
+.executemany on anything (asyncpg's statement methods)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+SERVICES = Path(__file__).resolve().parents[2] / "services"
+PERSISTENCE = ("core/store/", "core/db/")
+# Modules that still write SQL of their own, until their statements move into services/core/store/.
+# This list only shrinks: never add a module to it (put the statement in a repository instead), and remove a
+# module as soon as it has no SQL left (test_the_allowlist_only_names_modules_with_sql says so).
+STILL_ALLOWED = frozenset({
+    # core: status and tokens, subscriptions, engagements and decisions, directory, tenants, jobs, notices
+    "core/backsync_cli.py", "core/connections.py", "core/coverage.py", "core/diagnose.py",
+    "core/directory_lookup.py", "core/engagements.py", "core/mail_policy.py", "core/notice_store.py",
+    "core/purge.py", "core/rotate_keys.py", "core/status_table.py", "core/subscriptions.py", "core/tenant.py",
+    "core/tenant_status.py",
+    # matcher: directory consumer, notification handler, re-matching
+    "matcher/consumer.py", "matcher/directory.py", "matcher/handler.py", "matcher/rematch.py",
+    # renewer: the schedulers' claims and records
+    "renewer/cleanup.py", "renewer/coverage.py", "renewer/delta.py", "renewer/jobs.py", "renewer/lifecycle.py",
+    "renewer/notices.py", "renewer/sends.py", "renewer/subscriptions.py", "renewer/tokens.py",
+})
+STATEMENT = re.compile(r"\bSELECT\b[\s\S]*?\bFROM\b|\bINSERT\s+INTO\b|\bUPDATE\s+[A-Za-z_][A-Za-z0-9_.]*\s+SET\b"
+                       r"|\bDELETE\s+FROM\b")
+STATEMENT_METHODS = frozenset({"fetch", "fetchrow", "fetchval", "execute", "executemany"})
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def _literals(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every string literal (an f-string's fixed parts joined around a placeholder), docstrings aside."""
+    skip = _docstrings(tree)
+    inside_fstrings = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            text = "".join(v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "{}"
+                           for v in node.values)
+            found.append((node.lineno, text))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip \
+                and id(node) not in inside_fstrings:
+            found.append((node.lineno, node.value))
+    return found
+
+
+def sql_in(source: str, name: str = "<source>") -> list[str]:
+    """Where the module has SQL: 'line N: ...' for each statement literal and statement-method call."""
+    tree = ast.parse(source, name)
+    found = [f"line {line}: {' '.join(text.split())[:60]!r}" for line, text in _literals(tree)
+             if STATEMENT.search(text)]
+    found += [f"line {node.lineno}: .{node.func.attr}(...)" for node in ast.walk(tree)
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in STATEMENT_METHODS]
+    return found
+
+
+def _modules() -> dict[str, list[str]]:
+    return {p.relative_to(SERVICES).as_posix(): sql_in(p.read_text(), str(p)) for p in sorted(SERVICES.rglob("*.py"))}
+
+
+def test_http_entrypoints_run_no_sql() -> None:
+    offenders = {name: where for name, where in _modules().items() if name.startswith("subscriber/") and where}
+    assert offenders == {}, "services/subscriber/ calls application functions and repositories, never SQL"
+
+
+def test_sql_only_in_the_persistence_package_and_the_allowlist() -> None:
+    offenders = {name: where for name, where in _modules().items()
+                 if where and not name.startswith(PERSISTENCE) and name not in STILL_ALLOWED}
+    assert offenders == {}, "put the statement in a repository of services/core/store/"
+
+
+def test_the_allowlist_only_names_modules_with_sql() -> None:
+    modules = _modules()
+    stale = sorted(name for name in STILL_ALLOWED if not modules.get(name))
+    assert stale == [], f"no SQL left (or no such module): remove {stale} from STILL_ALLOWED"
+
+
+def test_the_check_sees_sql() -> None:  # the checks above would pass vacuously if the detector found nothing
+    assert sql_in('await pool.fetchval("SELECT 1")')
+    assert sql_in('x = f"UPDATE mailbox_connections SET next_poll_at = now() WHERE {scope}"')
+    assert sql_in('q = ("DELETE FROM oauth_states"\n     " WHERE state_id = $1")')
+    assert sql_in("async def f(c):\n    await c.execute(q)")
+    assert not sql_in('"""Select the mailbox from the list; UPDATE the page."""\nx = "selected from"')
+    assert _modules()["core/store/connections.py"]
