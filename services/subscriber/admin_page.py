@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from services.core.application.tenant_connection import TenantConflict
 from services.core.coverage import DEGRADED_REASON, load_account_coverage
 from services.core.notices import what_to_do
 from services.core.store.directory import Directory
@@ -38,7 +39,7 @@ from services.subscriber.sessions import (
 )
 from services.subscriber.settings_page import when
 from services.subscriber.templating import render_page
-from services.subscriber.tenant_api import TENANT_ID_RULE, TenantConflict, open_tenant_connection, valid_tenant_id
+from services.subscriber.tenant_api import TENANT_ID_RULE, open_tenant_connection, valid_tenant_id
 
 log = logging.getLogger(__name__)
 

@@ -21,27 +21,26 @@ from typing import Any
 
 from aiohttp import web
 
-from services.core import tenant_status
 from services.core.addresses import normalize_address
 from services.core.app_credential import AppCredentials
+from services.core.application.tenant_connection import (
+    TenantConflict,
+    add_shared_mailbox,
+    remove_shared_mailbox,
+)
+from services.core.application.tenant_connection import open_tenant_connection as opened
 from services.core.graph.errors import GraphError, Severity
-from services.core.store.connections import MailboxConnections
-from services.core.store.tenants import SharedMailboxes, TenantConnections
-from services.core.store.uow import UnitOfWork
+from services.core.store.tenants import TenantConnections
 from services.core.tenant import (
-    REASON_PENDING,
     REASON_WRONG_TENANT,
     StateRefused,
     TenantDeps,
-    admin_consent_url,
     check_tenant_domains,
     disconnect_tenant,
     mailbox_counts,
-    new_consent_state,
     redeem_state,
     set_tenant_status,
     sync_tenant,
-    unenrol,
     view,
 )
 from services.subscriber.api import api_error, caller
@@ -83,10 +82,6 @@ async def _body(request: web.Request) -> dict[str, Any] | web.Response:
     return body
 
 
-class TenantConflict(Exception):
-    """The account's tenant connection is fixed to another organisation; the message says so."""
-
-
 TENANT_ID_RULE = ("tenant_id must be the organisation's tenant id (a GUID) or its domain; common, organizations "
                   "and consumers name no organisation")
 
@@ -100,28 +95,8 @@ def valid_tenant_id(raw: object) -> str | None:
 
 
 async def open_tenant_connection(app: web.Application, account_id: str, tenant_id: str) -> dict[str, Any]:
-    """Create the account's tenant connection, or renew its consent link: a fresh signed, single-use state
-    (24 h) each call, so a link handed out earlier stays valid until used or expired. The API and
-    /admin/email share it. Raises TenantConflict for another tenant than the one fixed."""
-    pool, settings = app[POOL], app[SETTINGS]
-    existing = await TenantConnections(pool).of_account(account_id)
-    if existing is not None and existing["status"] in ("connected", "consent_revoked") and \
-            existing["tenant_id"].lower() != tenant_id.lower():
-        raise TenantConflict(f"the account's tenant connection is fixed to {existing['tenant_id']}; "
-                             "DELETE it before connecting another organisation")
-    async with UnitOfWork(pool) as uow:
-        await uow.directory.ensure_account(account_id)
-        row = await uow.tenants.open(account_id, tenant_id, REASON_PENDING)
-        fields = ("status", "reason", "error_code")
-        changed = existing is None or tuple(existing[k] for k in fields) != tuple(row[k] for k in fields)
-        if changed:
-            await tenant_status.queue(uow.conn, str(row["tenant_connection_id"]))
-        state = await new_consent_state(uow.conn, settings, str(row["tenant_connection_id"]), account_id,
-                                        row["tenant_id"])
-        counts = await mailbox_counts(uow.conn, str(row["tenant_connection_id"]))
-    if changed:
-        await tenant_status.announce(pool, app[STATUS].publisher)
-    return view(row, counts, admin_consent_url(settings, row["tenant_id"], state))
+    """The API and /admin/email share it (services/core/application/tenant_connection.py)."""
+    return await opened(app[POOL], app[SETTINGS], app[STATUS].publisher, account_id, tenant_id)
 
 
 async def post_tenant_connection(request: web.Request) -> web.Response:
@@ -169,12 +144,7 @@ async def post_shared_mailbox(request: web.Request) -> web.Response:
     address = normalize_address(raw) if isinstance(raw, str) else None
     if not address:
         return api_error(400, "bad_request", "address must be the shared mailbox's email address")
-    pool = request.app[POOL]
-    async with UnitOfWork(pool) as uow:
-        await uow.directory.ensure_account(account_id)
-        mailbox_id = await uow.shared_mailboxes.add(account_id, address)
-        # Enrolled at the tenant connection's next pass, now.
-        await uow.tenants.sync_soon(account_id)
+    mailbox_id = await add_shared_mailbox(request.app[POOL], account_id, address)
     return web.json_response({"mailbox_id": mailbox_id, "address": address}, status=201)
 
 
@@ -183,18 +153,8 @@ async def delete_shared_mailbox(request: web.Request) -> web.Response:
     mailbox_id = request.match_info["mailbox_id"]
     if account_id is None or not re.fullmatch(r"[0-9a-fA-F-]{36}", mailbox_id):
         return _not_found("no such shared mailbox")
-    pool = request.app[POOL]
-    if not await SharedMailboxes(pool).remove(mailbox_id, account_id):
+    if not await remove_shared_mailbox(deps(request.app), account_id, mailbox_id):
         return _not_found("no such shared mailbox")
-    connection = await MailboxConnections(pool).of_shared_mailbox(mailbox_id, account_id)
-    if connection is not None:
-        token: str | None
-        try:
-            token, _ = await request.app[APP_CREDENTIALS].token(connection["tenant_id"])
-        except GraphError:
-            token = None
-        await unenrol(deps(request.app), str(connection["connection_id"]), token,
-                      "This shared mailbox was removed from mailsync.")
     return web.json_response({"mailbox_id": mailbox_id, "deleted": True})
 
 
