@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from services.core.store.activity import Activity
+
 WINDOW = timedelta(hours=24)
 MIN_POLL_ONLY = 3  # fewer is noise: a notification racing the poll, a message moved during it
 MIN_SHARE = 0.2  # of the mail that arrived, the share only the poll found
@@ -38,23 +40,11 @@ class Coverage:
                 "still arrives, up to an hour late.")
 
 
-# Mail received since the connection (back-fill of older mail is not push's to miss). Graph's receivedDateTime
-# has whole seconds, connected_at microseconds: mail of the connection's own second counts.
-_COUNTS = """
-    SELECT d.connection_id,
-           count(*) FILTER (WHERE d.source = 'webhook') AS announced,
-           count(*) FILTER (WHERE d.source = 'delta') AS poll_only
-      FROM match_decisions d JOIN mailbox_connections c ON c.connection_id = d.connection_id
-     WHERE d.decided_at > now() - $1::interval AND d.source IN ('webhook', 'delta')
-       AND d.occurred_at >= date_trunc('second', c.connected_at) {condition}
-     GROUP BY d.connection_id"""
-
-
 async def load_coverage(pool: Any, connection_id: str) -> Coverage:
-    row = await pool.fetchrow(_COUNTS.format(condition="AND d.connection_id = $2::uuid"), WINDOW, connection_id)
+    row = await Activity(pool).push_coverage(WINDOW, connection_id)
     return Coverage(row["announced"], row["poll_only"]) if row else Coverage(0, 0)
 
 
 async def load_account_coverage(pool: Any, account_id: str) -> dict[str, Coverage]:
-    rows = await pool.fetch(_COUNTS.format(condition="AND c.account_id = $2"), WINDOW, account_id)
+    rows = await Activity(pool).account_push_coverage(WINDOW, account_id)
     return {str(r["connection_id"]): Coverage(r["announced"], r["poll_only"]) for r in rows}

@@ -1,13 +1,40 @@
-"""What the settings page summarises of engagements and match decisions (reads only; the matcher writes them)."""
+"""What the pages summarise of engagements and match decisions: recent activity, what the polls found, push
+coverage (reads only; the matcher writes them)."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import asyncpg
 
 from services.core.store.base import Repository
 
+# Decisions from a notification (webhook) or only from the poll (delta) per connection, for mail received
+# since the connection (back-fill of older mail is not push's to miss). Graph's receivedDateTime has whole
+# seconds, connected_at microseconds: mail of the connection's own second counts.
+_COVERAGE = """
+    SELECT d.connection_id,
+           count(*) FILTER (WHERE d.source = 'webhook') AS announced,
+           count(*) FILTER (WHERE d.source = 'delta') AS poll_only
+      FROM match_decisions d JOIN mailbox_connections c ON c.connection_id = d.connection_id
+     WHERE d.decided_at > now() - $1::interval AND d.source IN ('webhook', 'delta')
+       AND d.occurred_at >= date_trunc('second', c.connected_at) {condition}
+     GROUP BY d.connection_id"""
+
 
 class Activity(Repository):
+    async def push_coverage(self, window: timedelta, connection_id: str) -> asyncpg.Record | None:
+        """(announced, poll_only) of the connection over the window (services/core/coverage.py)."""
+        row: asyncpg.Record | None = await self._db.fetchrow(
+            _COVERAGE.format(condition="AND d.connection_id = $2::uuid"), window, connection_id)
+        return row
+
+    async def account_push_coverage(self, window: timedelta, account_id: str) -> list[asyncpg.Record]:
+        """(connection_id, announced, poll_only) of each connection of the account over the window."""
+        rows: list[asyncpg.Record] = await self._db.fetch(
+            _COVERAGE.format(condition="AND c.account_id = $2"), window, account_id)
+        return rows
+
     async def poll_finds(self, connection_id: str) -> asyncpg.Record:
         """(found, matched): messages the polls of the last 24 hours found that notifications had not."""
         row: asyncpg.Record = await self._db.fetchrow(

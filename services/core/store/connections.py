@@ -111,3 +111,15 @@ class MailboxConnections(Repository):
             " ON t.tenant_connection_id = c.tenant_connection_id WHERE c.shared_mailbox_id = $1::uuid"
             " AND c.account_id = $2 AND c.mode = 'tenant'", mailbox_id, account_id)
         return row
+
+    async def health_table(self) -> list[asyncpg.Record]:
+        """Every connection's health as `mailsync status` prints it (text columns)."""
+        rows: list[asyncpg.Record] = await self._db.fetch(
+            """SELECT c.connection_id::text, c.user_id, coalesce(c.mailbox_address, '') AS mailbox_address,
+                      c.status, coalesce(c.error_code, '') AS error_code,
+                      coalesce(to_char(c.last_synced_at, 'YYYY-MM-DD HH24:MI:SS'), 'never') AS last_synced_at,
+                      coalesce((SELECT to_char(min(s.expires_at), 'YYYY-MM-DD HH24:MI')
+                                  FROM subscriptions s WHERE s.connection_id = c.connection_id), 'none')
+                        AS subscription_expires
+                 FROM mailbox_connections c ORDER BY c.account_id, c.user_id""")
+        return rows
