@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -18,6 +18,7 @@ from services.core import capture as tiers
 from services.core import events
 from services.core.capture import Capture
 from services.core.domain import MailMessage, MatchResult
+from services.core.event_types import UNSET, EngagementCreated, EngagementSource, Participant, to_value
 from services.core.kafka import Publisher
 
 
@@ -255,18 +256,18 @@ def _created_in_memory(engagement_id: str, group: list[Copy], kept: tiers.Kept,
         if own is None and directory is None:
             return None
         shown.append(own if own is not None else directory or "")
-    event = events.envelope("engagement.created", {
-        "engagement_id": engagement_id, "account_id": first.account_id,
-        "contact_ids": sorted({c for copy in group for c in copy.result.contact_ids}),
-        "client_ids": sorted({c for copy in group for c in copy.result.client_ids}),
-        "direction": first.result.direction.value, **tiers.published_fields(first.capture, kept.subject, kept.preview),
-        "occurred_at": first.when.astimezone(UTC).isoformat(), "internet_message_id": message_key(first.message),
-        "conversation_id": first.message.conversation_id, "participants": participants_json(first.result),
-        "mailbox_user_ids": users, "mailbox_addresses": shown, "source": first.source,
-    }, event_id=events.stable_event_id("engagement.created", engagement_id))
-    if send_id is not None:
-        event["send_id"] = send_id  # sent through the API (services/core/sends.py)
-    return event
+    content = tiers.published_fields(first.capture, kept.subject, kept.preview)
+    return to_value(EngagementCreated(
+        engagement_id=engagement_id, account_id=first.account_id,
+        contact_ids=sorted({c for copy in group for c in copy.result.contact_ids}),
+        client_ids=sorted({c for copy in group for c in copy.result.client_ids}),
+        direction=first.result.direction, subject=content.get("subject", UNSET),
+        preview=content.get("preview", UNSET), occurred_at=first.when.astimezone(UTC).isoformat(),
+        internet_message_id=message_key(first.message), conversation_id=first.message.conversation_id,
+        participants=[Participant(address=p.address, name=p.name, role=p.role) for p in first.result.participants],
+        mailbox_user_ids=users, mailbox_addresses=shown, source=cast(EngagementSource, first.source),
+        send_id=send_id if send_id is not None else UNSET,  # sent through the API (services/core/sends.py)
+        event_id=events.stable_event_id("engagement.created", engagement_id)))
 
 
 async def store_engagement(
@@ -305,18 +306,17 @@ def _content(row: asyncpg.Record) -> dict[str, str]:
 async def created_event(db: asyncpg.Connection | asyncpg.Pool, engagement_id: str) -> dict[str, Any]:
     """The engagement.created event, rebuilt from the rows (so a redelivery publishes the same thing)."""
     row = await db.fetchrow(_CREATED, engagement_id)
-    event = events.envelope("engagement.created", {
-        "engagement_id": str(row["engagement_id"]), "account_id": row["account_id"],
-        "contact_ids": list(row["contact_ids"]), "client_ids": list(row["client_ids"]),
-        "direction": row["direction"], **_content(row),
-        "occurred_at": row["occurred_at"].isoformat(), "internet_message_id": row["internet_message_id"],
-        "conversation_id": row["conversation_id"], "participants": row["participants"],
-        "mailbox_user_ids": list(row["mailbox_user_ids"]), "mailbox_addresses": list(row["mailbox_addresses"]),
-        "source": row["source"],
-    }, event_id=events.stable_event_id("engagement.created", str(row["engagement_id"])))
-    if row["send_id"] is not None:
-        event["send_id"] = str(row["send_id"])  # sent through the API (services/core/sends.py)
-    return event
+    content = _content(row)
+    return to_value(EngagementCreated(
+        engagement_id=str(row["engagement_id"]), account_id=row["account_id"],
+        contact_ids=list(row["contact_ids"]), client_ids=list(row["client_ids"]), direction=row["direction"],
+        subject=content.get("subject", UNSET), preview=content.get("preview", UNSET),
+        occurred_at=row["occurred_at"].isoformat(), internet_message_id=row["internet_message_id"],
+        conversation_id=row["conversation_id"], participants=row["participants"],  # stored as published
+        mailbox_user_ids=list(row["mailbox_user_ids"]), mailbox_addresses=list(row["mailbox_addresses"]),
+        source=row["source"],
+        send_id=str(row["send_id"]) if row["send_id"] is not None else UNSET,  # sent through the API
+        event_id=events.stable_event_id("engagement.created", str(row["engagement_id"]))))
 
 
 async def mark_published(db: asyncpg.Connection | asyncpg.Pool, engagement_ids: list[str]) -> None:

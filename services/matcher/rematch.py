@@ -15,6 +15,7 @@ from prometheus_client import Counter
 from services.core import engagements, events
 from services.core.directory_lookup import load_snapshot, owner_addresses
 from services.core.domain import Decision, EmailAddress, MailboxOwner, MailMessage
+from services.core.event_types import EngagementLinked, to_value
 from services.core.kafka import Publisher
 from services.core.mail_policy import load_policy
 from services.core.matching import addresses_to_look_up, decide
@@ -149,7 +150,7 @@ class Rematcher:
                           WHERE c.engagement_id = e.engagement_id ORDER BY contact_id) AS contact_ids
                      FROM engagements e WHERE e.engagement_id = $1::uuid""", engagement_id)
             contact_ids = list(row["contact_ids"])
-            records.append((row["account_id"], events.envelope("engagement.linked", {
-                "engagement_id": engagement_id, "account_id": row["account_id"], "contact_ids": contact_ids},
-                event_id=events.stable_event_id("engagement.linked", engagement_id, *contact_ids))))
+            records.append((row["account_id"], to_value(EngagementLinked(
+                engagement_id=engagement_id, account_id=row["account_id"], contact_ids=contact_ids,
+                event_id=events.stable_event_id("engagement.linked", engagement_id, *contact_ids)))))
         await self._publisher.publish_many(events.ENGAGEMENTS, records)
