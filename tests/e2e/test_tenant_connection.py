@@ -16,18 +16,10 @@ import pytest
 from mailsync_sandbox.app_certificate import certificate_pem, ensure_app_certificate
 from tests.support.private_infra import private_stack
 from tests.support.stack import Mailbox, Stack, browser, local_tls
+from tests.support.tenant import org as _org
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e]
-
-
-async def _org(stack: Stack, account: str, users: int, **policy: Any) -> tuple[str, list[Mailbox]]:
-    """A Microsoft 365 organisation whose mailboxes are the account's directory users, none signed in."""
-    tenant = str(uuid.uuid4())
-    boxes = [await stack.new_mailbox(account, connect=False, tenant_id=tenant, auto_consent=False)
-             for _ in range(users)]
-    await stack.sandbox("POST", f"/sandbox/tenants/{tenant}/policy", {"auto_admin_consent": True, **policy})
-    return tenant, boxes
 
 
 async def _create(stack: Stack, account: str, tenant: str) -> dict[str, Any]:
