@@ -30,7 +30,7 @@ async def test_the_administrators_link_from_the_settings_page_records_consent_an
     link = html.unescape(found.group(1))
     # The user's tenant is not known before a successful sign-in: Microsoft's `organizations` lets the
     # administrator sign in to their own.
-    assert "/adminconsent?" in link and f"/{mailbox.tenant_id}/" in link or "/organizations/" in link, link
+    assert "/adminconsent?" in link and (f"/{mailbox.tenant_id}/" in link or "/organizations/" in link), link
 
     # The administrator opens it in their own browser, signs in (their organisation is the user's) and accepts.
     admin = await stack.new_mailbox(account, connect=False, tenant_id=mailbox.tenant_id)
