@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,6 +61,27 @@ async def create_mailbox_subscription(
         client_state, parse_graph_time(created["expirationDateTime"]), token_expires_at,
     )
     return created
+
+
+@contextlib.asynccontextmanager
+async def subscribing(pool: asyncpg.Pool, connection_id: str, *, wait: bool) -> AsyncIterator[bool]:
+    """One writer of a mailbox's subscriptions at a time, across processes: the connect flow (wait=True)
+    and the renewer's "missing subscription" pass (wait=False: it skips a mailbox being subscribed). A
+    session advisory lock on a held connection, no transaction: the Graph calls inside may refresh the
+    token, which writes the connection row. Without it, a renewer tick between the connect's status
+    change and its create made a second subscription for the same mailbox."""
+    key = f"mailsync:subscribe:{connection_id}"
+    async with pool.acquire() as conn:
+        if wait:
+            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+            got = True
+        else:
+            got = bool(await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key))
+        try:
+            yield got
+        finally:
+            if got:
+                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
 
 
 CREATE_ATTEMPTS = 3

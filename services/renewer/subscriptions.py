@@ -16,7 +16,7 @@ from services.core.config import Settings
 from services.core.connections import NotConnected, TokenService, get_connection
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import GraphError, NotFound
-from services.core.subscriptions import create_mailbox_subscription, expiry_iso, parse_graph_time
+from services.core.subscriptions import create_mailbox_subscription, expiry_iso, parse_graph_time, subscribing
 
 log = logging.getLogger(__name__)
 
@@ -249,19 +249,15 @@ async def ensure_one(deps: RenewerDeps, connection_id: str) -> bool:
 
     One replica at a time per mailbox, through a session advisory lock (no transaction, no row lock:
     creating the subscription may refresh the mailbox's token, which writes the connection row)."""
-    async with deps.pool.acquire() as conn:
-        key = f"mailsync:subscribe:{connection_id}"
-        if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key):
-            return False  # another replica is on it
-        try:
-            if await conn.fetchval("SELECT 1 FROM subscriptions WHERE connection_id = $1::uuid"
-                                   " AND expires_at > now()", connection_id):
-                return False  # created meanwhile
-            await conn.execute("DELETE FROM subscriptions WHERE connection_id = $1::uuid", connection_id)
-            await recreate(deps, connection_id)
-            await conn.execute("UPDATE mailbox_connections SET next_poll_at = now(), subscribe_failures = 0,"
-                               " subscribe_retry_at = NULL WHERE connection_id = $1::uuid", connection_id)
-            RENEWALS.labels("created").inc()
-            return True
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+    async with subscribing(deps.pool, connection_id, wait=False) as mine:
+        if not mine:
+            return False  # another replica, or the connect flow, is on it
+        if await deps.pool.fetchval("SELECT 1 FROM subscriptions WHERE connection_id = $1::uuid"
+                                    " AND expires_at > now()", connection_id):
+            return False  # created meanwhile
+        await deps.pool.execute("DELETE FROM subscriptions WHERE connection_id = $1::uuid", connection_id)
+        await recreate(deps, connection_id)
+        await deps.pool.execute("UPDATE mailbox_connections SET next_poll_at = now(), subscribe_failures = 0,"
+                                " subscribe_retry_at = NULL WHERE connection_id = $1::uuid", connection_id)
+        RENEWALS.labels("created").inc()
+        return True

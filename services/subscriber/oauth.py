@@ -23,7 +23,7 @@ from services.core.graph.identity import pkce_pair
 from services.core.store.connections import MailboxConnections
 from services.core.store.directory import Directory
 from services.core.store.oauth_states import OAuthStates
-from services.core.subscriptions import create_mailbox_subscription, delete_connection_subscriptions
+from services.core.subscriptions import create_mailbox_subscription, delete_connection_subscriptions, subscribing
 from services.subscriber.keys import GRAPH, IDENTITY, POOL, SETTINGS, STATUS, TOKENS
 from services.subscriber.sessions import (
     Session,
@@ -269,13 +269,15 @@ async def connect_mailbox(request: web.Request, user_id: str, account_id: str, c
     connection_id = await record_grant(pool, app[TOKENS], app[SETTINGS], account_id=account_id, user_id=user_id,
                                        tenant_id=tenant_id, graph_user_id=graph_user_id, address=address,
                                        aliases=aliases, tokens=tokens)
-    # Committed: from here on, network calls (Kafka, Graph) with no transaction and no held connection.
-    await app[STATUS].set_status(connection_id, ConnectionStatus.CONNECTED, None, None)
-    # Reconnect replaces subscriptions instead of orphaning them.
-    await delete_connection_subscriptions(pool, app[GRAPH], token=tokens.access_token,
-                                          connection_id=connection_id, graph_user_id=graph_user_id)
-    await create_mailbox_subscription(pool, app[GRAPH], app[SETTINGS], token=tokens.access_token,
-                                      connection_id=connection_id, account_id=account_id,
-                                      tenant_id=tenant_id, graph_user_id=graph_user_id,
-                                      token_expires_at=tokens.expires_at)  # Graph's first reminder: no catch-up
+    # Committed: from here on, network calls (Kafka, Graph) with no transaction open. The mailbox's subscribe
+    # lock is taken before it shows as connected, so the renewer's "missing subscription" pass waits its turn.
+    async with subscribing(pool, connection_id, wait=True):
+        await app[STATUS].set_status(connection_id, ConnectionStatus.CONNECTED, None, None)
+        # Reconnect replaces subscriptions instead of orphaning them.
+        await delete_connection_subscriptions(pool, app[GRAPH], token=tokens.access_token,
+                                              connection_id=connection_id, graph_user_id=graph_user_id)
+        await create_mailbox_subscription(pool, app[GRAPH], app[SETTINGS], token=tokens.access_token,
+                                          connection_id=connection_id, account_id=account_id,
+                                          tenant_id=tenant_id, graph_user_id=graph_user_id,
+                                          token_expires_at=tokens.expires_at)  # first reminder: no catch-up
     return connection_id
