@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -18,6 +19,16 @@ MAILSYNC = [sys.executable, "-m", "services.cli"]
 
 
 def free_port() -> int:
+    """A free port below Linux's ephemeral range (32768-60999): a port 0 hands out is one that outgoing
+    connections (Kafka, PostgreSQL clients) may take before the service binds it (seen: EADDRINUSE)."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
