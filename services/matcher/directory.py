@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,27 +26,26 @@ from services.core.events import BadEvent
 from services.core.never_log import canonical_entry
 
 
-def _normalised(raw: list[str], field: str) -> list[str]:
+def _canonical(raw: list[str], canon: Callable[[str], str | None], refused: str) -> list[str]:
+    """Each entry in canonical form, deduplicated, in the record's order; one that has none refuses the record."""
     out: list[str] = []
     for item in raw:
-        address = normalize_address(item)
-        if address is None:
-            raise BadEvent(f"{field} holds {item[:80]!r}, which is not an email address")
-        if address not in out:
-            out.append(address)
+        value = canon(item)
+        if value is None:
+            raise BadEvent(refused.format(item=item[:80]))
+        if value not in out:
+            out.append(value)
     return out
 
 
+def _normalised(raw: list[str], field: str) -> list[str]:
+    return _canonical(raw, normalize_address, f"{field} holds {{item!r}}, which is not an email address")
+
+
 def _never_log(raw_entries: list[str]) -> list[str]:
-    """Canonical never_log entries ("addr@x" / "@domain"), deduplicated, in the record's order."""
-    entries: list[str] = []
-    for raw in raw_entries:
-        entry = canonical_entry(raw)
-        if entry is None:
-            raise BadEvent(f"never_log holds {raw[:80]!r}, which is neither an address nor an @domain")
-        if entry not in entries:
-            entries.append(entry)
-    return entries
+    """Canonical never_log entries ("addr@x" / "@domain")."""
+    return _canonical(raw_entries, canonical_entry,
+                      "never_log holds {item!r}, which is neither an address nor an @domain")
 
 
 def _domain(raw: str) -> str:

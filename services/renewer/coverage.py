@@ -9,6 +9,7 @@ from prometheus_client import Gauge
 from services.core.connections import StatusReporter
 from services.core.coverage import DEGRADED_CODE, DEGRADED_REASON, WINDOW, Coverage
 from services.core.domain import ConnectionStatus
+from services.core.store.activity import Activity
 
 PUSH_DEGRADED = Gauge("mailsync_push_degraded_connections",
                       "Connected mailboxes whose new mail the hourly poll found more than notifications did (24 h)")
@@ -16,16 +17,7 @@ PUSH_DEGRADED = Gauge("mailsync_push_degraded_connections",
 
 async def watch_coverage(pool: asyncpg.Pool, status: StatusReporter) -> int:
     """One pass over the connected mailboxes; returns how many are degraded now."""
-    rows = await pool.fetch(
-        """SELECT c.connection_id, c.error_code,
-                  count(d.*) FILTER (WHERE d.source = 'webhook') AS announced,
-                  count(d.*) FILTER (WHERE d.source = 'delta') AS poll_only
-             FROM mailbox_connections c
-             LEFT JOIN match_decisions d ON d.connection_id = c.connection_id
-                   AND d.decided_at > now() - $1::interval AND d.source IN ('webhook', 'delta')
-                   AND d.occurred_at >= date_trunc('second', c.connected_at)
-            WHERE c.status = 'connected'
-            GROUP BY c.connection_id, c.error_code""", WINDOW)
+    rows = await Activity(pool).connected_push_coverage(WINDOW)
     degraded = 0
     for row in rows:
         now_degraded = Coverage(row["announced"], row["poll_only"]).degraded

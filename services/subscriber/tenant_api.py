@@ -115,12 +115,16 @@ async def post_tenant_connection(request: web.Request) -> web.Response:
         return api_error(409, "conflict", str(exc))
 
 
+async def _tenant_view(request: web.Request, row: Any) -> web.Response:
+    return web.json_response(view(row, await mailbox_counts(request.app[POOL], str(row["tenant_connection_id"]))))
+
+
 async def get_tenant_connection(request: web.Request) -> web.Response:
     account_id = _account(request)
     row = await _row(request, account_id) if account_id is not None else None
     if row is None:
         return _not_found()
-    return web.json_response(view(row, await mailbox_counts(request.app[POOL], str(row["tenant_connection_id"]))))
+    return await _tenant_view(request, row)
 
 
 async def delete_tenant_connection(request: web.Request) -> web.Response:
@@ -130,7 +134,7 @@ async def delete_tenant_connection(request: web.Request) -> web.Response:
         return _not_found()
     await disconnect_tenant(deps(request.app), str(row["tenant_connection_id"]))
     row = await _row(request, row["account_id"])
-    return web.json_response(view(row, await mailbox_counts(request.app[POOL], str(row["tenant_connection_id"]))))
+    return await _tenant_view(request, row)
 
 
 async def post_shared_mailbox(request: web.Request) -> web.Response:

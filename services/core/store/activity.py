@@ -9,17 +9,27 @@ import asyncpg
 
 from services.core.store.base import Repository
 
-# Decisions from a notification (webhook) or only from the poll (delta) per connection, for mail received
-# since the connection (back-fill of older mail is not push's to miss). Graph's receivedDateTime has whole
-# seconds, connected_at microseconds: mail of the connection's own second counts.
+# Which decisions count for push coverage: from a notification (webhook) or only from the poll (delta), in the
+# window, for mail received since the connection (back-fill of older mail is not push's to miss). Graph's
+# receivedDateTime has whole seconds, connected_at microseconds: mail of the connection's own second counts.
+_COUNTED = """d.decided_at > now() - $1::interval AND d.source IN ('webhook', 'delta')
+       AND d.occurred_at >= date_trunc('second', c.connected_at)"""
 _COVERAGE = """
     SELECT d.connection_id,
            count(*) FILTER (WHERE d.source = 'webhook') AS announced,
            count(*) FILTER (WHERE d.source = 'delta') AS poll_only
       FROM match_decisions d JOIN mailbox_connections c ON c.connection_id = d.connection_id
-     WHERE d.decided_at > now() - $1::interval AND d.source IN ('webhook', 'delta')
-       AND d.occurred_at >= date_trunc('second', c.connected_at) {condition}
-     GROUP BY d.connection_id"""
+     WHERE {counted} {condition}
+     GROUP BY d.connection_id""".replace("{counted}", _COUNTED)
+# Every connected mailbox, with zero counts for one without decisions (its mark may have to be cleared).
+_CONNECTED_COVERAGE = """
+    SELECT c.connection_id, c.error_code,
+           count(d.*) FILTER (WHERE d.source = 'webhook') AS announced,
+           count(d.*) FILTER (WHERE d.source = 'delta') AS poll_only
+      FROM mailbox_connections c
+      LEFT JOIN match_decisions d ON d.connection_id = c.connection_id AND {counted}
+     WHERE c.status = 'connected'
+     GROUP BY c.connection_id, c.error_code""".replace("{counted}", _COUNTED)
 
 
 class Activity(Repository):
@@ -28,6 +38,11 @@ class Activity(Repository):
         row: asyncpg.Record | None = await self._db.fetchrow(
             _COVERAGE.format(condition="AND d.connection_id = $2::uuid"), window, connection_id)
         return row
+
+    async def connected_push_coverage(self, window: timedelta) -> list[asyncpg.Record]:
+        """(connection_id, error_code, announced, poll_only) of every connected mailbox over the window."""
+        rows: list[asyncpg.Record] = await self._db.fetch(_CONNECTED_COVERAGE, window)
+        return rows
 
     async def account_push_coverage(self, window: timedelta, account_id: str) -> list[asyncpg.Record]:
         """(connection_id, announced, poll_only) of each connection of the account over the window."""
