@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -59,6 +60,16 @@ class Publisher:
                 await asyncio.gather(*futures)
         except (KafkaError, TimeoutError) as exc:
             raise PublishError(f"{topic}: {type(exc).__name__}: {exc}") from exc
+
+    async def publish_encoded(self, records: Sequence[tuple[str, str, bytes]]) -> None:
+        """Records already encoded (topic, key, value), in order, e.g. from the outbox; one wait for all."""
+        try:
+            futures = [await self._producer.send(topic, key=key.encode(), value=value)
+                       for topic, key, value in records]
+            async with asyncio.timeout(self._timeout_s):
+                await asyncio.gather(*futures)
+        except (KafkaError, TimeoutError) as exc:
+            raise PublishError(f"{type(exc).__name__}: {exc}") from exc
 
     async def flush(self) -> None:
         await self._producer.flush()

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from services.core import engagements, events, tls
+from services.core import engagements, events, outbox, tls
 from services.core.config import Settings
 from services.core.connections import StatusReporter, TokenService
 from services.core.consuming import run_batches
@@ -60,6 +60,10 @@ async def run(settings: Settings) -> None:
             # enough that no batch in flight can still be about to.
             asyncio.create_task(every(10.0, stop, lambda: engagements.publish_left_behind(
                 pool, publisher, older_than=timedelta(minutes=2)), "engagement relay"), name="engagement relay"),
+            # The outbox relay: events a writer committed but could not publish (killed, Kafka away).
+            asyncio.create_task(every(outbox.RELAY_EVERY_S, stop, lambda: outbox.relay_once(pool, publisher),
+                                      "outbox relay"),
+                                name="outbox relay"),
         ]
 
         try:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from services.core import events, tls
+from services.core import events, outbox, tls
 from services.core.app_credential import AppCredentials
 from services.core.config import BULK_GRAPH_SLOTS, Settings
 from services.core.connections import StatusReporter, TokenService
@@ -134,6 +134,9 @@ async def run(settings: Settings) -> None:
             # Sends from the application: own short tick (a send waits at most a second to start), sharing
             # the renewer's per-mailbox Graph slot so a send never adds to Outlook's 4 concurrent requests.
             asyncio.create_task(every(SEND_TICK_S, stop, lambda: run_due(sends, stop), "sends"), name="sends"),
+            # The outbox relay (also in the matcher): events a writer committed but could not publish.
+            asyncio.create_task(every(outbox.RELAY_EVERY_S, stop, lambda: outbox.relay_once(pool, publisher),
+                                      "outbox relay"), name="outbox relay"),
         ]
 
         try:

@@ -18,6 +18,7 @@ import asyncpg
 from services.core.store.connections import MailboxConnections
 from services.core.store.directory import Directory
 from services.core.store.jobs import SyncJobs
+from services.core.store.outbox import Outbox
 from services.core.store.subscriptions import Subscriptions
 from services.core.store.tenants import SharedMailboxes, TenantConnections
 
@@ -27,6 +28,7 @@ class UnitOfWork:
     connections: MailboxConnections
     directory: Directory
     jobs: SyncJobs
+    outbox: Outbox
     subscriptions: Subscriptions
     tenants: TenantConnections
     shared_mailboxes: SharedMailboxes
@@ -47,7 +49,7 @@ class UnitOfWork:
             raise
         conn = self.conn
         self.connections, self.directory, self.jobs = MailboxConnections(conn), Directory(conn), SyncJobs(conn)
-        self.subscriptions = Subscriptions(conn)
+        self.subscriptions, self.outbox = Subscriptions(conn), Outbox(conn)
         self.tenants, self.shared_mailboxes = TenantConnections(conn), SharedMailboxes(conn)
         return self
 
