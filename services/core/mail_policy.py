@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
-
 from services.core import capture
 from services.core.capture import Capture
+from services.core.store.base import Db
+from services.core.store.policy import AccountPolicies
 
 
 @dataclass(frozen=True)
@@ -18,14 +18,11 @@ class MailPolicy:
     never_log: frozenset[str] = frozenset()
 
 
-async def load_policy(db: asyncpg.Pool | asyncpg.Connection, account_id: str, user_id: str | None) -> MailPolicy:
+async def load_policy(db: Db, account_id: str, user_id: str | None) -> MailPolicy:
     """The account's settings (the database defaults when the host never sent account.upserted) and the
     user's never_log entries (canonical, as the directory consumer stored them)."""
-    row = await db.fetchrow(
-        """SELECT a.capture, a.exclude_automated,
-                  (SELECT u.never_log FROM users u WHERE u.user_id = $2 AND u.account_id = $1) AS never_log
-             FROM accounts a WHERE a.account_id = $1""", account_id, user_id)
-    if row is None:
+    settings = await AccountPolicies(db).mail_settings(account_id, user_id)
+    if settings is None:
         return MailPolicy()
-    return MailPolicy(capture=capture.parse(row["capture"]), exclude_automated=bool(row["exclude_automated"]),
-                      never_log=frozenset(row["never_log"] or ()))
+    return MailPolicy(capture=settings.capture, exclude_automated=settings.exclude_automated,
+                      never_log=frozenset(settings.never_log))

@@ -8,12 +8,15 @@ Events already published stay in Kafka's retention: the feed's consumers apply t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 
-from services.core import capture
 from services.core.capture import Capture
+from services.core.store.content import StoredContent
+from services.core.store.policy import AccountPolicies
 
 BATCH = 2000
 
@@ -26,31 +29,34 @@ class Purged:
     decisions: int  # decision rows whose subject was removed
 
 
+class CaptureTiers(Protocol):
+    async def capture_of(self, account_id: str) -> Capture | None: ...
+
+
+class ContentTrims(Protocol):
+    async def trim_engagements(self, account_id: str, above: Sequence[str], tier: Capture, limit: int) -> int: ...
+    async def drop_decision_subjects(self, account_id: str, limit: int) -> int: ...
+
+
 async def purge_content(pool: asyncpg.Pool, account_id: str, *, batch: int = BATCH) -> Purged:
     """Raises LookupError for an unknown account."""
-    raw = await pool.fetchval("SELECT capture FROM accounts WHERE account_id = $1", account_id)
-    if raw is None:
+    return await trim_to_tier(AccountPolicies(pool), StoredContent(pool), account_id, batch=batch)
+
+
+async def trim_to_tier(tiers: CaptureTiers, content: ContentTrims, account_id: str, *, batch: int = BATCH) -> Purged:
+    """Each batch its own statement (autocommit on a pool). Raises LookupError for an unknown account."""
+    tier = await tiers.capture_of(account_id)
+    if tier is None:
         raise LookupError(f"no account {account_id!r}")
-    tier = capture.parse(raw)
     above = [c.value for c in Capture if c.level > tier.level]
     engagements = decisions = 0
     while above:
-        done = await pool.execute(
-            """UPDATE engagements SET subject = CASE WHEN $3 THEN subject END, preview = NULL, capture = $4
-                WHERE engagement_id IN (SELECT engagement_id FROM engagements
-                                         WHERE account_id = $1 AND capture = ANY($2::text[]) LIMIT $5)""",
-            account_id, above, tier.keeps_subject(), tier.value, batch)
-        count = int(done.split()[-1])
+        count = await content.trim_engagements(account_id, above, tier, batch)
         engagements += count
         if count < batch:
             break
     while not tier.keeps_subject():
-        done = await pool.execute(
-            """UPDATE match_decisions SET subject = NULL
-                WHERE (user_id, message_key) IN (SELECT user_id, message_key FROM match_decisions
-                                                  WHERE account_id = $1 AND subject IS NOT NULL LIMIT $2)""",
-            account_id, batch)
-        count = int(done.split()[-1])
+        count = await content.drop_decision_subjects(account_id, batch)
         decisions += count
         if count < batch:
             break

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -24,6 +24,7 @@ from services.core.event_types import (
 )
 from services.core.events import BadEvent
 from services.core.never_log import canonical_entry
+from services.core.store.directory import Directory, Entity
 
 
 def _canonical(raw: list[str], canon: Callable[[str], str | None], refused: str) -> list[str]:
@@ -70,27 +71,41 @@ class DirectoryChange:
     kinds: tuple[str, ...] = field(default=())
 
 
-_OWNER_SQL = {
-    "user": "SELECT account_id FROM users WHERE user_id = $1",
-    "contact": "SELECT account_id FROM contacts WHERE contact_id = $1",
-    "client": "SELECT account_id FROM clients WHERE client_id = $1",
-}
+class DirectoryWriter(Protocol):
+    """The statements a record turns into (services/core/store/directory.py's Directory)."""
+
+    async def ensure_account(self, account_id: str) -> None: ...
+    async def owner_account(self, entity: Entity, entity_id: str) -> str | None: ...
+    async def upsert_user(self, user_id: str, account_id: str, *, email: str, never_log: list[str],
+                          role: str) -> None: ...
+    async def set_user_addresses(self, user_id: str, account_id: str, email: str,
+                                 aliases: Sequence[str]) -> None: ...
+    async def mark_user_deleted(self, user_id: str, account_id: str) -> None: ...
+    async def upsert_contact(self, contact_id: str, account_id: str, client_id: str | None) -> None: ...
+    async def set_contact_addresses(self, contact_id: str, account_id: str, emails: Sequence[str]) -> None: ...
+    async def delete_contact(self, contact_id: str, account_id: str) -> None: ...
+    async def upsert_client(self, client_id: str, account_id: str, name: str) -> None: ...
+    async def set_client_domains(self, client_id: str, account_id: str, domains: Sequence[str]) -> None: ...
+    async def replace_blocklist(self, account_id: str, entries: Sequence[tuple[str, str]]) -> dict[str, str]: ...
+    async def set_account_settings(self, account_id: str, *, domain_matching: bool, name: str, capture: str,
+                                   exclude_automated: bool) -> None: ...
 
 
-async def _same_account(conn: asyncpg.Connection, kind: str, entity_id: str, account_id: str) -> None:
+async def _same_account(directory: DirectoryWriter, entity: Entity, entity_id: str, account_id: str) -> None:
     """Ids are global: a record must never move a user, contact or client into another tenant."""
-    owner = await conn.fetchval(_OWNER_SQL[kind], entity_id)
+    owner = await directory.owner_account(entity, entity_id)
     if owner is not None and owner != account_id:
-        raise BadEvent(f"{kind} {entity_id} belongs to another account")
-
-
-async def _account(conn: asyncpg.Connection, account_id: str) -> None:
-    await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
+        raise BadEvent(f"{entity} {entity_id} belongs to another account")
 
 
 async def apply_directory_event(conn: asyncpg.Connection,
                                 record: Mapping[str, Any] | DirectoryEvent) -> DirectoryChange:
-    """Apply one record inside the caller's transaction. Raises BadEvent. A type this version does not
+    """Apply one record inside the caller's transaction. Raises BadEvent."""
+    return await apply_record(Directory(conn), record)
+
+
+async def apply_record(directory: DirectoryWriter, record: Mapping[str, Any] | DirectoryEvent) -> DirectoryChange:
+    """Apply one record through the directory's repository. Raises BadEvent. A type this version does not
     know changes nothing: consumers accept what newer producers add."""
     if isinstance(record, Event):
         event = record
@@ -101,7 +116,7 @@ async def apply_directory_event(conn: asyncpg.Connection,
             return DirectoryChange(owner if isinstance(owner, str) else "", kinds=(str(record["type"]),))
         event = parsed
     kind, account_id = event.type_name(), event.account_id
-    await _account(conn, account_id)
+    await directory.ensure_account(account_id)
     change = DirectoryChange(account_id, kinds=(kind,))
     match event:
         case UserUpserted():
@@ -109,51 +124,28 @@ async def apply_directory_event(conn: asyncpg.Connection,
             email = _normalised([event.email], "email")[0]
             aliases = [a for a in _normalised(event.aliases, "aliases") if a != email]
             never_log, role = _never_log(event.never_log), event.role or "member"
-            await _same_account(conn, "user", user_id, account_id)
-            await conn.execute(
-                """INSERT INTO users (user_id, account_id, email, never_log, role) VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (user_id) DO UPDATE SET email = $3, never_log = $4, role = $5, deleted_at = NULL,
-                                                       updated_at = now()""",
-                user_id, account_id, email, never_log, role)
-            await conn.execute("DELETE FROM user_addresses WHERE user_id = $1 AND source IN ('primary', 'alias')",
-                               user_id)
-            await conn.executemany(
-                "INSERT INTO user_addresses (user_id, account_id, address, source) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT DO NOTHING",
-                [(user_id, account_id, email, "primary")] + [(user_id, account_id, a, "alias") for a in aliases])
+            await _same_account(directory, "user", user_id, account_id)
+            await directory.upsert_user(user_id, account_id, email=email, never_log=never_log, role=role)
+            await directory.set_user_addresses(user_id, account_id, email, aliases)
             change = DirectoryChange(account_id, addresses=frozenset([email, *aliases]), kinds=(kind,))
         case UserDeleted():
-            await conn.execute("UPDATE users SET deleted_at = now() WHERE user_id = $1 AND account_id = $2",
-                               event.user_id, account_id)
+            await directory.mark_user_deleted(event.user_id, account_id)
         case ContactUpserted():
             contact_id = event.contact_id
             emails = _normalised(event.emails, "emails")
-            await _same_account(conn, "contact", contact_id, account_id)
-            await conn.execute(
-                """INSERT INTO contacts (contact_id, account_id, client_id) VALUES ($1, $2, $3)
-                   ON CONFLICT (contact_id) DO UPDATE SET client_id = $3, updated_at = now()""",
-                contact_id, account_id, event.client_id)
-            await conn.execute("DELETE FROM contact_addresses WHERE contact_id = $1", contact_id)
-            await conn.executemany(
-                "INSERT INTO contact_addresses (contact_id, account_id, address, is_primary) VALUES ($1, $2, $3, $4)",
-                [(contact_id, account_id, a, i == 0) for i, a in enumerate(emails)])
+            await _same_account(directory, "contact", contact_id, account_id)
+            await directory.upsert_contact(contact_id, account_id, event.client_id)
+            await directory.set_contact_addresses(contact_id, account_id, emails)
             change = DirectoryChange(account_id, addresses=frozenset(emails), kinds=(kind,))
         case ContactDeleted():
-            await conn.execute("DELETE FROM contacts WHERE contact_id = $1 AND account_id = $2",
-                               event.contact_id, account_id)
+            await directory.delete_contact(event.contact_id, account_id)
             change = DirectoryChange(account_id, deleted_contact=event.contact_id, kinds=(kind,))
         case ClientUpserted():
             client_id = event.client_id
             domains = sorted({_domain(d) for d in event.domains})
-            await _same_account(conn, "client", client_id, account_id)
-            await conn.execute(
-                """INSERT INTO clients (client_id, account_id, name) VALUES ($1, $2, $3)
-                   ON CONFLICT (client_id) DO UPDATE SET name = $3, updated_at = now()""",
-                client_id, account_id, event.name or "")
-            await conn.execute("DELETE FROM client_domains WHERE client_id = $1", client_id)
-            await conn.executemany(
-                "INSERT INTO client_domains (client_id, account_id, domain) VALUES ($1, $2, $3)",
-                [(client_id, account_id, d) for d in domains])
+            await _same_account(directory, "client", client_id, account_id)
+            await directory.upsert_client(client_id, account_id, event.name or "")
+            await directory.set_client_domains(client_id, account_id, domains)
             change = DirectoryChange(account_id, domains=frozenset(domains), kinds=(kind,))
         case BlocklistUpserted():
             entries: list[tuple[str, str]] = []
@@ -162,11 +154,7 @@ async def apply_directory_event(conn: asyncpg.Connection,
                     entries.append((_normalised([raw], "entries")[0], "address"))
                 else:
                     entries.append((_domain(raw), "domain"))
-            before = {r["entry"]: r["kind"] for r in await conn.fetch(
-                "DELETE FROM blocklist_entries WHERE account_id = $1 RETURNING entry, kind", account_id)}
-            await conn.executemany(
-                "INSERT INTO blocklist_entries (account_id, entry, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                [(account_id, e, k) for e, k in entries])
+            before = await directory.replace_blocklist(account_id, entries)
             lifted = {e: k for e, k in before.items() if e not in {entry for entry, _ in entries}}
             change = DirectoryChange(account_id,
                                      addresses=frozenset(e for e, k in lifted.items() if k == "address"),
@@ -175,8 +163,7 @@ async def apply_directory_event(conn: asyncpg.Connection,
             # Like domain_matching, an omitted field takes its default: the record states the whole account.
             # A new tier applies to mail decided from now on; `mailsync purge-content` trims what is stored.
             tier = event.capture or capture.DEFAULT
-            await conn.execute(
-                "UPDATE accounts SET domain_matching = $2, name = $3, capture = $4, exclude_automated = $5"
-                " WHERE account_id = $1", account_id, event.domain_matching, event.name or "", tier.value,
-                event.exclude_automated)
+            await directory.set_account_settings(account_id, domain_matching=event.domain_matching,
+                                                 name=event.name or "", capture=tier.value,
+                                                 exclude_automated=event.exclude_automated)
     return change
