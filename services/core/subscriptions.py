@@ -15,6 +15,7 @@ from services.core.config import Settings
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import GraphError, NotFound
 from services.core.graph.times import parse_graph_time as parse_graph_time  # re-exported
+from services.core.store.subscriptions import Subscriptions
 
 
 def mailbox_resource(graph_user_id: str) -> str:
@@ -53,13 +54,10 @@ async def create_mailbox_subscription(
     }
     created = await post_subscription(db, graph, token, graph_user_id, body)
     # Store what Graph granted, not what we asked for.
-    await db.execute(
-        """INSERT INTO subscriptions (subscription_id, connection_id, account_id, tenant_id, resource,
-                                      client_state, expires_at, authorized_until)
-           VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8)""",
-        created["id"], connection_id, account_id, tenant_id, created.get("resource", body["resource"]),
-        client_state, parse_graph_time(created["expirationDateTime"]), token_expires_at,
-    )
+    await Subscriptions(db).add(
+        subscription_id=created["id"], connection_id=connection_id, account_id=account_id, tenant_id=tenant_id,
+        resource=created.get("resource", body["resource"]), client_state=client_state,
+        expires_at=parse_graph_time(created["expirationDateTime"]), authorized_until=token_expires_at)
     return created
 
 
@@ -70,18 +68,14 @@ async def subscribing(pool: asyncpg.Pool, connection_id: str, *, wait: bool) -> 
     session advisory lock on a held connection, no transaction: the Graph calls inside may refresh the
     token, which writes the connection row. Without it, a renewer tick between the connect's status
     change and its create made a second subscription for the same mailbox."""
-    key = f"mailsync:subscribe:{connection_id}"
     async with pool.acquire() as conn:
-        if wait:
-            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
-            got = True
-        else:
-            got = bool(await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key))
+        lock = Subscriptions(conn)
+        got = await lock.lock_subscribing(connection_id, wait=wait)
         try:
             yield got
         finally:
             if got:
-                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+                await lock.unlock_subscribing(connection_id)
 
 
 CREATE_ATTEMPTS = 3
@@ -112,8 +106,7 @@ async def post_subscription(db: asyncpg.Pool | asyncpg.Connection, graph: GraphC
                 continue
             if live.get("clientState") == body["clientState"]:
                 return live
-            known = await db.fetchval("SELECT 1 FROM subscriptions WHERE subscription_id = $1", str(live.get("id")))
-            if not known:
+            if not await Subscriptions(db).known(str(live.get("id"))):
                 with contextlib.suppress(NotFound):
                     await graph.delete_subscription(token, graph_user_id, str(live["id"]))
     raise failure
@@ -124,14 +117,14 @@ async def delete_connection_subscriptions(
     graph_user_id: str,
 ) -> int:
     """Delete at Graph (a 404 means already gone) and locally; returns how many were removed."""
-    rows = await db.fetch("SELECT subscription_id FROM subscriptions WHERE connection_id = $1::uuid",
-                          connection_id)
-    for row in rows:
+    subscriptions = Subscriptions(db)
+    ids = await subscriptions.ids_of_connection(connection_id)
+    for subscription_id in ids:
         if token is not None:
             with contextlib.suppress(NotFound):
-                await graph.delete_subscription(token, graph_user_id, row["subscription_id"])
-        await db.execute("DELETE FROM subscriptions WHERE subscription_id = $1", row["subscription_id"])
-    return len(rows)
+                await graph.delete_subscription(token, graph_user_id, subscription_id)
+        await subscriptions.forget(subscription_id)
+    return len(ids)
 
 
 # --- disconnect: subscriptions pending deletion ------------------------------------------------------
@@ -141,36 +134,22 @@ async def delete_connection_subscriptions(
 
 async def mark_for_deletion(conn: asyncpg.Connection, connection_id: str) -> list[str]:
     """Inside the caller's transaction: every subscription of the connection becomes pending deletion."""
-    rows = await conn.fetch(
-        """WITH gone AS (DELETE FROM subscriptions WHERE connection_id = $1::uuid
-                         RETURNING subscription_id, connection_id, account_id, resource, expires_at)
-           INSERT INTO subscription_deletions (subscription_id, connection_id, account_id, graph_user_id,
-                                               resource, expires_at)
-           SELECT g.subscription_id, g.connection_id, g.account_id, coalesce(c.graph_user_id, ''), g.resource,
-                  g.expires_at
-             FROM gone g JOIN mailbox_connections c ON c.connection_id = g.connection_id
-           ON CONFLICT (subscription_id) DO NOTHING
-           RETURNING subscription_id""", connection_id)
-    return [r["subscription_id"] for r in rows]
+    return await Subscriptions(conn).mark_for_deletion(connection_id)
 
 
-# The first failure is retried as soon as a usable grant exists; later ones back off up to an hour.
 async def deletion_failed(db: asyncpg.Pool | asyncpg.Connection, subscription_id: str, error_code: str) -> None:
-    await db.execute(
-        """UPDATE subscription_deletions SET attempts = attempts + 1, last_error = $2, lease_until = NULL,
-                  next_attempt_at = now() + least(interval '30 seconds' * (power(2, least(attempts, 10)) - 1),
-                                                  interval '1 hour')
-            WHERE subscription_id = $1""", subscription_id, error_code[:200])
+    await Subscriptions(db).deletion_failed(subscription_id, error_code)
 
 
 async def deletion_done(db: asyncpg.Pool | asyncpg.Connection, subscription_id: str) -> None:
-    await db.execute("DELETE FROM subscription_deletions WHERE subscription_id = $1", subscription_id)
+    await Subscriptions(db).deletion_done(subscription_id)
 
 
 async def delete_pending(db: asyncpg.Pool, graph: GraphClient, *, token: str, graph_user_id: str,
                          subscription_ids: list[str]) -> list[str]:
     """Outside any transaction: DELETE at Graph (404: already gone), forget what Graph confirmed, record
     why the others failed. Returns the ids still pending."""
+    subscriptions = Subscriptions(db)
     still: list[str] = []
     for subscription_id in subscription_ids:
         try:
@@ -178,7 +157,7 @@ async def delete_pending(db: asyncpg.Pool, graph: GraphClient, *, token: str, gr
                 await graph.delete_subscription(token, graph_user_id, subscription_id)
         except GraphError as exc:
             still.append(subscription_id)
-            await deletion_failed(db, subscription_id, exc.classified.error_code)
+            await subscriptions.deletion_failed(subscription_id, exc.classified.error_code)
             continue
-        await deletion_done(db, subscription_id)
+        await subscriptions.deletion_done(subscription_id)
     return still

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 
-import asyncpg
 from prometheus_client import Counter
 
 from services.core.connections import NotConnected
 from services.core.graph.errors import GraphError, NotFound
-from services.core.subscriptions import deletion_done, deletion_failed
+from services.core.store.subscriptions import PendingDeletion
 from services.renewer.subscriptions import RenewerDeps
 
 log = logging.getLogger(__name__)
@@ -29,67 +27,27 @@ PENDING_DELETIONS = Counter("mailsync_subscription_deletions_total", "Pending su
 LEASE = timedelta(minutes=2)
 
 
-@dataclass(frozen=True)
-class Claimed:
-    subscription_id: str
-    connection_id: str
-    graph_user_id: str
-
-
-async def forget_expired(pool: asyncpg.Pool) -> int:
+async def forget_expired(deps: RenewerDeps) -> int:
     """Past its expiry Graph has dropped the subscription itself: nothing left to delete."""
-    rows = await pool.fetch("DELETE FROM subscription_deletions WHERE expires_at <= now() RETURNING 1")
-    PENDING_DELETIONS.labels("expired").inc(len(rows))
-    return len(rows)
-
-
-async def sweep_disconnected(pool: asyncpg.Pool) -> int:
-    """A subscription created while its mailbox was being disconnected (a race with the renewer's
-    self-healing) is moved to pending deletion as well, so it is never renewed nor trusted."""
-    rows = await pool.fetch(
-        """WITH gone AS (DELETE FROM subscriptions s USING mailbox_connections c
-                          WHERE c.connection_id = s.connection_id AND c.status = 'disconnected'
-                         RETURNING s.subscription_id, s.connection_id, s.account_id, s.resource, s.expires_at,
-                                   coalesce(c.graph_user_id, '') AS graph_user_id)
-           INSERT INTO subscription_deletions (subscription_id, connection_id, account_id, graph_user_id,
-                                               resource, expires_at)
-           SELECT subscription_id, connection_id, account_id, graph_user_id, resource, expires_at FROM gone
-           ON CONFLICT (subscription_id) DO NOTHING RETURNING 1""")
-    return len(rows)
+    forgotten = await deps.subscriptions.forget_expired_deletions()
+    PENDING_DELETIONS.labels("expired").inc(forgotten)
+    return forgotten
 
 
 STRAY_GRACE = timedelta(minutes=10)
 
 
-async def wipe_stray_tokens(pool: asyncpg.Pool) -> int:
+async def wipe_stray_tokens(deps: RenewerDeps) -> int:
     """Backstop: a token refresh that was in flight when the user disconnected can store fresh tokens on the
     disconnected row after the wipe. Such tokens are never used (every caller checks the status) and are
     wiped here. The grace leaves alone a reconnect in progress (tokens stored just before `connected`)."""
-    rows = await pool.fetch(
-        """UPDATE mailbox_connections SET access_token_enc = NULL, refresh_token_enc = NULL, access_expires_at = NULL
-            WHERE status = 'disconnected' AND (access_token_enc IS NOT NULL OR refresh_token_enc IS NOT NULL)
-              AND updated_at < now() - $1::interval
-        RETURNING connection_id""", STRAY_GRACE)
-    for row in rows:
-        log.warning("tokens stored after a disconnect wiped", extra={"connection_id": str(row["connection_id"])})
-    return len(rows)
+    wiped = await deps.upkeep.wipe_stray_tokens(STRAY_GRACE)
+    for connection_id in wiped:
+        log.warning("tokens stored after a disconnect wiped", extra={"connection_id": connection_id})
+    return len(wiped)
 
 
-async def claim(pool: asyncpg.Pool, *, limit: int) -> list[Claimed]:
-    """Pending rows whose mailbox is connected again (same Graph user): the new grant may delete them."""
-    rows = await pool.fetch(
-        """UPDATE subscription_deletions d SET lease_until = now() + $2::interval
-            WHERE d.subscription_id IN (
-                  SELECT p.subscription_id FROM subscription_deletions p
-                    JOIN mailbox_connections c ON c.connection_id = p.connection_id
-                   WHERE c.status = 'connected' AND c.graph_user_id = p.graph_user_id
-                     AND p.next_attempt_at <= now() AND (p.lease_until IS NULL OR p.lease_until < now())
-                   ORDER BY p.next_attempt_at LIMIT $1 FOR UPDATE OF p SKIP LOCKED)
-        RETURNING d.subscription_id, d.connection_id, d.graph_user_id""", limit, LEASE)
-    return [Claimed(r["subscription_id"], str(r["connection_id"]), r["graph_user_id"]) for r in rows]
-
-
-async def delete_claimed(deps: RenewerDeps, row: Claimed) -> bool:
+async def delete_claimed(deps: RenewerDeps, row: PendingDeletion) -> bool:
     """With the mailbox's current grant (a 401 gets one forced refresh, as every Graph call does)."""
     async def delete(token: str) -> None:
         with contextlib.suppress(NotFound):  # already gone
@@ -98,15 +56,14 @@ async def delete_claimed(deps: RenewerDeps, row: Claimed) -> bool:
     try:
         await deps.tokens.call(row.connection_id, delete)
     except NotConnected:
-        await deps.pool.execute("UPDATE subscription_deletions SET lease_until = NULL WHERE subscription_id = $1",
-                                row.subscription_id)
+        await deps.subscriptions.release_deletion(row.subscription_id)
         return False
     except GraphError as exc:
         PENDING_DELETIONS.labels("failed").inc()
-        await deletion_failed(deps.pool, row.subscription_id, exc.classified.error_code)
+        await deps.subscriptions.deletion_failed(row.subscription_id, exc.classified.error_code)
         return False
     PENDING_DELETIONS.labels("deleted").inc()
-    await deletion_done(deps.pool, row.subscription_id)
+    await deps.subscriptions.deletion_done(row.subscription_id)
     return True
 
 
@@ -114,10 +71,12 @@ async def clean_up_deletions(deps: RenewerDeps, *, limit: int = 20) -> int:
     """One maintenance pass; returns how many subscriptions were deleted at Graph. Never raises."""
     deleted = 0
     try:
-        await forget_expired(deps.pool)
-        await sweep_disconnected(deps.pool)
-        await wipe_stray_tokens(deps.pool)
-        claimed = await claim(deps.pool, limit=limit)
+        await forget_expired(deps)
+        # A subscription created while its mailbox was being disconnected (a race with the renewer's
+        # self-healing) is moved to pending deletion as well, so it is never renewed nor trusted.
+        await deps.subscriptions.sweep_disconnected()
+        await wipe_stray_tokens(deps)
+        claimed = await deps.subscriptions.claim_deletions(limit, LEASE)
     except Exception:
         log.exception("pending subscription deletions: pass skipped")
         return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +11,8 @@ from services.core.consuming import Record
 from services.core.event_types import LIFECYCLE_EVENTS, SubscriptionLifecycle
 from services.core.events import BadEvent
 from services.core.graph.errors import GraphError
-from services.renewer.subscriptions import RenewerDeps, claim_renewal, ensure_one, release_renewal, renew_one
+from services.core.store.subscriptions import SubscriptionState as SubscriptionState  # re-exported
+from services.renewer.subscriptions import RENEW_LEASE, Ensure, Renew, RenewerDeps, ensure_one, renew_one
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +21,6 @@ log = logging.getLogger(__name__)
 # it is computed from `expires_in` on our clock when the token arrives. Kept small so a sped-up sandbox clock,
 # where a token's remaining hour is a few real seconds, tells reminders in time from lapsed ones too.
 CLOCK_SKEW = timedelta(seconds=5)
-
-
-@dataclass(frozen=True)
-class SubscriptionState:
-    """What mailsync knew of a subscription when a reauthorizationRequired for it arrived."""
-
-    expires_at: datetime  # the subscription's own expiry
-    authorized_until: datetime | None  # expiry of the token it was created or last PATCHed with; None: unknown
-    reauth_failed_at: datetime | None  # a PATCH of it failed since its last success
 
 
 def may_have_missed(state: SubscriptionState, now: datetime) -> bool:
@@ -60,49 +51,42 @@ def may_have_missed(state: SubscriptionState, now: datetime) -> bool:
     return state.reauth_failed_at is not None
 
 
-async def _subscription_state(conn: Any, subscription_id: str) -> SubscriptionState | None:
-    row = await conn.fetchrow(
-        "SELECT expires_at, authorized_until, reauth_failed_at FROM subscriptions WHERE subscription_id = $1",
-        subscription_id)
-    if row is None:
-        return None
-    return SubscriptionState(row["expires_at"], row["authorized_until"], row["reauth_failed_at"])
-
-
-async def handle_lifecycle(record: dict[str, Any] | SubscriptionLifecycle, deps: RenewerDeps) -> None:
-    """No transaction is open across the Graph calls: renew_one and ensure_one claim what they change.
+async def handle_lifecycle(record: dict[str, Any] | SubscriptionLifecycle, deps: RenewerDeps, *,
+                           renew: Renew = renew_one, ensure: Ensure = ensure_one) -> None:
+    """No transaction is open across the Graph calls: renew_one runs under the subscription's renewal lease
+    (claimed and released in their own statements), ensure_one under the mailbox's subscribe lock.
     Raises BadEvent for a malformed record; a type this version does not know is skipped."""
     event = LIFECYCLE_EVENTS.parse(record) if isinstance(record, dict) else record
     if event is None:
         return
     connection_id, subscription_id, kind = event.connection_id, event.subscription_id, event.lifecycle_event
     if kind == "reauthorizationRequired":
-        before = await _subscription_state(deps.pool, subscription_id)
+        before = await deps.subscriptions.renewal_state(subscription_id)
         if before is None:
             return  # not ours (any more); a mailbox left without a subscription is ensure_subscriptions' job
         # PATCH with a fresh token reauthorizes and renews in one call. A failure is recorded on the row
         # (the next reminder or renewal answers it, then catches up); a 404 recreates and catches up.
         # Under the renewal lease: a replica renewing it right now reauthorizes it with the same PATCH.
-        if not await claim_renewal(deps.pool, subscription_id):
+        if not await deps.subscriptions.claim_renewal(subscription_id, RENEW_LEASE):
             # That replica's PATCH answers this reminder too; whether mail may have been missed depends only
             # on the state before it, so the catch-up decision is still ours.
             if may_have_missed(before, datetime.now(UTC)):
-                await _catch_up(deps.pool, connection_id)
+                await _catch_up(deps, connection_id)
             return
         try:
-            renewed = await renew_one(deps, subscription_id, connection_id)
+            renewed = await renew(deps, subscription_id, connection_id)
         finally:
-            await release_renewal(deps.pool, subscription_id)
+            await deps.subscriptions.release_renewal(subscription_id)
         if renewed and may_have_missed(before, datetime.now(UTC)):
-            await _catch_up(deps.pool, connection_id)
+            await _catch_up(deps, connection_id)
     elif kind == "subscriptionRemoved":
         # Outlook removes a user's subscriptions when the password is reset or the account disabled.
         # Recreating may then fail because the grant is revoked: the token service records one status
         # change (reconnect_required with the AADSTS reason) and raises NotConnected. Nothing retries:
         # ensure_subscriptions and the polls look at connected mailboxes only.
-        await deps.pool.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
+        await deps.subscriptions.forget(subscription_id)
         try:
-            await ensure_one(deps, connection_id)
+            await ensure(deps, connection_id)
         except NotConnected as exc:
             log.info("subscription not recreated: mailbox not connected",
                      extra={"connection_id": connection_id, "status": exc.status})
@@ -111,15 +95,14 @@ async def handle_lifecycle(record: dict[str, Any] | SubscriptionLifecycle, deps:
             # A connected mailbox: ensure_subscriptions tries again on a later tick.
             log.warning("could not recreate subscription", extra={"connection_id": connection_id,
                                                                    "error_code": exc.classified.error_code})
-        await _catch_up(deps.pool, connection_id)
+        await _catch_up(deps, connection_id)
     else:  # missed
-        await _catch_up(deps.pool, connection_id)
+        await _catch_up(deps, connection_id)
 
 
-async def _catch_up(conn: Any, connection_id: str) -> None:
+async def _catch_up(deps: RenewerDeps, connection_id: str) -> None:
     """Mail that changed while push was paused or lost is found by a delta poll, run now."""
-    await conn.execute("UPDATE mailbox_connections SET next_poll_at = now() WHERE connection_id = $1::uuid",
-                       connection_id)
+    await deps.connections.poll_now(connection_id, None)
 
 
 class LifecycleBatch:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,9 @@ from services.core.config import Settings
 from services.core.connections import NotConnected, TokenService, get_connection
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import GraphError, NotFound
+from services.core.store.connection_upkeep import ConnectionUpkeep
+from services.core.store.connections import MailboxConnections
+from services.core.store.subscriptions import RenewalClaim, Subscriptions
 from services.core.subscriptions import create_mailbox_subscription, expiry_iso, parse_graph_time, subscribing
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,21 @@ class RenewerDeps:
     graph: GraphClient
     tokens: TokenService
     settings: Settings
+    # The repositories the renewer's passes use, on the pool (one short statement each, never a transaction
+    # around a Graph call); a unit test puts in-memory fakes in their place.
+    subscriptions: Subscriptions = field(init=False)
+    connections: MailboxConnections = field(init=False)
+    upkeep: ConnectionUpkeep = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.subscriptions = Subscriptions(self.pool)
+        self.connections = MailboxConnections(self.pool)
+        self.upkeep = ConnectionUpkeep(self.pool)
+
+
+# Renew or create one mailbox's subscription (renew_one, ensure_one; a unit test passes its own).
+Renew = Callable[["RenewerDeps", str, str], Awaitable[bool]]
+Ensure = Callable[["RenewerDeps", str], Awaitable[bool]]
 
 
 def renew_window(lifetime_min: int) -> timedelta:
@@ -47,11 +66,10 @@ async def renew_due(deps: RenewerDeps, *, limit: int = 50) -> int:
     is isolated to its subscription. Rounds of RENEWALS_IN_FLIGHT run at once, so one mailbox Graph
     throttles (Retry-After, retries) never holds the others back, and each round fits in its lease."""
     window = renew_window(deps.settings.subscription_lifetime_min)
-    EXPIRING_SOON.set(await deps.pool.fetchval(
-        "SELECT count(*) FROM subscriptions WHERE expires_at < now() + $1::interval", window))
+    EXPIRING_SOON.set(await deps.subscriptions.count_expiring(window))
     renewed = 0
     while limit > 0:
-        claimed = await _claim_due(deps.pool, window, min(limit, RENEWALS_IN_FLIGHT))
+        claimed = await deps.subscriptions.claim_due(window, min(limit, RENEWALS_IN_FLIGHT), RENEW_LEASE)
         if not claimed:
             break
         limit -= len(claimed)
@@ -59,49 +77,18 @@ async def renew_due(deps: RenewerDeps, *, limit: int = 50) -> int:
     return renewed
 
 
-async def _claim_due(pool: asyncpg.Pool, window: timedelta, limit: int) -> list[asyncpg.Record]:
-    # Only connected mailboxes' subscriptions: the others can never be renewed, and claiming them first (they
-    # expire first) would starve the renewable ones behind them.
-    return list(await pool.fetch(
-        """UPDATE subscriptions s SET renew_lease_until = now() + $3::interval
-             FROM (SELECT s2.subscription_id FROM subscriptions s2
-                     JOIN mailbox_connections c ON c.connection_id = s2.connection_id AND c.status = 'connected'
-                    WHERE s2.expires_at < now() + $1::interval
-                      AND (s2.renew_lease_until IS NULL OR s2.renew_lease_until < now())
-                    ORDER BY s2.expires_at LIMIT $2 FOR UPDATE OF s2 SKIP LOCKED) due
-            WHERE s.subscription_id = due.subscription_id
-        RETURNING s.subscription_id, s.connection_id""", window, limit, RENEW_LEASE))
-
-
-async def _renew_claimed(deps: RenewerDeps, row: asyncpg.Record) -> bool:
+async def _renew_claimed(deps: RenewerDeps, claim: RenewalClaim) -> bool:
     done = False
     try:
-        done = await renew_one(deps, row["subscription_id"], str(row["connection_id"]))
+        done = await renew_one(deps, claim.subscription_id, claim.connection_id)
     except Exception:
         RENEWALS.labels("error").inc()
-        log.exception("renewal failed", extra={"subscription_id": row["subscription_id"]})
+        log.exception("renewal failed", extra={"subscription_id": claim.subscription_id})
     finally:
         # A failed renewal waits a little before its next try, so the other due ones get their turn.
-        await _release(deps.pool, row["subscription_id"], timedelta(0) if done else RETRY_FAILED_RENEWAL)
+        await deps.subscriptions.release_renewal(claim.subscription_id,
+                                                 timedelta(0) if done else RETRY_FAILED_RENEWAL)
     return done
-
-
-async def claim_renewal(pool: asyncpg.Pool, subscription_id: str) -> bool:
-    """The same lease renew_due takes, for one subscription (a reauthorizationRequired answered now)."""
-    return bool(await pool.fetchval(
-        """UPDATE subscriptions SET renew_lease_until = now() + $2::interval
-            WHERE subscription_id = $1 AND (renew_lease_until IS NULL OR renew_lease_until < now())
-        RETURNING true""", subscription_id, RENEW_LEASE))
-
-
-async def release_renewal(pool: asyncpg.Pool, subscription_id: str) -> None:
-    await _release(pool, subscription_id, timedelta(0))
-
-
-async def _release(pool: asyncpg.Pool, subscription_id: str, hold: timedelta) -> None:
-    await pool.execute(
-        "UPDATE subscriptions SET renew_lease_until = CASE WHEN $2::interval > interval '0' THEN now() + $2 END"
-        " WHERE subscription_id = $1", subscription_id, hold)
 
 
 # A PATCH reauthorizes the subscription until the expiry of the token it is sent with. A token that
@@ -127,8 +114,7 @@ async def renew_one(deps: RenewerDeps, subscription_id: str, connection_id: str)
     if connection is None or connection.graph_user_id is None or connection.status != "connected":
         return False
     user = connection.graph_user_id
-    authorized_until = await deps.pool.fetchval(
-        "SELECT authorized_until FROM subscriptions WHERE subscription_id = $1", subscription_id)
+    authorized_until = await deps.subscriptions.authorized_until(subscription_id)
 
     async def patch(token: str, token_expires_at: datetime) -> tuple[dict[str, Any], datetime]:
         # Jitter spreads renewals of subscriptions created together.
@@ -145,7 +131,7 @@ async def renew_one(deps: RenewerDeps, subscription_id: str, connection_id: str)
         return False
     except NotFound:
         # Expired or removed at Graph: create a new one (ensure_one schedules the catch-up poll).
-        await deps.pool.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
+        await deps.subscriptions.forget(subscription_id)
         try:
             await ensure_one(deps, connection_id)
         except NotConnected:
@@ -163,15 +149,10 @@ async def renew_one(deps: RenewerDeps, subscription_id: str, connection_id: str)
         RENEWALS.labels("failed").inc()
         log.warning("renewal failed", extra={"subscription_id": subscription_id,
                                               "error_code": exc.classified.error_code})
-        await deps.pool.execute(
-            "UPDATE subscriptions SET reauth_failed_at = coalesce(reauth_failed_at, now())"
-            " WHERE subscription_id = $1", subscription_id)
+        await deps.subscriptions.renewal_failed(subscription_id)
         return False
-    await deps.pool.execute(
-        """UPDATE subscriptions SET expires_at = $2, renewed_at = now(), authorized_until = $3,
-                  reauth_failed_at = NULL
-            WHERE subscription_id = $1""",
-        subscription_id, parse_graph_time(granted["expirationDateTime"]), token_expires_at)
+    await deps.subscriptions.renewed(subscription_id, parse_graph_time(granted["expirationDateTime"]),
+                                     token_expires_at)
     RENEWALS.labels("renewed").inc()
     return True
 
@@ -198,50 +179,34 @@ async def recreate(deps: RenewerDeps, connection_id: str) -> None:
 
 
 async def count_connections(pool: asyncpg.Pool) -> None:
-    counts = {r["status"]: r["n"] for r in await pool.fetch(
-        "SELECT status, count(*) AS n FROM mailbox_connections GROUP BY status")}
+    counts = await ConnectionUpkeep(pool).count_by_status()
     for status in ("never_connected", "connected", "reconnect_required", "consent_required", "disconnected"):
         CONNECTIONS.labels(status).set(counts.get(status, 0))
 
 
-async def ensure_subscriptions(deps: RenewerDeps, *, limit: int = 20) -> int:
+async def ensure_subscriptions(deps: RenewerDeps, *, limit: int = 20, ensure: Ensure | None = None) -> int:
     """Connected mailboxes without a live subscription (its creation failed, or Graph lost it) get one,
     and a catch-up poll for whatever arrived meanwhile. A failure is isolated to its mailbox.
 
     Only connected mailboxes are candidates: one whose grant was revoked (reconnect_required) is never
     tried again until the user reconnects. A connected one whose create keeps failing backs off (the
     first failure is retried on the next tick, later ones after 30 s, 90 s, ... at most an hour)."""
-    candidates = await deps.pool.fetch(
-        """SELECT c.connection_id FROM mailbox_connections c
-            WHERE c.status = 'connected' AND c.graph_user_id IS NOT NULL
-              AND (c.subscribe_retry_at IS NULL OR c.subscribe_retry_at <= now())
-              AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.connection_id = c.connection_id
-                               AND s.expires_at > now())
-            ORDER BY c.updated_at LIMIT $1""", limit)
+    ensure = ensure or ensure_one
     created = 0
-    for row in candidates:
-        connection_id = str(row["connection_id"])
+    for connection_id in await deps.subscriptions.mailboxes_without_one(limit):
         try:
-            created += await ensure_one(deps, connection_id)
+            created += await ensure(deps, connection_id)
         except NotConnected as exc:
             log.info("no subscription for a mailbox that is not connected",
                      extra={"connection_id": connection_id, "status": exc.status})
         except GraphError as exc:
-            await _subscribe_failed(deps.pool, connection_id)
+            await deps.upkeep.subscribe_failed(connection_id)
             log.warning("could not create a subscription", extra={"connection_id": connection_id,
                                                                    "error_code": exc.classified.error_code})
         except Exception:
-            await _subscribe_failed(deps.pool, connection_id)
+            await deps.upkeep.subscribe_failed(connection_id)
             log.exception("could not create a subscription", extra={"connection_id": connection_id})
     return created
-
-
-async def _subscribe_failed(pool: asyncpg.Pool, connection_id: str) -> None:
-    await pool.execute(
-        """UPDATE mailbox_connections SET subscribe_failures = subscribe_failures + 1,
-                  subscribe_retry_at = now() + least(
-                      interval '30 seconds' * (power(2, least(subscribe_failures, 10)) - 1), interval '1 hour')
-            WHERE connection_id = $1::uuid""", connection_id)
 
 
 async def ensure_one(deps: RenewerDeps, connection_id: str) -> bool:
@@ -252,12 +217,10 @@ async def ensure_one(deps: RenewerDeps, connection_id: str) -> bool:
     async with subscribing(deps.pool, connection_id, wait=False) as mine:
         if not mine:
             return False  # another replica, or the connect flow, is on it
-        if await deps.pool.fetchval("SELECT 1 FROM subscriptions WHERE connection_id = $1::uuid"
-                                    " AND expires_at > now()", connection_id):
+        if await deps.subscriptions.has_live(connection_id):
             return False  # created meanwhile
-        await deps.pool.execute("DELETE FROM subscriptions WHERE connection_id = $1::uuid", connection_id)
+        await deps.subscriptions.forget_connections(connection_id)
         await recreate(deps, connection_id)
-        await deps.pool.execute("UPDATE mailbox_connections SET next_poll_at = now(), subscribe_failures = 0,"
-                                " subscribe_retry_at = NULL WHERE connection_id = $1::uuid", connection_id)
+        await deps.upkeep.subscribed(connection_id)
         RENEWALS.labels("created").inc()
         return True

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import CONDITIONAL_ACCESS_REASON, DeltaExpired, GraphError
 from services.core.graph.times import parse_graph_time
-from services.renewer.subscriptions import _subscribe_failed
+from services.core.store.connection_upkeep import ConnectionUpkeep
 from tests.support.kafka_caught_up import CaughtUpTail
 from tests.support.private_infra import private_stack
 from tests.support.stack import Mailbox, Stack, quiet
@@ -269,7 +269,7 @@ async def test_failed_subscription_creates_back_off(stack: Stack, db):
         " RETURNING connection_id::text", stack.new_account(), f"backoff-{uuid.uuid4().hex[:10]}")
     waits = []
     for _ in range(13):
-        await _subscribe_failed(db, connection_id)
+        await ConnectionUpkeep(db).subscribe_failed(connection_id)
         waits.append(await db.fetchval("SELECT extract(epoch FROM subscribe_retry_at - now()) FROM mailbox_connections"
                                        " WHERE connection_id = $1::uuid", connection_id))
     assert waits[0] <= 1 and 29 <= waits[1] <= 31 and 89 <= waits[2] <= 91
