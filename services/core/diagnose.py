@@ -4,7 +4,7 @@ mailbox never reported, from the connection's state at the time plus what matchi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.parser import HeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
@@ -13,10 +13,11 @@ from typing import Any
 import asyncpg
 
 from services.core import automated, reasons
-from services.core.directory_lookup import load_snapshot, owner_addresses
-from services.core.domain import EmailAddress, MailboxOwner, MailMessage
-from services.core.mail_policy import load_policy
-from services.core.matching import addresses_to_look_up, decide
+from services.core.application.matching import ToDecide, decide_and_store, owner_of
+from services.core.domain import EmailAddress, MailMessage
+from services.core.store.decisions import MatchDecisions
+from services.core.store.directory import Directory
+from services.core.store.mailbox_owners import MailboxOwners
 
 MAX_HEADERS = 256 * 1024
 MAX_COMMENT_DEPTH = 32
@@ -108,10 +109,7 @@ def _reason(code: str, detail: str) -> dict[str, str]:
 async def _status_at(pool: asyncpg.Pool, connection_id: Any, when: datetime | None) -> str | None:
     if when is None:
         return None
-    status: str | None = await pool.fetchval(
-        "SELECT status FROM connection_events WHERE connection_id = $1 AND at <= $2 ORDER BY at DESC LIMIT 1",
-        connection_id, when)
-    return status
+    return await MailboxOwners(pool).status_at(str(connection_id), when)
 
 
 async def diagnose(pool: asyncpg.Pool, user_id: str, internet_message_id: str | None = None,
@@ -119,19 +117,15 @@ async def diagnose(pool: asyncpg.Pool, user_id: str, internet_message_id: str | 
     imid = internet_message_id or (headers.internet_message_id if headers else "")
     if not imid:
         raise DiagnoseError("give an internet_message_id or the message's headers")
-    user = await pool.fetchrow("SELECT user_id, account_id FROM users WHERE user_id = $1", user_id)
-    if user is None:
+    account_id = await Directory(pool).account_of(user_id, None)
+    if account_id is None:
         raise LookupError(f"no user {user_id!r}")
-    row = await pool.fetchrow(
-        "SELECT decision, reasons, folder, engagement_id, decided_at, source FROM match_decisions"
-        " WHERE user_id = $1 AND account_id = $2 AND message_key = $3", user_id, user["account_id"], imid)
+    row = await MatchDecisions(pool).of_message(user_id, account_id, imid)
     if row is not None:
         return {"decision": row["decision"], "reasons": row["reasons"], "folder": row["folder"],
                 "engagement_id": str(row["engagement_id"]) if row["engagement_id"] else None,
                 "decided_at": row["decided_at"].isoformat(), "source": row["source"]}
-    connection = await pool.fetchrow(
-        "SELECT connection_id, status, reason, last_synced_at, mailbox_addresses FROM mailbox_connections"
-        " WHERE user_id = $1", user_id)
+    connection = await MailboxOwners(pool).of_user(user_id)
     found: list[dict[str, str]] = [{"code": reasons.ReasonCode.NOT_SEEN.value,
                                      "detail": reasons.not_seen(imid).detail}]
     if connection is None:
@@ -150,11 +144,13 @@ async def diagnose(pool: asyncpg.Pool, user_id: str, internet_message_id: str | 
                               folder="inbox", is_draft=False, received_at=headers.sent_at, sent_at=headers.sent_at,
                               from_=headers.from_, sender=headers.sender, to=headers.to, cc=headers.cc,
                               reply_to=headers.reply_to, automated_by=headers.automated_by)
-        policy = await load_policy(pool, user["account_id"], user_id)
-        owner = MailboxOwner(user_id, user["account_id"], await owner_addresses(
-            pool, user_id, tuple(connection["mailbox_addresses"]) if connection else ()), never_log=policy.never_log)
-        snapshot = await load_snapshot(pool, user["account_id"], addresses_to_look_up(message, owner))
-        would = decide(message, owner, replace(snapshot, exclude_automated=policy.exclude_automated))
+        owner, policy = await owner_of(pool, account_id, user_id,
+                                       tuple(connection["mailbox_addresses"]) if connection else ())
+        connection_id = str(connection["connection_id"]) if connection else ""
+        # A dry run: the decision the matcher would store, nothing written.
+        decided = await decide_and_store(pool, [ToDecide(owner, policy, connection_id, message, "webhook")],
+                                         dry_run=True)
+        would = decided.copies[0].result
         found.append(_reason("would_be", f"If mailsync sees this message it would be {would.decision.value}: "
                              + "; ".join(r.detail for r in would.reasons[:2])))
     return {"decision": "not_seen", "reasons": found, "folder": None, "engagement_id": None}

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import asyncpg
 
-from services.core import engagements
+from services.core import outbox
+from services.core.application.matching import decide_and_store
 from services.core.consuming import Record
-from services.core.directory_lookup import load_snapshot
 from services.core.domain import Decision
 from services.core.events import BadEvent
 from services.core.graph.errors import GraphError
 from services.core.kafka import Publisher
 from services.core.observability import CORRELATION
+from services.core.store.mailbox_owners import MatcherMarks
 from services.matcher.directory import DirectoryChange, apply_directory_event
 from services.matcher.handler import (
+    DECISIONS,
     ENGAGEMENTS_CREATED,
     BatchView,
     Fetched,
@@ -25,10 +26,9 @@ from services.matcher.handler import (
     MatcherDeps,
     Outcome,
     connection_ids,
-    decide_copies,
     handle_message_changed,
     load_mailboxes,
-    wanted,
+    to_decide,
 )
 from services.matcher.rematch import Rematcher
 
@@ -68,7 +68,7 @@ class DirectoryBatch:
 class NotificationBatch:
     """Handles a batch: its mailboxes read once, the messages fetched concurrently (Graph limits per mailbox
     apply), decided and stored a few at a time as they arrive (one directory read and one transaction per
-    group), then the feed events published once for the batch."""
+    group, the feed events written to the outbox in it), then those events published once for the batch."""
 
     def __init__(self, deps: MatcherDeps, publisher: Publisher, *, concurrency: int = 16,
                  max_attempts: int = 8) -> None:
@@ -132,15 +132,13 @@ class NotificationBatch:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        if stored.to_publish:
-            await engagements.publish_created(self._deps.pool, self._publisher, sorted(stored.to_publish),
-                                              known=stored.events)
+        if stored.outbox_ids:
+            # After the groups' commits; what this cannot publish is left to the outbox relay.
+            await outbox.publish_now(self._deps.pool, self._publisher, sorted(stored.outbox_ids))
         if stored.synced:
-            # Once per batch, not per message: a per-message update of the same row would serialise
-            # every concurrent message of a mailbox on that row's lock.
-            await self._deps.pool.execute(
-                "UPDATE mailbox_connections SET last_synced_at = now() WHERE connection_id = ANY($1::uuid[])",
-                sorted(stored.synced))
+            # Once per batch, not per message: a per-message update of the same row would serialise every
+            # concurrent message of a mailbox on that row's lock.
+            await MatcherMarks(self._deps.pool).synced(sorted(stored.synced))
         order = {id(r): i for i, r in enumerate(records)}
         return sorted(poison, key=lambda item: order[id(item[0])])
 
@@ -163,53 +161,30 @@ class _Stored:
     """What a batch's groups stored, for the once-per-batch steps after them."""
 
     def __init__(self) -> None:
-        self.to_publish: set[str] = set()
-        self.events: dict[str, dict[str, Any]] = {}  # engagement.created built by the insert, by engagement id
+        self.outbox_ids: list[int] = []  # the feed events the groups committed
         self.synced: set[str] = set()
 
 
 async def _store_group(items: list[Handled | Fetched], pool: asyncpg.Pool, stored: _Stored) -> None:
     fetched = [item for item in items if isinstance(item, Fetched)]
     unseen = [item.unseen for item in items if isinstance(item, Handled) and item.unseen is not None]
-    addresses = [wanted(item) for item in fetched]
-    by_account: dict[str, set[str]] = {}
-    for item, mine in zip(fetched, addresses, strict=True):
-        by_account.setdefault(item.mailbox.connection.account_id, set()).update(mine)
-    async with pool.acquire() as conn:
-        # One directory read per account for the whole group (usually one account).
-        snapshots = {account: await load_snapshot(conn, account, frozenset(union))
-                     for account, union in sorted(by_account.items())}
-        copies = decide_copies(list(zip(fetched, addresses, strict=True)), snapshots)
-        matched = [c for c in copies if c.result.decision is Decision.MATCHED]
-        async with conn.transaction():
-            results = await engagements.store_engagements(conn, matched)
-            await engagements.record_decisions(conn, [(c, None) for c in copies
-                                                      if c.result.decision is not Decision.MATCHED])
-            await engagements.record_unseen_many(conn, unseen)
-        jobs: dict[str, str] = {}
-        for copy, item in zip(copies, fetched, strict=True):
-            if copy.result.decision is Decision.MATCHED and item.job_id:
-                jobs.setdefault(copy.engagement_id, item.job_id)  # the first copy is the one that inserts
-        created_by_job: dict[str, int] = {}
-        for result in results:
-            job_id = jobs.get(result.engagement_id) if result.created else None
-            if job_id:
-                created_by_job[job_id] = created_by_job.get(job_id, 0) + 1
-        if created_by_job:
-            # Counted as soon as the group is committed (a later failure of the batch cannot lose them: the
-            # rows exist, so a retry creates nothing and counts nothing).
-            await conn.executemany(
-                "UPDATE sync_jobs SET engagements_created = engagements_created + $2 WHERE job_id::text = $1",
-                sorted(created_by_job.items()))
-    for result in results:
-        if result.created:
-            ENGAGEMENTS_CREATED.inc()
-        if result.event is not None:
-            stored.events[result.engagement_id] = result.event
-        elif result.engagement_id in stored.events:
-            # Stored again by a later group of this batch: rebuilt from the rows, which hold both.
-            del stored.events[result.engagement_id]
-        if result.needs_publish:
-            stored.to_publish.add(result.engagement_id)
+    # One directory read per account for the whole group (usually one account), one transaction.
+    decided = await decide_and_store(pool, [to_decide(item) for item in fetched], unseen=unseen)
+    jobs: dict[str, str] = {}
+    for copy, item in zip(decided.copies, fetched, strict=True):
+        result = copy.result
+        DECISIONS.labels(result.decision.value, result.reasons[0].code if result.reasons else "").inc()
+        if result.decision is Decision.MATCHED and item.job_id:
+            jobs.setdefault(copy.engagement_id, item.job_id)  # the first copy is the one that inserts
+    created_by_job: dict[str, int] = {}
+    for engagement in decided.stored:
+        job_id = jobs.get(engagement.engagement_id) if engagement.created else None
+        if job_id:
+            created_by_job[job_id] = created_by_job.get(job_id, 0) + 1
+    # Counted as soon as the group is committed (a later failure of the batch cannot lose them: the rows
+    # exist, so a retry creates nothing and counts nothing).
+    await MatcherMarks(pool).engagements_created(created_by_job)
+    ENGAGEMENTS_CREATED.inc(sum(1 for engagement in decided.stored if engagement.created))
+    stored.outbox_ids += decided.outbox_ids
     stored.synced.update(item.mailbox.connection.connection_id for item in fetched)
     stored.synced.update(item.synced for item in items if isinstance(item, Handled) and item.synced)

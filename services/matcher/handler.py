@@ -3,14 +3,14 @@
 A batch of notifications is handled in three steps: what the batch's mailboxes need is read once
 (``load_mailboxes``); each message is fetched from Graph (``handle_message_changed``, concurrently); the
 fetched messages are then decided together on one directory snapshot and stored in one transaction
-(``decide_copies`` here, the writes in ``services.matcher.consumer``)."""
+(``services.core.application.matching.decide_and_store``, called by ``services.matcher.consumer``)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
@@ -19,17 +19,17 @@ import asyncpg
 from prometheus_client import Counter
 
 from services.core import capture
+from services.core.application.matching import ToDecide
 from services.core.connections import Connection, NotConnected, TokenService
-from services.core.domain import DirectorySnapshot, MailboxOwner, MailMessage
-from services.core.engagements import Copy, Unseen
+from services.core.domain import MailboxOwner, MailMessage
+from services.core.engagements import Unseen
 from services.core.events import BadEvent, require_str
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import GraphError, NotFound
 from services.core.mail_policy import MailPolicy
-from services.core.matching import addresses_to_look_up, decide
+from services.core.store.mailbox_owners import MailboxOwners
 from services.matcher.folders import FolderResolver
 from services.matcher.graph_message import UnusableMessage, message_select, parse_message
-from services.matcher.snapshots import narrowed
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,6 @@ class BatchView:
     mailboxes: dict[str, Mailbox]
 
 
-_MAILBOXES = """
-    SELECT c.connection_id, c.account_id, c.user_id, c.tenant_id, c.graph_user_id, c.mailbox_address,
-           c.mailbox_addresses, c.status, a.account_id IS NOT NULL AS has_account, a.capture, a.exclude_automated,
-           (SELECT u.never_log FROM users u WHERE u.user_id = c.user_id AND u.account_id = c.account_id) AS never_log,
-           (SELECT u.email FROM users u WHERE u.user_id = c.user_id) AS directory_email,
-           array(SELECT ua.address FROM user_addresses ua WHERE ua.user_id = c.user_id) AS user_addresses
-      FROM mailbox_connections c LEFT JOIN accounts a ON a.account_id = c.account_id
-     WHERE c.connection_id = ANY($1::uuid[])"""
-
-
 def connection_ids(values: Iterable[dict[str, Any]]) -> list[str]:
     """The connections a batch's notifications name (the ones that can be looked up at all)."""
     ids: set[str] = set()
@@ -118,10 +108,8 @@ def connection_ids(values: Iterable[dict[str, Any]]) -> list[str]:
 async def load_mailboxes(pool: asyncpg.Pool | asyncpg.Connection, ids: list[str]) -> dict[str, Mailbox]:
     """The batch's connections with their owners' addresses (Graph's proxyAddresses plus the directory's primary
     and aliases) and policies (the account's defaults when the host never sent account.upserted), in one read."""
-    if not ids:
-        return {}
     out: dict[str, Mailbox] = {}
-    for row in await pool.fetch(_MAILBOXES, ids):
+    for row in await MailboxOwners(pool).for_matching(ids):
         connection = Connection.from_row(row)
         policy = MailPolicy(capture=capture.parse(row["capture"]), exclude_automated=bool(row["exclude_automated"]),
                             never_log=frozenset(row["never_log"] or ())) if row["has_account"] else MailPolicy()
@@ -197,29 +185,13 @@ async def handle_message_changed(event: dict[str, Any], batch: BatchView) -> Han
     return Fetched(mailbox, message, source, job_id if isinstance(job_id, str) else None)
 
 
-def wanted(fetched: Fetched) -> frozenset[str]:
-    """The addresses the directory must be asked about for this message."""
-    return addresses_to_look_up(fetched.message, fetched.mailbox.owner)
+def to_decide(fetched: Fetched) -> ToDecide:
+    """The fetched message as one mailbox's copy to decide."""
+    mailbox = fetched.mailbox
+    connection = mailbox.connection
+    return ToDecide(mailbox.owner, mailbox.policy, connection.connection_id, fetched.message, fetched.source,
+                    mailbox_address=connection.mailbox_address, directory_email=mailbox.directory_email)
 
 
-def decide_copies(fetched: list[tuple[Fetched, frozenset[str]]], snapshots: dict[str, DirectorySnapshot],
-                  ) -> list[Copy]:
-    """Each fetched message decided on its part of its account's snapshot (loaded for the union of the
-    group's ``wanted`` addresses, given beside each message): the same decision a snapshot of its own
-    addresses gives."""
-    copies: list[Copy] = []
-    for item, addresses in fetched:
-        mailbox, message = item.mailbox, item.message
-        snapshot = narrowed(snapshots[mailbox.connection.account_id], addresses)
-        result = decide(message, mailbox.owner, replace(snapshot, exclude_automated=mailbox.policy.exclude_automated))
-        DECISIONS.labels(result.decision.value, result.reasons[0].code if result.reasons else "").inc()
-        connection = mailbox.connection
-        copies.append(Copy.of(account_id=connection.account_id, user_id=connection.user_id,
-                              connection_id=connection.connection_id, message=message, result=result,
-                              source=item.source, capture=mailbox.policy.capture,
-                              mailbox_address=connection.mailbox_address, directory_email=mailbox.directory_email))
-    return copies
-
-
-__all__ = ["BatchView", "Fetched", "GraphError", "Handled", "Mailbox", "MatcherDeps", "Outcome", "decide_copies",
-           "handle_message_changed", "load_mailboxes", "wanted"]
+__all__ = ["BatchView", "Fetched", "GraphError", "Handled", "Mailbox", "MatcherDeps", "Outcome",
+           "handle_message_changed", "load_mailboxes", "to_decide"]

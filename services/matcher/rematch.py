@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 from prometheus_client import Counter
 
-from services.core import engagements, events
-from services.core.directory_lookup import load_snapshot, owner_addresses
-from services.core.domain import Decision, EmailAddress, MailboxOwner, MailMessage
-from services.core.event_types import EngagementLinked, to_value
+from services.core import engagements, outbox
+from services.core.application.matching import Decided, Previous, ToDecide, decide_and_store, owner_of
+from services.core.domain import EmailAddress, MailMessage
 from services.core.kafka import Publisher
-from services.core.mail_policy import load_policy
-from services.core.matching import addresses_to_look_up, decide
+from services.core.store.decisions import MatchDecisions, Position
+from services.core.store.engagements import Engagements
+from services.core.store.mailbox_owners import MailboxOwners
+from services.core.store.outbox import Outbox
 from services.matcher.directory import DirectoryChange
 
 log = logging.getLogger(__name__)
@@ -59,98 +58,54 @@ class Rematcher:
             await self._rematch(change)
 
     async def _rematch(self, change: DirectoryChange) -> None:
-        created: list[str] = []
-        known: dict[str, dict[str, Any]] = {}  # engagement.created of the rows this pass inserted
-        linked: dict[str, list[str]] = {}
+        created: set[str] = set()
+        linked: set[str] = set()
+        ids: list[int] = []
         async for row in self._candidates(change):
-            outcome = await self._decide_again(row)
-            if outcome is None:
-                continue
-            engagement_id, new_engagement, new_contacts, event = outcome
-            if new_engagement:
-                if engagement_id in created:
-                    known.pop(engagement_id, None)  # another mailbox's copy too: rebuilt from the rows
-                elif event is not None:
-                    known[engagement_id] = event
-                created.append(engagement_id)
-            elif new_contacts:
-                linked[engagement_id] = new_contacts
+            decided = await self._decide_again(row)
+            ids += decided.outbox_ids
+            created.update(s.engagement_id for s in decided.stored if s.created)
+            linked.update(s.engagement_id for s in decided.stored if not s.created and s.new_contacts)
+        await outbox.publish_now(self._pool, self._publisher, sorted(ids))
         if created:
-            await engagements.publish_created(self._pool, self._publisher, sorted(set(created)), known=known)
-            REMATCHED.labels("created").inc(len(set(created)))
+            REMATCHED.labels("created").inc(len(created))
         if linked:
-            await self._publish_linked(sorted(linked))
-            REMATCHED.labels("linked").inc(len(linked))
+            REMATCHED.labels("linked").inc(len(linked - created))
 
     async def _candidates(self, change: DirectoryChange) -> AsyncIterator[asyncpg.Record]:
         """The window's decisions that mention the change, a bounded page at a time (keyset order), so a
         directory record about a busy domain never loads 90 days of mail into memory at once."""
-        after: tuple[Any, str, str] = (datetime.min.replace(tzinfo=UTC), "", "")
+        after = Position(datetime.min.replace(tzinfo=UTC), "", "")
+        decisions = MatchDecisions(self._pool)
         while True:
-            rows = await self._pool.fetch(
-                """SELECT * FROM match_decisions
-                    WHERE account_id = $1 AND decision IN ('not_matched', 'matched')
-                      AND occurred_at > now() - $2::interval
-                      AND (participant_addresses && $3::text[] OR participant_domains && $4::text[])
-                      AND (occurred_at, user_id, message_key) > ($5, $6, $7)
-                    ORDER BY occurred_at, user_id, message_key LIMIT $8""",
-                change.account_id, self._window, sorted(change.addresses), sorted(change.domains), *after,
-                REMATCH_PAGE)
+            rows = await decisions.mentioning(change.account_id, window=self._window,
+                                              addresses=sorted(change.addresses), domains=sorted(change.domains),
+                                              after=after, limit=REMATCH_PAGE)
             for row in rows:
                 yield row
             if len(rows) < REMATCH_PAGE:
                 return
             last = rows[-1]
-            after = (last["occurred_at"], last["user_id"], last["message_key"])
+            after = Position(last["occurred_at"], last["user_id"], last["message_key"])
 
-    async def _decide_again(self, row: asyncpg.Record) -> tuple[str, bool, list[str], dict[str, Any] | None] | None:
-        message = rebuild_message(row)
-        connection = await self._pool.fetchrow(
-            "SELECT mailbox_addresses, mailbox_address FROM mailbox_connections WHERE connection_id = $1",
-            row["connection_id"])
-        policy = await load_policy(self._pool, row["account_id"], row["user_id"])
-        owner = MailboxOwner(row["user_id"], row["account_id"], await owner_addresses(
-            self._pool, row["user_id"], tuple(connection["mailbox_addresses"]) if connection else ()),
-            never_log=policy.never_log)
-        snapshot = await load_snapshot(self._pool, row["account_id"], addresses_to_look_up(message, owner))
+    async def _decide_again(self, row: asyncpg.Record) -> Decided:
+        """One stored copy decided again on the directory as it is now: an engagement (source rematch) when it
+        matches, its decision row rewritten when that changed; engagement.created or engagement.linked queued."""
+        connection = await MailboxOwners(self._pool).addresses_of(row["connection_id"])
+        owner, policy = await owner_of(self._pool, row["account_id"], row["user_id"],
+                                       tuple(connection["mailbox_addresses"]) if connection else ())
         # Headers were read (and automated mail excluded) when the mail arrived; excluded decisions are never
         # re-matched, so the rebuilt message needs no header verdict.
-        result = decide(message, owner, replace(snapshot, exclude_automated=policy.exclude_automated))
-        common: dict[str, Any] = {"account_id": row["account_id"], "user_id": row["user_id"],
-                                  "connection_id": str(row["connection_id"]), "message": message, "result": result,
-                                  "capture": policy.capture}
-        async with self._pool.acquire() as conn, conn.transaction():
-            if result.decision is not Decision.MATCHED:
-                if row["decision"] != result.decision.value:
-                    await engagements.record_decision(conn, **common, source=row["source"], engagement_id=None)
-                return None
-            engagement_id = engagements.engagement_id_for(row["account_id"], engagements.message_key(message))
-            before = {r["contact_id"] for r in await conn.fetch(
-                "SELECT contact_id FROM engagement_contacts WHERE engagement_id = $1::uuid", engagement_id)}
-            stored = await engagements.store_engagement(
-                conn, **common, source="rematch",
-                mailbox_address=connection["mailbox_address"] if connection else None)
-        new_contacts = sorted(set(result.contact_ids) - before)
-        return stored.engagement_id, stored.needs_publish, new_contacts, stored.event
+        item = ToDecide(owner, policy, str(row["connection_id"]), rebuild_message(row), "rematch",
+                        mailbox_address=connection["mailbox_address"] if connection else None,
+                        previous=Previous(row["decision"], row["source"]))
+        return await decide_and_store(self._pool, [item], announce_links=True)
 
     async def _unlink(self, account_id: str, contact_id: str) -> None:
-        rows = await self._pool.fetch(
-            "DELETE FROM engagement_contacts WHERE contact_id = $1 AND account_id = $2 RETURNING engagement_id",
-            contact_id, account_id)
-        if rows:
-            await self._publish_linked(sorted({str(r["engagement_id"]) for r in rows}))
-            REMATCHED.labels("unlinked").inc(len(rows))
-
-    async def _publish_linked(self, engagement_ids: list[str]) -> None:
-        """engagement.linked carries the engagement's full, current contact list."""
-        records = []
-        for engagement_id in engagement_ids:
-            row = await self._pool.fetchrow(
-                """SELECT e.account_id, array(SELECT contact_id FROM engagement_contacts c
-                          WHERE c.engagement_id = e.engagement_id ORDER BY contact_id) AS contact_ids
-                     FROM engagements e WHERE e.engagement_id = $1::uuid""", engagement_id)
-            contact_ids = list(row["contact_ids"])
-            records.append((row["account_id"], to_value(EngagementLinked(
-                engagement_id=engagement_id, account_id=row["account_id"], contact_ids=contact_ids,
-                event_id=events.stable_event_id("engagement.linked", engagement_id, *contact_ids)))))
-        await self._publisher.publish_many(events.ENGAGEMENTS, records)
+        """A deleted contact leaves its engagements; each one's engagement.linked carries what is left."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            unlinked = await Engagements(conn).unlink_contact(contact_id, account_id)
+            ids = await Outbox(conn).add(await engagements.linked_entries(conn, sorted(set(unlinked))))
+        await outbox.publish_now(self._pool, self._publisher, ids)
+        if unlinked:
+            REMATCHED.labels("unlinked").inc(len(unlinked))

@@ -68,7 +68,10 @@ async def test_the_event_built_by_the_insert_is_the_one_rebuilt_from_the_rows(st
             await conn.execute("INSERT INTO users (user_id, account_id, email) VALUES ($1, $2, 'dir@own.example')",
                                with_row, account)
             stored = await engagements.store_engagements(conn, copies)
-            assert [(s.created, s.needs_publish) for s in stored] == [(True, True), (True, True)]
+            assert [s.created for s in stored] == [True, True]
+            # Each inserted engagement queues its engagement.created, with its stable event id.
+            assert [e.event_id for e in engagements.created_entries(stored)] == [
+                s.event["event_id"] for s in stored if s.event is not None]
             for s in stored:
                 assert s.event is not None
                 assert s.event == await engagements.created_event(conn, s.engagement_id)
@@ -81,7 +84,9 @@ async def test_the_event_built_by_the_insert_is_the_one_rebuilt_from_the_rows(st
             assert stored[1].event is not None and "subject" not in stored[1].event
 
             again = await engagements.store_engagements(conn, copies[:1])  # a redelivery
-            assert [(s.created, s.needs_publish, s.event) for s in again] == [(False, True, None)]
+            # Its event was queued by the insert: a redelivery queues no second one.
+            assert [(s.created, s.event) for s in again] == [(False, None)]
+            assert engagements.created_entries(again) == []
             assert await conn.fetchval("SELECT count(*) FROM engagements WHERE account_id = $1", account) == 2
             assert await conn.fetchval(
                 "SELECT count(*) FROM match_decisions WHERE account_id = $1 AND decision = 'matched'", account) == 4

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from services.core.events import stable_event_id
 from tests.support.kafka_tail import Tail
 from tests.support.wait import wait_until
 
@@ -27,36 +28,45 @@ class Audit:
                 f"{self.event_ids} distinct event ids, {self.redelivered} redelivered copies")
 
 
-async def unpublished(db: asyncpg.Pool | asyncpg.Connection, account_id: str) -> list[str]:
-    """Engagements committed but not yet acknowledged as published (published_at IS NULL)."""
-    rows = await db.fetch("SELECT engagement_id FROM engagements WHERE account_id = $1 AND published_at IS NULL",
+async def _engagements(db: asyncpg.Pool | asyncpg.Connection, account_id: str) -> list[dict[str, Any]]:
+    """The account's engagement rows, each with `published`: its engagement.created (the outbox row written
+    with the engagement, found by its stable event id) acknowledged by Kafka and marked."""
+    rows = await db.fetch("SELECT engagement_id, internet_message_id FROM engagements WHERE account_id = $1",
                           account_id)
-    return [str(r["engagement_id"]) for r in rows]
+    event_ids = {stable_event_id("engagement.created", str(r["engagement_id"])): r for r in rows}
+    published = {str(r["event_id"]) for r in await db.fetch(
+        "SELECT event_id FROM outbox WHERE event_id = ANY($1::uuid[]) AND published_at IS NOT NULL",
+        list(event_ids))}
+    return [{"engagement_id": r["engagement_id"], "internet_message_id": r["internet_message_id"],
+             "published": event_id in published} for event_id, r in event_ids.items()]
+
+
+async def unpublished(db: asyncpg.Pool | asyncpg.Connection, account_id: str) -> list[str]:
+    """Engagements committed but not yet acknowledged as published (their outbox row not marked)."""
+    return [str(r["engagement_id"]) for r in await _engagements(db, account_id) if not r["published"]]
 
 
 async def audit_engagements(db: asyncpg.Pool, tail: Tail, account_id: str, imids: list[str], *,
                             timeout: float = 120.0) -> Audit:
-    """Every message is exactly one engagement row; every engagement row was published (published_at set,
+    """Every message is exactly one engagement row; every engagement row was published (its outbox row marked,
     and at least one engagement.created on Kafka); exactly one distinct event per engagement (copies of
     the same event_id are counted, a second different event fails); no record for an engagement the
     database does not hold."""
     wanted = set(imids)
     assert len(wanted) == len(imids), "the test delivered the same internet message id twice"
 
-    async def rows_done() -> list[asyncpg.Record] | None:
-        rows = await db.fetch("SELECT engagement_id, internet_message_id, published_at FROM engagements"
-                              " WHERE account_id = $1", account_id)
+    async def rows_done() -> list[dict[str, Any]] | None:
+        rows = await _engagements(db, account_id)
         have = {r["internet_message_id"] for r in rows}
-        return rows if wanted <= have and all(r["published_at"] for r in rows) else None
+        return rows if wanted <= have and all(r["published"] for r in rows) else None
 
     try:
         rows = await wait_until(rows_done, timeout=timeout, interval=0.2,
                                 what=f"{len(wanted)} engagements stored and marked published")
     except AssertionError:
-        rows = await db.fetch("SELECT internet_message_id, published_at FROM engagements WHERE account_id = $1",
-                              account_id)
+        rows = await _engagements(db, account_id)
         stored = {r["internet_message_id"] for r in rows} & wanted
-        published = {r["internet_message_id"] for r in rows if r["published_at"]} & wanted
+        published = {r["internet_message_id"] for r in rows if r["published"]} & wanted
         raise AssertionError(f"after {timeout}s: {len(stored)} of {len(wanted)} messages are engagements, "
                              f"{len(published)} marked published; e.g. missing {sorted(wanted - stored)[:3]}, "
                              f"unpublished {sorted(stored - published)[:3]}") from None
