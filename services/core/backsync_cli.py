@@ -8,7 +8,10 @@ from datetime import datetime
 
 import asyncpg
 
+from services.core.application.sync_requests import Refused, queue_backsync
 from services.core.config import Settings
+from services.core.store.connections import MailboxConnections
+from services.core.store.jobs import SyncJobs
 
 
 async def follow_backsync(settings: Settings, connection: str, since: datetime, until: datetime,
@@ -20,22 +23,24 @@ async def follow_backsync(settings: Settings, connection: str, since: datetime, 
         return 2
     conn = await asyncpg.connect(settings.database_url)
     try:
-        status = await conn.fetchval("SELECT status FROM mailbox_connections WHERE connection_id = $1::uuid",
-                                     connection_id)
-        if status is None:
-            print(f"mailsync backsync: no connection {connection_id}")
+        jobs = SyncJobs(conn)
+        found = await MailboxConnections(conn).status_of(connection_id, None)
+        try:
+            if found is None:
+                raise Refused(404, "not_found", "no such connection")
+            job_id = await queue_backsync(jobs, connection_id, None, found["status"], since=since, until=until,
+                                          dry_run=dry_run)
+        except Refused as refused:
+            print(f"mailsync backsync: no connection {connection_id}" if refused.code == "not_found"
+                  else f"mailsync backsync: {refused}")
             return 2
-        if status != "connected":
-            print(f"mailsync backsync: the mailbox is {status}; reconnect it first")
-            return 2
-        job_id = await conn.fetchval(
-            "INSERT INTO sync_jobs (connection_id, kind, since, until, dry_run)"
-            " VALUES ($1::uuid, 'backsync', $2, $3, $4) RETURNING job_id", connection_id, since, until, dry_run)
         print(f"back-sync {job_id} queued ({'dry run, ' if dry_run else ''}{since.isoformat()} → {until.isoformat()})")
         last = None
         while True:
-            row = await conn.fetchrow("SELECT status, messages_seen, engagements_created, estimated_total, error"
-                                      " FROM sync_jobs WHERE job_id = $1", job_id)
+            row = await jobs.progress(job_id)
+            if row is None:  # deleted with its connection
+                print(f"mailsync backsync: the connection {connection_id} was deleted")
+                return 1
             line = (f"{row['status']}: {row['messages_seen']} messages seen of ~{row['estimated_total'] or '?'},"
                     f" {row['engagements_created']} engagements created")
             if line != last:

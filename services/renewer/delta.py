@@ -18,6 +18,7 @@ from services.core.graph.errors import DeltaExpired, GraphError, NotFound
 from services.core.kafka import Publisher
 from services.core.matching import EXCLUDED_FOLDERS
 from services.core.schedule import iso, next_poll_at
+from services.core.store.polls import Polls
 from services.renewer.notify import publish_found
 
 log = logging.getLogger(__name__)
@@ -58,18 +59,6 @@ async def _run_delta(deps: PollDeps, token: str, user: str, url: str) -> tuple[l
     return ids, None
 
 
-async def _unknown(pool: asyncpg.Pool, connection_id: str, ids: list[str]) -> list[str]:
-    """Ids not decided yet. A `not_seen` record (the message was notified while the mailbox was not connected,
-    e.g. after a password reset, or could not be fetched) is not a decision: the message is sent on again,
-    so a reconnect's back-fill imports what arrived in between."""
-    if not ids:
-        return []
-    known = {r["message_id"] for r in await pool.fetch(
-        "SELECT message_id FROM match_decisions WHERE connection_id = $1::uuid AND message_id = ANY($2::text[])"
-        " AND decision <> 'not_seen'", connection_id, ids)}
-    return sorted({i for i in ids if i not in known})
-
-
 async def poll_mailbox(deps: PollDeps, connection: Connection) -> int:
     """One delta pass; a token Graph revoked early (401, or a claims challenge) gets one forced refresh
     with the challenge's claims, which decides the status (TokenService.call)."""
@@ -102,16 +91,16 @@ async def _poll(deps: PollDeps, connection: Connection, token: str) -> int:
     more); later pages and restarts follow one by one."""
     assert connection.graph_user_id is not None
     cid, user = connection.connection_id, connection.graph_user_id
+    polls = Polls(deps.pool)
     excluded = await _excluded_folder_ids(deps, token, user)
-    cursors = {r["folder_id"]: r for r in await deps.pool.fetch(
-        "SELECT folder_id, delta_link, last_polled_at FROM delta_cursors WHERE connection_id = $1::uuid", cid)}
+    cursors = await polls.cursors(cid)
     now = datetime.now(UTC)
     folders = [f for f in await deps.graph.list_folders(token, user) if str(f["id"]) not in excluded]
     first_since = now - deps.relist_window
-    if any(not (cursors[str(f["id"])]["delta_link"] if str(f["id"]) in cursors else None) for f in folders):
-        first_since = await _first_listing_since(deps.pool, cid, first_since)
-    starts = [(cursors[str(f["id"])]["delta_link"] if str(f["id"]) in cursors else None)
-              or first_delta_url(user, str(f["id"]), first_since) for f in folders]
+    links = [cursor.delta_link if (cursor := cursors.get(str(f["id"]))) else None for f in folders]
+    if not all(links):
+        first_since = await _first_listing_since(polls, cid, first_since)
+    starts = [link or first_delta_url(user, str(f["id"]), first_since) for f, link in zip(folders, links, strict=True)]
     firsts: list[dict[str, Any] | GraphError] = []
     for chunk in range(0, len(starts), BATCH):
         firsts += await deps.graph.batch_get(token, user, starts[chunk:chunk + BATCH])
@@ -124,7 +113,7 @@ async def _poll(deps: PollDeps, connection: Connection, token: str) -> int:
             # Expired delta state: re-list this folder over a bounded window only.
             RESTARTS.inc()
             restarted = True
-            since = (cursor["last_polled_at"] if cursor and cursor["last_polled_at"] else now) - deps.relist_window
+            since = (cursor.last_polled_at if cursor and cursor.last_polled_at else now) - deps.relist_window
             ids, link = await _run_delta(deps, token, user, first_delta_url(user, folder_id, since))
         elif isinstance(first, NotFound):
             continue  # the folder went away between the listing and its delta
@@ -135,47 +124,27 @@ async def _poll(deps: PollDeps, connection: Connection, token: str) -> int:
             if "@odata.nextLink" in first:
                 more, link = await _run_delta(deps, token, user, str(first["@odata.nextLink"]))
                 ids += more
-        unseen = await _unknown(deps.pool, cid, ids)
+        unseen = await polls.undecided(cid, ids)
         await publish_found(deps.publisher, connection_id=cid, account_id=connection.account_id,
                             message_ids=unseen, source="delta")
         sent += len(unseen)
-        await deps.pool.execute(
-            """INSERT INTO delta_cursors (connection_id, folder_id, folder_name, delta_link, last_polled_at, restarts)
-               VALUES ($1::uuid, $2, $3, $4, now(), $5)
-               ON CONFLICT (connection_id, folder_id) DO UPDATE SET folder_name = $3, delta_link = $4,
-                      last_polled_at = now(), restarts = delta_cursors.restarts + $5""",
-            cid, folder_id, str(folder.get("displayName", "")), link, int(restarted))
+        await polls.save_cursor(cid, folder_id, folder_name=str(folder.get("displayName", "")), delta_link=link,
+                                restarted=restarted)
     FOUND.inc(sent)
     return sent
 
 
-async def _first_listing_since(pool: asyncpg.Pool, connection_id: str, relist_since: datetime) -> datetime:
+async def _first_listing_since(polls: Polls, connection_id: str, relist_since: datetime) -> datetime:
     """How far back a folder's first delta looks: the relist window, but never before what the connection
     imports at all (the since of its first back-fill, else when it connected). Otherwise a first connection's
     first poll would import MAILSYNC_RELIST_WINDOW_H (48 h) of mail, not MAILSYNC_BACKFILL_FIRST_H (24 h)."""
-    floor = await pool.fetchval(
-        """SELECT coalesce((SELECT min(since) FROM sync_jobs WHERE connection_id = $1::uuid AND kind = 'backfill'),
-                           (SELECT connected_at FROM mailbox_connections WHERE connection_id = $1::uuid))""",
-        connection_id)
+    floor = await polls.import_floor(connection_id)
     return relist_since if floor is None else max(relist_since, floor)
 
 
 async def claim_due(pool: asyncpg.Pool, *, limit: int, lease: timedelta) -> list[str]:
-    """Mailboxes due for a poll, leased so no other replica polls them meanwhile.
-
-    `next_poll_at IS NULL OR next_poll_at <= now()` rather than coalesce(): the partial index
-    mailbox_connections_due serves it, so a tick reads the few rows due instead of every connected one
-    (17 ms a tick at 100,000 mailboxes with coalesce, 0.3 ms without; docs/scale.md)."""
-    rows = await pool.fetch(
-        """UPDATE mailbox_connections SET poll_lease_until = now() + $2::interval
-            WHERE connection_id IN (
-                  SELECT connection_id FROM mailbox_connections
-                   WHERE status = 'connected' AND graph_user_id IS NOT NULL
-                     AND (next_poll_at IS NULL OR next_poll_at <= now())
-                     AND (poll_lease_until IS NULL OR poll_lease_until < now())
-                   ORDER BY next_poll_at NULLS FIRST LIMIT $1 FOR UPDATE SKIP LOCKED)
-        RETURNING connection_id""", limit, lease)
-    return [str(r["connection_id"]) for r in rows]
+    """Mailboxes due for a poll, leased so no other replica polls them meanwhile (Polls.claim_due)."""
+    return await Polls(pool).claim_due(limit=limit, lease=lease)
 
 
 async def poll_claimed(deps: PollDeps, connection_id: str) -> None:
@@ -194,10 +163,6 @@ async def poll_claimed(deps: PollDeps, connection_id: str) -> None:
         log.warning("delta poll failed", extra={"connection_id": connection_id, "error": type(exc).__name__})
     finally:
         now = datetime.now(UTC)
-        await deps.pool.execute(
-            """UPDATE mailbox_connections SET poll_lease_until = NULL, next_poll_at = $2,
-                      last_polled_at = CASE WHEN $3 THEN now() ELSE last_polled_at END,
-                      last_synced_at = CASE WHEN $3 THEN $4 ELSE last_synced_at END
-                WHERE connection_id = $1::uuid""",
-            connection_id, next_poll_at(connection_id, now, deps.interval), outcome == "ok", started)
+        await Polls(deps.pool).finish(connection_id, next_poll_at=next_poll_at(connection_id, now, deps.interval),
+                                      succeeded=outcome == "ok", started=started)
         POLLS.labels(outcome).inc()

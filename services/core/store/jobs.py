@@ -1,8 +1,10 @@
-"""sync_jobs: back-syncs (asked for by the user or the API) and back-fills (queued by a connect)."""
+"""sync_jobs: back-syncs (asked for by the user or the API) and back-fills (queued by a connect), and the
+renewer's run of them: claimed under a lease, progress stored after every page, finished."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -52,3 +54,62 @@ class SyncJobs(Repository):
             "SELECT since, until FROM sync_jobs WHERE job_id = $1::uuid"
             " AND connection_id = $2::uuid AND dry_run", job_id, connection_id)
         return row
+
+    async def progress(self, job_id: str) -> asyncpg.Record | None:
+        """status, messages_seen, engagements_created, estimated_total, error (`mailsync backsync` follows it)."""
+        row: asyncpg.Record | None = await self._db.fetchrow(
+            "SELECT status, messages_seen, engagements_created, estimated_total, error FROM sync_jobs"
+            " WHERE job_id = $1::uuid", job_id)
+        return row
+
+    # --- the renewer's run of a job ---
+
+    async def claim_next(self, lease: timedelta) -> asyncpg.Record | None:
+        """The next job to run, leased: back-fills (a new or reconnected mailbox) before requested back-syncs,
+        oldest first, and never a second one for a mailbox that has one running (Graph's per-mailbox budget)."""
+        row: asyncpg.Record | None = await self._db.fetchrow(
+            """UPDATE sync_jobs SET status = 'running', lease_until = now() + $1::interval, updated_at = now()
+                WHERE job_id = (SELECT j.job_id FROM sync_jobs j
+                                 WHERE j.status IN ('queued', 'running')
+                                   AND (j.lease_until IS NULL OR j.lease_until < now())
+                                   AND NOT EXISTS (SELECT 1 FROM sync_jobs r
+                                                    WHERE r.connection_id = j.connection_id AND r.job_id <> j.job_id
+                                                      AND r.status = 'running' AND r.lease_until >= now())
+                                 ORDER BY j.kind = 'backsync', j.created_at LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
+            RETURNING *""", lease)
+        return row
+
+    async def get(self, job_id: str) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self._db.fetchrow("SELECT * FROM sync_jobs WHERE job_id = $1::uuid",
+                                                             job_id)
+        return row
+
+    async def record_progress(self, job_id: str, *, window_start: datetime, next_link: str | None, seen: int,
+                              estimate: int, with_contacts: int, lease: timedelta) -> None:
+        """The cursor after a page (a crashed job resumes from it), the lease extended."""
+        await self._db.execute(
+            """UPDATE sync_jobs SET window_start = $2, next_link = $3, messages_seen = $4, estimated_total = $5,
+                      lease_until = now() + $6::interval, updated_at = now(),
+                      estimated_with_contacts = CASE WHEN dry_run THEN $7::integer END WHERE job_id = $1::uuid""",
+            job_id, window_start, next_link, seen, estimate, lease, with_contacts)
+
+    async def release(self, job_id: str) -> None:
+        """The renewer is stopping: another replica may resume the job at once."""
+        await self._db.execute("UPDATE sync_jobs SET lease_until = NULL WHERE job_id = $1::uuid", job_id)
+
+    async def complete(self, job_id: str) -> None:
+        await self._db.execute(
+            "UPDATE sync_jobs SET status = 'done', estimated_total = messages_seen, lease_until = NULL,"
+            " updated_at = now() WHERE job_id = $1::uuid", job_id)
+
+    async def fail(self, job_id: str, error: str) -> None:
+        await self._db.execute("UPDATE sync_jobs SET status = 'failed', error = $2, lease_until = NULL,"
+                               " updated_at = now() WHERE job_id = $1::uuid", job_id, error)
+
+    async def known_contacts(self, account_id: str, addresses: Sequence[str]) -> set[str]:
+        """Which of these addresses are a contact's in the account (the estimate's one read of the directory's
+        contact_addresses per listing page)."""
+        rows = await self._db.fetch(
+            "SELECT DISTINCT address FROM contact_addresses WHERE account_id = $1 AND address = ANY($2::text[])",
+            account_id, list(addresses))
+        return {str(r["address"]) for r in rows}
