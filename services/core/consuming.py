@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge
+from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from services.core import events, faults
 from services.core.event_types import DeadLetter, to_value
@@ -38,6 +39,23 @@ class Record:
 ProcessBatch = Callable[[list[Record]], Awaitable[list[tuple[Record, str]]]]
 Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 T = TypeVar("T")
+
+
+class Backoff:
+    """How long to wait after each consecutive failed attempt: tenacity's exponential back-off with jitter
+    (0.5 s doubling up to the cap), so replicas rewound by the same outage do not retry in step."""
+
+    def __init__(self, max_s: float) -> None:
+        self._wait = wait_exponential_jitter(multiplier=0.5, max=max_s, jitter=0.5)
+        self._state = RetryCallState(Retrying(), None, (), {})
+        self._state.attempt_number = 0
+
+    def failed(self) -> float:
+        self._state.attempt_number += 1
+        return float(self._wait(self._state))
+
+    def succeeded(self) -> None:
+        self._state.attempt_number = 0
 
 
 async def to_dlq(publisher: Publisher, topic: str, partition: int, offset: int, key: str, value: bytes,
@@ -82,7 +100,7 @@ async def run_batches(
     A batch that fails because of the infrastructure is rewound and retried with back-off. One that fails
     for any other reason is processed again one record at a time, so the record at fault goes to the DLQ
     with its reason and the others are applied: no record can stop the loop."""
-    backoff = 0.5
+    backoff = Backoff(backoff_max_s)
     while not stop.is_set():
         if liveness:
             liveness.tick()
@@ -99,16 +117,14 @@ async def run_batches(
         except Exception as exc:
             if faults.is_infrastructure(exc):
                 log.warning("batch failed; rewinding to retry", exc_info=exc, extra={"records": len(good)})
-                await _rewind(consumer, batch, {}, stop, backoff)
-                backoff = min(backoff * 2, backoff_max_s)
+                await _rewind(consumer, batch, {}, stop, backoff.failed())
                 continue
             log.warning("batch failed; isolating the record at fault", exc_info=exc, extra={"records": len(good)})
             isolated = await _one_by_one(consumer, process, good, batch, publisher, stop, backoff)
             if isolated is None:
-                backoff = min(backoff * 2, backoff_max_s)
                 continue
             poison = isolated
-        backoff = 0.5
+        backoff.succeeded()
         await _dead_letter(publisher, poison)
         offsets = {tp: raws[-1].offset + 1 for tp, raws in batch.items()}
         await consumer.commit(offsets)
@@ -118,7 +134,7 @@ async def run_batches(
 
 
 async def _one_by_one(consumer: AIOKafkaConsumer, process: ProcessBatch, good: list[Record],
-                      batch: Batch, publisher: Publisher, stop: asyncio.Event, backoff: float,
+                      batch: Batch, publisher: Publisher, stop: asyncio.Event, backoff: Backoff,
                       ) -> list[tuple[Record, str]] | None:
     """Each record alone; the ones that fail (not the infrastructure's fault) are poison. On an
     infrastructure failure: what was settled is committed, the rest rewound; returns None."""
@@ -130,7 +146,7 @@ async def _one_by_one(consumer: AIOKafkaConsumer, process: ProcessBatch, good: l
         except Exception as exc:
             if faults.is_infrastructure(exc):
                 await _dead_letter(publisher, poison)
-                await _rewind(consumer, batch, settled, stop, backoff)
+                await _rewind(consumer, batch, settled, stop, backoff.failed())
                 return None
             log.error("record refused", exc_info=exc, extra={"offset": record.offset})
             poison.append((record, faults.describe(exc)))
@@ -139,14 +155,14 @@ async def _one_by_one(consumer: AIOKafkaConsumer, process: ProcessBatch, good: l
 
 
 async def _rewind(consumer: AIOKafkaConsumer, batch: Batch, settled: dict[TopicPartition, int],
-                  stop: asyncio.Event, backoff: float) -> None:
+                  stop: asyncio.Event, wait_s: float) -> None:
     """Commit what is settled, seek every partition back to its first unsettled record, back off."""
     if settled:
         await consumer.commit(settled)
     for tp, raws in batch.items():
         consumer.seek(tp, settled.get(tp, raws[0].offset))
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=backoff)
+        await asyncio.wait_for(stop.wait(), timeout=wait_s)
 
 
 async def _dead_letter(publisher: Publisher, poison: list[tuple[Record, str]]) -> None:

@@ -353,10 +353,11 @@ def test_decide_agrees_with_an_independent_model_of_the_rules(
 
 def test_the_model_finds_matches_often_enough_to_mean_something() -> None:
     """Guards the oracle itself: a generator that (after a change) rarely produces matchable mail
-    would make the agreement test vacuous for MATCHED."""
+    would make the agreement test vacuous for MATCHED. Derandomized: it measures the generator's bias, and
+    random draws gave 36 to 82 matches in 300 (15 runs), so a fixed floor failed now and then by chance."""
     matched = 0
 
-    @settings(max_examples=300, deadline=None, database=None)
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True)
     @given(message=messages(), directory=directories())
     def count(message: MailMessage, directory: DirectorySnapshot) -> None:
         nonlocal matched
