@@ -1,50 +1,66 @@
-"""Notices in PostgreSQL: the incident rows and their outbox, written inside the status change's transaction
-(services/core/connections.py StatusReporter.record); the renewer's relay publishes the outbox after the
-commit (services/renewer/notices.py)."""
+"""Notices in PostgreSQL: the incident rows and their events, written inside the status change's transaction
+(services/core/connections.py StatusReporter.record). Each event goes to the outbox built as it will be
+published, with an event id stable per notice (and reminder number), so a republish after a crash is one
+event; the writer publishes it after the commit (outbox.publish_now), else the outbox relay does."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import asyncpg
 
-from services.core import notices
+from services.core import events, notices, outbox
+from services.core.event_types import Event
 from services.core.notices import Incident, Step
+from services.core.store.notices import Notices
+from services.core.store.outbox import Outbox
 
 
-async def _open_incident(conn: asyncpg.Connection, connection_id: Any) -> Incident | None:
+class IncidentStore(Protocol):
+    """What incident_change needs of services/core/store/notices.py Notices (a fake in the unit tests)."""
+
+    async def open_incident(self, connection_id: Any) -> Incident | None: ...
+
+    async def open(self, connection_id: Any, user_id: str, account_id: str, status: str, reason: str | None,
+                   error_code: str | None) -> Mapping[str, Any]: ...
+
+    async def update(self, notice_id: str, status: str, reason: str | None, error_code: str | None) -> None: ...
+
+    async def resolve(self, notice_id: str) -> Mapping[str, Any]: ...
+
+
+def event_entry(kind: str, event_id: str, row: Mapping[str, Any], app_url: str) -> outbox.OutboxEntry:
+    """A notice event of a `notices` row, keyed by user_id (one person's notices leave in the order written)."""
+    event: Event = notices.resolved(event_id, row) if kind == notices.RESOLVED else \
+        notices.action(kind, event_id, row, app_url)
+    return outbox.entry(events.NOTICES, row["user_id"], event)
+
+
+async def on_status_change(conn: asyncpg.Connection, row: asyncpg.Record | dict[str, Any], *,
+                           app_url: str | None = None) -> list[int]:
+    """Open, update or resolve the connection's incident for a status change just recorded in `conn`'s
+    transaction (`row`: connection_id, user_id, account_id, status, reason, error_code). Returns the outbox ids
+    of the events it wrote, for publish_now after the commit. `app_url`: Settings.app_url (the notice's
+    action_url); read from the environment when not given."""
+    entries = await incident_change(Notices(conn), row, app_url or notices.app_url_from_environment())
+    return await Outbox(conn).add(entries)
+
+
+async def incident_change(store: IncidentStore, row: Mapping[str, Any], app_url: str) -> list[outbox.OutboxEntry]:
+    """The incident's change through `store`, and the events it makes (none, or one)."""
     # The caller's UPDATE of mailbox_connections holds the connection's row lock, so status changes of one
     # connection reach this point one at a time: no two incidents open for one connection.
-    row = await conn.fetchrow(
-        "SELECT notice_id, opened_at, last_notified_at FROM notices"
-        " WHERE connection_id = $1 AND resolved_at IS NULL", connection_id)
-    if row is None:
-        return None
-    return Incident(str(row["notice_id"]), row["opened_at"], row["last_notified_at"])
-
-
-async def enqueue(conn: asyncpg.Connection, notice_id: str, user_id: str, kind: str, reminder: int = 0) -> None:
-    await conn.execute(
-        "INSERT INTO notice_outbox (notice_id, user_id, type, event_id) VALUES ($1::uuid, $2, $3, $4::uuid)"
-        " ON CONFLICT (event_id) DO NOTHING", notice_id, user_id, kind, notices.event_id(kind, notice_id, reminder))
-
-
-async def on_status_change(conn: asyncpg.Connection, row: asyncpg.Record | dict[str, Any]) -> Step:
-    """Open, update or resolve the connection's incident for a status change just recorded in `conn`'s
-    transaction (`row`: connection_id, user_id, account_id, status, reason, error_code)."""
-    incident = await _open_incident(conn, row["connection_id"])
+    incident = await store.open_incident(row["connection_id"])
     step = notices.on_status_change(incident, row["status"])
     if step is Step.OPEN:
-        notice_id = await conn.fetchval(
-            """INSERT INTO notices (connection_id, user_id, account_id, status, reason, error_code)
-               VALUES ($1, $2, $3, $4, $5, $6) RETURNING notice_id""",
-            row["connection_id"], row["user_id"], row["account_id"], row["status"], row["reason"], row["error_code"])
-        await enqueue(conn, str(notice_id), row["user_id"], notices.ACTION_REQUIRED)
-    elif step is Step.UPDATE and incident is not None:
-        # Reminders carry what is true now; the incident and its `since` stay the same.
-        await conn.execute("UPDATE notices SET status = $2, reason = $3, error_code = $4 WHERE notice_id = $1::uuid",
-                           incident.notice_id, row["status"], row["reason"], row["error_code"])
+        changed = await store.open(row["connection_id"], row["user_id"], row["account_id"], row["status"],
+                                   row["reason"], row["error_code"])
+        kind = notices.ACTION_REQUIRED
     elif step is Step.RESOLVE and incident is not None:
-        await conn.execute("UPDATE notices SET resolved_at = now() WHERE notice_id = $1::uuid", incident.notice_id)
-        await enqueue(conn, incident.notice_id, row["user_id"], notices.RESOLVED)
-    return step
+        changed, kind = await store.resolve(incident.notice_id), notices.RESOLVED
+    else:
+        if step is Step.UPDATE and incident is not None:
+            await store.update(incident.notice_id, row["status"], row["reason"], row["error_code"])
+        return []
+    return [event_entry(kind, notices.event_id(kind, str(changed["notice_id"])), changed, app_url)]

@@ -9,6 +9,8 @@ when it is over.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -64,20 +66,38 @@ def settings_url(app_url: str) -> str:
     return f"{app_url.rstrip('/')}/settings/email"
 
 
-def action_event(kind: str, event_id_: str, row: dict[str, Any], app_url: str) -> dict[str, Any]:
+def app_url_from_environment(env: Mapping[str, str] | None = None) -> str:
+    """MAILSYNC_APP_URL as Settings.app_url reads it (else the public URL, else the local default), for a
+    writer of notices not handed the settings."""
+    env = os.environ if env is None else env
+    for name in ("MAILSYNC_APP_URL", "MAILSYNC_PUBLIC_URL"):
+        if env.get(name, "").strip():
+            return env[name].strip().rstrip("/")
+    return "http://127.0.0.1:8080"
+
+
+def action(kind: str, event_id_: str, row: Mapping[str, Any], app_url: str) -> NoticeActionRequired | NoticeReminder:
     """notice.action_required or notice.reminder from a `notices` row."""
-    model = {ACTION_REQUIRED: NoticeActionRequired, REMINDER: NoticeReminder}[kind]
-    return to_value(model(
+    models: dict[str, type[NoticeActionRequired] | type[NoticeReminder]] = {
+        ACTION_REQUIRED: NoticeActionRequired, REMINDER: NoticeReminder}
+    return models[kind](
         notice_id=str(row["notice_id"]), user_id=row["user_id"], account_id=row["account_id"],
         connection_id=str(row["connection_id"]), status=row["status"], reason=row["reason"],
         error_code=row["error_code"], action_url=settings_url(app_url), since=row["opened_at"].isoformat(),
-        event_id=event_id_))
+        event_id=event_id_)
 
 
-def resolved_event(event_id_: str, row: dict[str, Any]) -> dict[str, Any]:
-    return to_value(NoticeResolved(
-        notice_id=str(row["notice_id"]), user_id=row["user_id"], account_id=row["account_id"],
-        connection_id=str(row["connection_id"]), event_id=event_id_))
+def resolved(event_id_: str, row: Mapping[str, Any]) -> NoticeResolved:
+    return NoticeResolved(notice_id=str(row["notice_id"]), user_id=row["user_id"], account_id=row["account_id"],
+                          connection_id=str(row["connection_id"]), event_id=event_id_)
+
+
+def action_event(kind: str, event_id_: str, row: Mapping[str, Any], app_url: str) -> dict[str, Any]:
+    return to_value(action(kind, event_id_, row, app_url))
+
+
+def resolved_event(event_id_: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    return to_value(resolved(event_id_, row))
 
 
 # What a person must do, by status and error code, in plain words (the settings page, /admin/email, e-mails).

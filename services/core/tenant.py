@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 
 import asyncpg
 
-from services.core import tenant_status
+from services.core import outbox, tenant_status
 from services.core.addresses import normalize_address, parse_proxy_addresses
 from services.core.app_credential import AppCredentials
 from services.core.config import Settings
@@ -30,6 +30,17 @@ from services.core.domain import ConnectionStatus
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import Classified, GraphError, NotFound, Severity
 from services.core.kafka import Publisher
+from services.core.store.connections import MailboxConnections
+from services.core.store.directory import Directory
+from services.core.store.jobs import SyncJobs
+from services.core.store.tenants import (
+    AccountUsers,
+    SharedMailboxes,
+    TenantConnections,
+    TenantConsentStates,
+    TenantMailboxes,
+    TenantModeConnections,
+)
 from services.core.subscriptions import delete_pending, mark_for_deletion
 from services.core.tenant_graph import verified_domains
 from services.core.tenant_rules import check_domains, mail_domain
@@ -83,10 +94,7 @@ def admin_consent_url(settings: Settings, tenant_id: str, state: str) -> str:
 async def new_consent_state(db: asyncpg.Pool | asyncpg.Connection, settings: Settings, tenant_connection_id: str,
                             account_id: str, tenant_id: str) -> str:
     state_id = secrets.token_urlsafe(24)
-    await db.execute(
-        """INSERT INTO tenant_consent_states (state_id, tenant_connection_id, account_id, tenant_id, expires_at)
-           VALUES ($1, $2::uuid, $3, $4, now() + $5::interval)""",
-        state_id, tenant_connection_id, account_id, tenant_id, STATE_TTL)
+    await TenantConsentStates(db).create(state_id, tenant_connection_id, account_id, tenant_id, STATE_TTL)
     return sign_state(settings.session_secret, state_id)
 
 
@@ -106,14 +114,11 @@ async def redeem_state(pool: asyncpg.Pool, settings: Settings, state: str) -> Re
     state_id = verify_state(settings.session_secret, state)
     if state_id is None:
         raise StateRefused("This consent link is not one mailsync made (its state is not valid).")
-    row = await pool.fetchrow(
-        """UPDATE tenant_consent_states SET used_at = now()
-            WHERE state_id = $1 AND used_at IS NULL AND expires_at > now()
-        RETURNING tenant_connection_id, account_id, tenant_id""", state_id)
+    states = TenantConsentStates(pool)
+    row = await states.use(state_id)
     if row is not None:
         return RedeemedState(str(row["tenant_connection_id"]), row["account_id"], row["tenant_id"])
-    known = await pool.fetchrow("SELECT used_at, expires_at FROM tenant_consent_states WHERE state_id = $1",
-                                state_id)
+    known = await states.lookup(state_id)
     if known is None:
         raise StateRefused("This consent link is no longer known; create a new one.")
     if known["used_at"] is not None:
@@ -123,32 +128,26 @@ async def redeem_state(pool: asyncpg.Pool, settings: Settings, state: str) -> Re
 
 # --- tenant connection status -------------------------------------------------------------------------
 
-async def set_tenant_status(db: asyncpg.Pool | asyncpg.Connection, tenant_connection_id: str, status: str,
-                            reason: str | None, error_code: str | None, *, publisher: Publisher | None = None
-                            ) -> bool:
+async def set_tenant_status(pool: asyncpg.Pool, tenant_connection_id: str, status: str, reason: str | None,
+                            error_code: str | None, *, publisher: Publisher | None = None) -> bool:
     """Record a change (none when nothing differs) with its tenant_connection.status event in the outbox, in
-    one transaction (the caller's when `db` is a connection: the caller announces after its commit).
-    With a pool, the event is published after the commit when `publisher` is given, else by the relay."""
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn, conn.transaction():
-            changed = await set_tenant_status(conn, tenant_connection_id, status, reason, error_code)
-        if changed:
-            await tenant_status.announce(db, publisher)
-        return changed
-    changed = await db.fetchval(
-        """UPDATE tenant_connections SET status = $2, reason = $3, error_code = $4, updated_at = now(),
-                  status_changed_at = CASE WHEN status <> $2 THEN now() ELSE status_changed_at END,
-                  consented_at = CASE WHEN $2 = 'connected' AND status <> 'connected' THEN now()
-                                      ELSE consented_at END
-            WHERE tenant_connection_id = $1::uuid
-              AND (status, coalesce(reason, ''), coalesce(error_code, ''))
-                  IS DISTINCT FROM ($2, coalesce($3, ''), coalesce($4, ''))
-        RETURNING 1""", tenant_connection_id, status, reason, error_code)
-    if changed:
-        await tenant_status.queue(db, tenant_connection_id)
-        log.info("tenant connection status changed", extra={"tenant_connection_id": tenant_connection_id,
-                                                              "status": status, "error_code": error_code})
-    return bool(changed)
+    one transaction; the event is published after the commit when `publisher` is given, else by the relay."""
+    async with pool.acquire() as conn, conn.transaction():
+        ids = await record_tenant_status(conn, tenant_connection_id, status, reason, error_code)
+    await outbox.publish_now(pool, publisher, ids)
+    return bool(ids)
+
+
+async def record_tenant_status(conn: asyncpg.Connection, tenant_connection_id: str, status: str,
+                               reason: str | None, error_code: str | None) -> list[int]:
+    """Inside the caller's transaction: the change and its event (the outbox ids, to publish after the
+    commit; none when nothing differs)."""
+    row = await TenantConnections(conn).change_status(tenant_connection_id, status, reason, error_code)
+    if row is None:
+        return []
+    log.info("tenant connection status changed", extra={"tenant_connection_id": tenant_connection_id,
+                                                          "status": status, "error_code": error_code})
+    return await tenant_status.record(conn, row)
 
 
 async def revoke_consent(pool: asyncpg.Pool, status: StatusReporter, tenant_connection_id: str,
@@ -156,26 +155,20 @@ async def revoke_consent(pool: asyncpg.Pool, status: StatusReporter, tenant_conn
     """Consent withdrawn (the token endpoint says so): the tenant connection and every mailbox it enrolled
     change in one transaction, published after the commit. Returns how many mailboxes changed."""
     async with pool.acquire() as conn, conn.transaction():
-        moved = await conn.fetchval(
-            """UPDATE tenant_connections SET status = 'consent_revoked', reason = $2, error_code = $3,
-                      status_changed_at = now(), updated_at = now()
-                WHERE tenant_connection_id = $1::uuid AND status = 'connected' RETURNING 1""",
-            tenant_connection_id, failure.reason, failure.error_code)
-        if moved:
-            await tenant_status.queue(conn, tenant_connection_id)
-        rows = await conn.fetch(
-            "SELECT connection_id FROM mailbox_connections WHERE tenant_connection_id = $1::uuid AND mode = 'tenant'"
-            " AND status = 'connected'", tenant_connection_id) if moved else []
-        changed = [await status.record(conn, str(r["connection_id"]), ConnectionStatus.CONSENT_REQUIRED,
-                                       REASON_MAILBOX_CONSENT, failure.error_code) for r in rows]
-    if moved:
+        moved = await TenantConnections(conn).revoke_consent(tenant_connection_id, failure.reason,
+                                                             failure.error_code)
+        ids = await tenant_status.record(conn, moved) if moved is not None else []
+        mailboxes = await TenantModeConnections(conn).connected(tenant_connection_id) if moved is not None else []
+        changed = [await status.record(conn, connection_id, ConnectionStatus.CONSENT_REQUIRED,
+                                       REASON_MAILBOX_CONSENT, failure.error_code) for connection_id in mailboxes]
+    if moved is not None:
         log.warning("tenant consent revoked", extra={"tenant_connection_id": tenant_connection_id,
-                                                     "error_code": failure.error_code, "mailboxes": len(rows)})
-        await tenant_status.announce(pool, status.publisher)
+                                                     "error_code": failure.error_code, "mailboxes": len(mailboxes)})
+        await outbox.publish_now(pool, status.publisher, ids)
     for row in changed:
         if row is not None:
             await status.publish(row)
-    return len(rows)
+    return len(mailboxes)
 
 
 # --- enrolment ----------------------------------------------------------------------------------------
@@ -203,11 +196,9 @@ async def check_tenant_domains(deps: TenantDeps, tenant_connection_id: str, acco
     else the plain reason, recorded on the tenant connection (which enrols nobody)."""
     await deps.app.token(tenant_id, fresh=True)  # a consent just given: no token cached from before it
     domains = await verified_domains(deps.settings, deps.app, tenant_id)
-    addresses = [r["email"] for r in await deps.pool.fetch(
-        "SELECT email FROM users WHERE account_id = $1 AND deleted_at IS NULL", account_id)]
+    addresses = [r["email"] for r in await AccountUsers(deps.pool).live(account_id)]
     verdict = check_domains(addresses, domains)
-    await deps.pool.execute("UPDATE tenant_connections SET verified_domains = $2 WHERE tenant_connection_id = $1::uuid",
-                            tenant_connection_id, sorted(set(domains)))
+    await TenantConnections(deps.pool).record_verified_domains(tenant_connection_id, sorted(set(domains)))
     if verdict.ok:
         return None
     await set_tenant_status(deps.pool, tenant_connection_id, "pending_consent", verdict.reason,
@@ -216,31 +207,19 @@ async def check_tenant_domains(deps: TenantDeps, tenant_connection_id: str, acco
 
 
 async def _candidates(pool: asyncpg.Pool, account_id: str, verified: set[str]) -> list[Candidate]:
-    users = await pool.fetch("SELECT user_id, email FROM users WHERE account_id = $1 AND deleted_at IS NULL"
-                             " ORDER BY user_id", account_id)
-    shared = await pool.fetch("SELECT mailbox_id, address FROM shared_mailboxes WHERE account_id = $1"
-                              " ORDER BY address", account_id)
+    users = await AccountUsers(pool).live(account_id)
+    shared = await SharedMailboxes(pool).of_account(account_id)
     found = [Candidate(r["user_id"], r["email"]) for r in users if mail_domain(r["email"]) in verified]
     found += [Candidate(f"{SHARED_PREFIX}{r['mailbox_id']}", r["address"], str(r["mailbox_id"])) for r in shared]
     return found
-
-
-async def _decide(pool: asyncpg.Pool, tenant_connection_id: str, account_id: str, user_id: str, state: str,
-                  reason: str | None) -> None:
-    await pool.execute(
-        """INSERT INTO tenant_mailboxes (tenant_connection_id, user_id, account_id, state, reason)
-           VALUES ($1::uuid, $2, $3, $4, $5)
-           ON CONFLICT (tenant_connection_id, user_id) DO UPDATE SET state = $4, reason = $5, checked_at = now()""",
-        tenant_connection_id, user_id, account_id, state, reason)
 
 
 async def sync_tenant(deps: TenantDeps, tenant_connection_id: str) -> dict[str, int]:
     """One enrolment pass: every candidate not enrolled yet is looked up and probed (app token); mailboxes
     no longer candidates (user deleted, shared mailbox removed) are unenrolled. Consent revoked on the way
     marks everything at once (revoke_consent). Returns counts of what changed."""
-    row = await deps.pool.fetchrow(
-        "SELECT account_id, tenant_id, status, verified_domains FROM tenant_connections"
-        " WHERE tenant_connection_id = $1::uuid", tenant_connection_id)
+    tenants = TenantConnections(deps.pool)
+    row = await tenants.get(tenant_connection_id)
     counts = {"enrolled": 0, "out_of_scope": 0, "failed": 0, "unenrolled": 0}
     if row is None or row["status"] != "connected":
         return counts
@@ -252,15 +231,11 @@ async def sync_tenant(deps: TenantDeps, tenant_connection_id: str) -> dict[str, 
             await revoke_consent(deps.pool, deps.status, tenant_connection_id, exc.classified)
             return counts
         raise
-    await deps.pool.execute("UPDATE tenant_connections SET verified_domains = $2 WHERE tenant_connection_id = $1::uuid",
-                            tenant_connection_id, sorted(verified))
+    await tenants.record_verified_domains(tenant_connection_id, sorted(verified))
     candidates = await _candidates(deps.pool, account_id, verified)
-    known = {r["user_id"]: r for r in await deps.pool.fetch(
-        "SELECT user_id, state, checked_at FROM tenant_mailboxes WHERE tenant_connection_id = $1::uuid",
-        tenant_connection_id)}
-    enrolled_rows = {r["user_id"]: r for r in await deps.pool.fetch(
-        "SELECT user_id, connection_id, status FROM mailbox_connections WHERE tenant_connection_id = $1::uuid"
-        " AND mode = 'tenant'", tenant_connection_id)}
+    decided = TenantMailboxes(deps.pool)
+    known = await decided.decisions(tenant_connection_id)
+    enrolled_rows = await TenantModeConnections(deps.pool).enrolled(tenant_connection_id)
     now = datetime.now(UTC)
     for candidate in candidates:
         previous = known.get(candidate.user_id)
@@ -277,11 +252,9 @@ async def sync_tenant(deps: TenantDeps, tenant_connection_id: str) -> dict[str, 
     for user_id, connection in enrolled_rows.items():
         if user_id not in wanted and connection["status"] != "disconnected":
             await unenrol(deps, str(connection["connection_id"]), token, REASON_MAILBOX_GONE)
-            await deps.pool.execute("DELETE FROM tenant_mailboxes WHERE tenant_connection_id = $1::uuid"
-                                    " AND user_id = $2", tenant_connection_id, user_id)
+            await decided.forget(tenant_connection_id, user_id)
             counts["unenrolled"] += 1
-    await deps.pool.execute("UPDATE tenant_connections SET last_synced_at = now()"
-                            " WHERE tenant_connection_id = $1::uuid", tenant_connection_id)
+    await tenants.mark_synced(tenant_connection_id)
     return counts
 
 
@@ -301,6 +274,7 @@ async def _token_and_domains(deps: TenantDeps, tenant_id: str) -> tuple[str, set
 async def _enrol_one(deps: TenantDeps, tenant_connection_id: str, account_id: str, tenant_id: str, token: str,
                      candidate: Candidate) -> str:
     user = quote(candidate.address, safe="@")
+    decided = TenantMailboxes(deps.pool)
     try:
         profile = await deps.graph.request(
             "GET", f"/users/{user}", token, mailbox=candidate.address,
@@ -309,17 +283,17 @@ async def _enrol_one(deps: TenantDeps, tenant_connection_id: str, account_id: st
         # Mail access decides the application access policy (Exchange's, not the directory's).
         await deps.graph.get_folder(token, graph_user_id, "inbox")
     except NotFound:
-        await _decide(deps.pool, tenant_connection_id, account_id, candidate.user_id, "failed", REASON_NOT_IN_TENANT)
+        await decided.decide(tenant_connection_id, candidate.user_id, account_id, "failed", REASON_NOT_IN_TENANT)
         return "failed"
     except GraphError as exc:
         if exc.status == 403:
-            await _decide(deps.pool, tenant_connection_id, account_id, candidate.user_id, "out_of_scope",
-                          REASON_OUT_OF_SCOPE)
+            await decided.decide(tenant_connection_id, candidate.user_id, account_id, "out_of_scope",
+                                 REASON_OUT_OF_SCOPE)
             return "out_of_scope"
         if exc.transient:
             raise
-        await _decide(deps.pool, tenant_connection_id, account_id, candidate.user_id, "failed",
-                      exc.classified.reason)
+        await decided.decide(tenant_connection_id, candidate.user_id, account_id, "failed",
+                             exc.classified.reason)
         return "failed"
     primary = normalize_address(str(profile.get("mail") or profile.get("userPrincipalName") or "")) \
         or candidate.address.lower()
@@ -328,29 +302,15 @@ async def _enrol_one(deps: TenantDeps, tenant_connection_id: str, account_id: st
                      | {primary})
     await _replace_delegated_subscriptions(deps, candidate.user_id)
     async with deps.pool.acquire() as conn, conn.transaction():
-        await conn.execute("INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING", account_id)
-        previous = await conn.fetchrow("SELECT last_synced_at FROM mailbox_connections WHERE user_id = $1",
-                                       candidate.user_id)
-        connection_id = str(await conn.fetchval(
-            """INSERT INTO mailbox_connections (account_id, user_id, tenant_id, graph_user_id, mailbox_address,
-                                                mailbox_addresses, connected_at, mode, tenant_connection_id,
-                                                shared_mailbox_id, next_poll_at)
-               VALUES ($1, $2, $3, $4, $5, $6, now(), 'tenant', $7::uuid, $8::uuid, now())
-               ON CONFLICT (user_id) DO UPDATE SET tenant_id = $3, graph_user_id = $4, mailbox_address = $5,
-                      mailbox_addresses = $6, connected_at = now(), mode = 'tenant', tenant_connection_id = $7::uuid,
-                      shared_mailbox_id = $8::uuid, access_token_enc = NULL, refresh_token_enc = NULL,
-                      access_expires_at = NULL, refresh_lease_until = NULL, next_poll_at = now(),
-                      subscribe_failures = 0, subscribe_retry_at = NULL, updated_at = now()
-               RETURNING connection_id""",
-            account_id, candidate.user_id, tenant_id, graph_user_id, primary, aliases, tenant_connection_id,
-            candidate.shared_mailbox_id))
+        await Directory(conn).ensure_account(account_id)
+        last_synced_at = await MailboxConnections(conn).last_synced_at(candidate.user_id)
+        connection_id = await TenantModeConnections(conn).enrol(
+            account_id=account_id, user_id=candidate.user_id, tenant_id=tenant_id, graph_user_id=graph_user_id,
+            address=primary, aliases=aliases, tenant_connection_id=tenant_connection_id,
+            shared_mailbox_id=candidate.shared_mailbox_id)
         changed = await deps.status.record(conn, connection_id, ConnectionStatus.CONNECTED, None, None)
-        await _queue_backfill(conn, deps.settings, connection_id, previous["last_synced_at"] if previous else None)
-        await conn.execute(
-            """INSERT INTO tenant_mailboxes (tenant_connection_id, user_id, account_id, state, reason)
-               VALUES ($1::uuid, $2, $3, 'enrolled', NULL)
-               ON CONFLICT (tenant_connection_id, user_id) DO UPDATE SET state = 'enrolled', reason = NULL,
-                      checked_at = now()""", tenant_connection_id, candidate.user_id, account_id)
+        await _queue_backfill(conn, deps.settings, connection_id, last_synced_at)
+        await TenantMailboxes(conn).decide(tenant_connection_id, candidate.user_id, account_id, "enrolled", None)
     if changed is not None:
         await deps.status.publish(changed)
     log.info("mailbox enrolled through the tenant connection",
@@ -366,23 +326,17 @@ async def mailbox_outside_policy(pool: asyncpg.Pool, status: StatusReporter, con
     pass rechecks it after RECHECK_OUT_OF_SCOPE and re-enrols it (the gap back-filled) once the policy
     includes it again. False when the connection is not a tenant-mode one (the caller's error stands)."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "SELECT tenant_connection_id, user_id, account_id FROM mailbox_connections WHERE connection_id = $1::uuid"
-            " AND mode = 'tenant' AND tenant_connection_id IS NOT NULL FOR UPDATE", connection_id)
+        row = await TenantModeConnections(conn).lock_enrolled(connection_id)
         if row is None:
             return False
         changed = await status.record(conn, connection_id, ConnectionStatus.CONSENT_REQUIRED, REASON_OUT_OF_SCOPE,
                                       OUT_OF_SCOPE_CODE)
         await mark_for_deletion(conn, connection_id)
-        await conn.execute(
-            """INSERT INTO tenant_mailboxes (tenant_connection_id, user_id, account_id, state, reason)
-               VALUES ($1, $2, $3, 'out_of_scope', $4)
-               ON CONFLICT (tenant_connection_id, user_id) DO UPDATE SET state = 'out_of_scope', reason = $4,
-                      checked_at = now()""", row["tenant_connection_id"], row["user_id"], row["account_id"],
-            REASON_OUT_OF_SCOPE)
+        await TenantMailboxes(conn).decide(row["tenant_connection_id"], row["user_id"], row["account_id"],
+                                           "out_of_scope", REASON_OUT_OF_SCOPE)
     if changed is not None:
         log.warning("enrolled mailbox outside the application access policy",
-                    extra={"connection_id": connection_id, "tenant_connection_id": str(row["tenant_connection_id"])})
+                    extra={"connection_id": connection_id, "tenant_connection_id": row["tenant_connection_id"]})
         await status.publish(changed)
     return True
 
@@ -390,9 +344,7 @@ async def mailbox_outside_policy(pool: asyncpg.Pool, status: StatusReporter, con
 async def _replace_delegated_subscriptions(deps: TenantDeps, user_id: str) -> None:
     """Tenant wins: a user's own (delegated) subscriptions are deleted at Graph with the user's token, best
     effort, before the row switches to tenant mode; what remains expires at Graph unrenewed."""
-    row = await deps.pool.fetchrow(
-        "SELECT connection_id, graph_user_id FROM mailbox_connections WHERE user_id = $1 AND mode = 'user'"
-        " AND status = 'connected'", user_id)
+    row = await TenantModeConnections(deps.pool).own_connected(user_id)
     if row is None:
         return
     connection_id = str(row["connection_id"])
@@ -422,17 +374,14 @@ async def _queue_backfill(conn: asyncpg.Connection, settings: Settings, connecti
     since = last_synced_at if last_synced_at else now - timedelta(hours=settings.backfill_first_h)
     since = max(since, now - timedelta(days=settings.backfill_cap_days))
     if since < now:
-        await conn.execute("INSERT INTO sync_jobs (connection_id, kind, since, until)"
-                           " VALUES ($1::uuid, 'backfill', $2, $3)", connection_id, since, now)
+        await SyncJobs(conn).queue_backfill(connection_id, since, now)
 
 
 async def unenrol(deps: TenantDeps, connection_id: str, token: str | None, reason: str) -> None:
     """Stop reading one tenant-mode mailbox: status disconnected, back to user mode (a later sign-in of the
     user works as usual), subscriptions deleted at Graph with the app token after the commit."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        graph_user_id = await conn.fetchval(
-            """UPDATE mailbox_connections SET mode = 'user', tenant_connection_id = NULL, updated_at = now()
-                WHERE connection_id = $1::uuid RETURNING graph_user_id""", connection_id)
+        graph_user_id = await TenantModeConnections(conn).back_to_user_mode(connection_id)
         changed = await deps.status.record(conn, connection_id, ConnectionStatus.DISCONNECTED, reason, None)
         pending = await mark_for_deletion(conn, connection_id)
     if changed is not None:
@@ -446,18 +395,14 @@ async def disconnect_tenant(deps: TenantDeps, tenant_connection_id: str) -> int:
     """DELETE: the tenant connection is disconnected and every mailbox it enrolled unenrolled (their
     subscriptions deleted at Graph with the app token, best effort; the rest expire unrenewed). Returns
     how many mailboxes stopped."""
-    row = await deps.pool.fetchrow("SELECT tenant_id, status FROM tenant_connections"
-                                   " WHERE tenant_connection_id = $1::uuid", tenant_connection_id)
+    row = await TenantConnections(deps.pool).get(tenant_connection_id)
     if row is None:
         return 0
     await set_tenant_status(deps.pool, tenant_connection_id, "disconnected", REASON_DISCONNECTED, None,
                             publisher=deps.status.publisher)
     # Consent links handed out before are void: a late administrator reconnects nothing.
-    await deps.pool.execute("UPDATE tenant_consent_states SET used_at = now() WHERE tenant_connection_id = $1::uuid"
-                            " AND used_at IS NULL", tenant_connection_id)
-    connections = await deps.pool.fetch(
-        "SELECT connection_id FROM mailbox_connections WHERE tenant_connection_id = $1::uuid AND mode = 'tenant'",
-        tenant_connection_id)
+    await TenantConsentStates(deps.pool).void_all(tenant_connection_id)
+    connections = list((await TenantModeConnections(deps.pool).enrolled(tenant_connection_id)).values())
     token: str | None = None
     if row["status"] == "connected":
         try:
@@ -470,36 +415,21 @@ async def disconnect_tenant(deps: TenantDeps, tenant_connection_id: str) -> int:
         except GraphError as exc:
             log.warning("subscriptions left pending deletion", extra={
                 "connection_id": str(connection["connection_id"]), "error_code": exc.classified.error_code})
-    await deps.pool.execute("DELETE FROM tenant_mailboxes WHERE tenant_connection_id = $1::uuid",
-                            tenant_connection_id)
+    await TenantMailboxes(deps.pool).forget_all(tenant_connection_id)
     return len(connections)
 
 
 async def mailbox_counts(db: asyncpg.Pool | asyncpg.Connection, tenant_connection_id: str) -> dict[str, int]:
-    rows = await db.fetch("SELECT state, count(*) AS n FROM tenant_mailboxes WHERE tenant_connection_id = $1::uuid"
-                          " GROUP BY state", tenant_connection_id)
-    counts = {"enrolled": 0, "out_of_scope": 0, "failed": 0}
-    counts.update({r["state"]: r["n"] for r in rows})
-    return counts
+    return await TenantMailboxes(db).counts(tenant_connection_id)
 
 
 async def claim_due(pool: asyncpg.Pool, interval: timedelta, limit: int = 20) -> list[str]:
     """Connected tenant connections due an enrolment pass, claimed with a lease (one replica each)."""
-    rows = await pool.fetch(
-        """UPDATE tenant_connections t SET sync_lease_until = now() + $2::interval,
-                  next_sync_at = now() + $3::interval
-             FROM (SELECT tenant_connection_id FROM tenant_connections
-                    WHERE status = 'connected' AND next_sync_at <= now()
-                      AND (sync_lease_until IS NULL OR sync_lease_until < now())
-                    ORDER BY next_sync_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
-            WHERE t.tenant_connection_id = due.tenant_connection_id
-        RETURNING t.tenant_connection_id""", limit, SYNC_LEASE, interval)
-    return [str(r["tenant_connection_id"]) for r in rows]
+    return await TenantConnections(pool).claim_due(limit, SYNC_LEASE, interval)
 
 
 async def release(pool: asyncpg.Pool, tenant_connection_id: str) -> None:
-    await pool.execute("UPDATE tenant_connections SET sync_lease_until = NULL WHERE tenant_connection_id = $1::uuid",
-                       tenant_connection_id)
+    await TenantConnections(pool).release(tenant_connection_id)
 
 
 def view(row: Any, counts: dict[str, int], admin_consent_url: str | None = None) -> dict[str, Any]:

@@ -1,90 +1,68 @@
-"""The renewer's side of notices: the relay that publishes the outbox written with each status change, and
-the daily reminders while an incident lasts (decisions in services/core/notices.py)."""
+"""The renewer's side of notices: the daily reminders while an incident lasts (decisions in
+services/core/notices.py). Their events, like the status changes', go through the outbox."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
-from prometheus_client import Counter
 
-from services.core import events, notice_store, notices
+from services.core import notice_store, notices, outbox, tenant_status
 from services.core.kafka import Publisher
+from services.core.store.legacy_outboxes import LegacyNoticeOutbox
+from services.core.store.notices import Notices
+from services.core.store.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-NOTICES = Counter("mailsync_notices_published_total", "Notices published on mailsync.notices.v1", ["type"])
-LEASE = timedelta(seconds=30)  # longer than one publish of a batch with its retries
-BATCH = 200
-
-
-async def claim(pool: asyncpg.Pool, *, limit: int = BATCH) -> list[asyncpg.Record]:
-    """Unpublished outbox rows, oldest first, under a lease (a short transaction, committed before publishing).
-    A row whose user has an older row still unpublished under another replica's lease waits, so one
-    person's notices (keyed by user_id) leave in the order they were written."""
-    return list(await pool.fetch(
-        """UPDATE notice_outbox o SET lease_until = now() + $1::interval
-            WHERE o.outbox_id IN (
-                SELECT x.outbox_id FROM notice_outbox x
-                 WHERE x.published_at IS NULL AND (x.lease_until IS NULL OR x.lease_until < now())
-                   AND NOT EXISTS (SELECT 1 FROM notice_outbox y WHERE y.user_id = x.user_id
-                                      AND y.published_at IS NULL AND y.outbox_id < x.outbox_id
-                                      AND y.lease_until >= now())
-                 ORDER BY x.outbox_id LIMIT $2 FOR UPDATE SKIP LOCKED)
-        RETURNING o.outbox_id, o.notice_id, o.type, o.event_id""", LEASE, limit))
-
-
-async def _event(pool: asyncpg.Pool, outbox: asyncpg.Record, app_url: str) -> dict[str, Any] | None:
-    row = await pool.fetchrow("SELECT * FROM notices WHERE notice_id = $1", outbox["notice_id"])
-    if row is None:
-        return None  # the connection was deleted with its notices (cascade)
-    if outbox["type"] == notices.RESOLVED:
-        return notices.resolved_event(str(outbox["event_id"]), dict(row))
-    return notices.action_event(outbox["type"], str(outbox["event_id"]), dict(row), app_url)
-
-
-async def relay(pool: asyncpg.Pool, publisher: Publisher, app_url: str) -> int:
-    """One pass: claim, publish (no transaction open), mark published. A crash after publishing and before
-    the mark republishes the same events with the same event ids when the lease lapses."""
-    claimed = await claim(pool)
-    if not claimed:
-        return 0
-    records: list[tuple[str, dict[str, Any]]] = []
-    for outbox in claimed:
-        event = await _event(pool, outbox, app_url)
-        if event is not None:
-            records.append((event["user_id"], event))
-    await publisher.publish_many(events.NOTICES, records)
-    await pool.execute("UPDATE notice_outbox SET published_at = now(), lease_until = NULL"
-                       " WHERE outbox_id = ANY($1::bigint[])", [o["outbox_id"] for o in claimed])
-    for _, event in records:
-        NOTICES.labels(event["type"]).inc()
-    return len(records)
+LEGACY_BATCH = 500
 
 
 async def remind(pool: asyncpg.Pool, *, now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 every: timedelta = notices.REMINDER_EVERY) -> int:
-    """Queue a reminder for every open incident last told about a day ago (the relay publishes it)."""
+                 every: timedelta = notices.REMINDER_EVERY, publisher: Publisher | None = None,
+                 app_url: str | None = None) -> int:
+    """Queue a reminder for every open incident last told about a day ago, published after each commit when
+    `publisher` is given (else by the outbox relay). `app_url`: Settings.app_url, from the environment when
+    not given."""
     at = now()
-    rows = await pool.fetch(
-        "SELECT notice_id, user_id, opened_at, last_notified_at, reminders FROM notices"
-        " WHERE resolved_at IS NULL AND last_notified_at <= $1 ORDER BY last_notified_at LIMIT 500", at - every)
+    base = app_url or notices.app_url_from_environment()
     queued = 0
-    for row in rows:
+    for row in await Notices(pool).due_reminders(at - every):
         incident = notices.Incident(str(row["notice_id"]), row["opened_at"], row["last_notified_at"])
         if not notices.reminder_due(incident, at, every):
             continue
         async with pool.acquire() as conn, conn.transaction():
-            # Only if no other replica reminded meanwhile: the last_notified_at we read is still there.
-            number = await conn.fetchval(
-                """UPDATE notices SET last_notified_at = $3, reminders = reminders + 1
-                    WHERE notice_id = $1::uuid AND resolved_at IS NULL AND last_notified_at = $2
-                RETURNING reminders""", incident.notice_id, incident.last_notified_at, at)
-            if number is None:
+            reminded = await Notices(conn).record_reminder(incident, at)
+            if reminded is None:
                 continue
-            await notice_store.enqueue(conn, incident.notice_id, row["user_id"], notices.REMINDER, number)
+            event_id = notices.event_id(notices.REMINDER, incident.notice_id, reminded["reminders"])
+            ids = await Outbox(conn).add([notice_store.event_entry(notices.REMINDER, event_id, reminded, base)])
+        await outbox.publish_now(pool, publisher, ids)
         queued += 1
     return queued
+
+
+async def move_legacy_notices(pool: asyncpg.Pool, publisher: Publisher | None, app_url: str) -> int:
+    """Until the release that drops notice_outbox: what pods of the previous release queued there and left
+    unpublished moves into the outbox (its event ids kept), then is published. Returns how many moved."""
+    async with pool.acquire() as conn, conn.transaction():
+        legacy = LegacyNoticeOutbox(conn)
+        rows = await legacy.take(LEGACY_BATCH)
+        ids = await Outbox(conn).add([notice_store.event_entry(r["type"], r["event_id"], r, app_url) for r in rows])
+        await legacy.mark_moved([r["outbox_id"] for r in rows])
+    await outbox.publish_now(pool, publisher, ids)
+    return len(rows)
+
+
+async def move_legacy_outboxes(pool: asyncpg.Pool, publisher: Publisher | None, app_url: str) -> int:
+    """Both legacy outboxes (notices, tenant connection statuses) into the outbox; see move_legacy_notices."""
+    return await move_legacy_notices(pool, publisher, app_url) + await tenant_status.move_legacy(pool, publisher)
+
+
+async def relay(pool: asyncpg.Pool, publisher: Publisher, app_url: str) -> int:
+    """Deprecated, for services/renewer/app.py until it runs the outbox relay (services/core/outbox.py) and
+    move_legacy_outboxes itself. Returns how many records were published."""
+    await move_legacy_outboxes(pool, publisher, app_url)
+    return await outbox.relay_once(pool, publisher)

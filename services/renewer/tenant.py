@@ -2,14 +2,13 @@
 MAILSYNC_TENANT_SYNC_INTERVAL_S (users added to the directory are enrolled, deleted ones unenrolled, a
 consent withdrawn is noticed even when no mail arrives). Each tenant is claimed with a lease in one
 short statement; the Graph calls run with no transaction open; one tenant's failure never stops another's.
-Every tick also relays tenant_connection.status events a writer could not publish itself (tenant_status)."""
+The tenant_connection.status events a writer could not publish itself are the outbox relay's."""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
 
-from services.core import tenant_status
 from services.core.graph.errors import GraphError
 from services.core.tenant import TenantDeps, claim_due, release, sync_tenant
 
@@ -32,8 +31,4 @@ async def sync_due_tenants(deps: TenantDeps) -> int:
             log.exception("tenant enrolment pass failed", extra={"tenant_connection_id": tenant_connection_id})
         finally:
             await release(deps.pool, tenant_connection_id)
-    try:
-        await tenant_status.relay(deps.pool, deps.status.publisher)
-    except Exception as exc:  # the outbox keeps them; the next tick tries again
-        log.warning("tenant status relay failed", extra={"error": type(exc).__name__})
     return done

@@ -301,8 +301,8 @@ async def test_a_password_reset_is_one_notice_and_reconnecting_resolves_it(stack
         await stack.connect(mailbox)
         resolved = await tail.wait_for(type="notice.resolved", user_id=mailbox.user_id, timeout=40)
         assert resolved["notice_id"] == opened["notice_id"]
-        await wait_until(lambda: db.fetchval("SELECT count(*) = 0 FROM notice_outbox o JOIN notices n USING (notice_id)"
-                                             " WHERE n.user_id = $1 AND o.published_at IS NULL", mailbox.user_id),
+        await wait_until(lambda: db.fetchval("SELECT count(*) = 0 FROM outbox WHERE topic = 'mailsync.notices.v1'"
+                                             " AND key = $1 AND published_at IS NULL", mailbox.user_id),
                          what="every notice of the user published")
         await tail.poll()
         mine = [e["type"] for e in tail.matching(user_id=mailbox.user_id)]

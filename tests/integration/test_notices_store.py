@@ -16,8 +16,10 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.integration
 
 
 async def outbox(db, connection_id: str) -> list[str]:
-    rows = await db.fetch("SELECT o.type FROM notice_outbox o JOIN notices n USING (notice_id)"
-                          " WHERE n.connection_id = $1::uuid ORDER BY o.outbox_id", connection_id)
+    rows = await db.fetch("SELECT convert_from(value, 'UTF8')::jsonb ->> 'type' AS type FROM outbox"
+                          " WHERE topic = 'mailsync.notices.v1'"
+                          " AND convert_from(value, 'UTF8')::jsonb ->> 'connection_id' = $1 ORDER BY outbox_id",
+                          connection_id)
     return [r["type"] for r in rows]
 
 
@@ -49,7 +51,9 @@ async def test_one_incident_daily_reminders_and_resolved(stack: Stack, db):
     clock = opened + timedelta(days=2, minutes=2)
     await remind(db, now=lambda: clock)
     assert await outbox(db, connection_id) == ["notice.action_required", "notice.reminder", "notice.reminder"]
-    ids = await db.fetch("SELECT event_id FROM notice_outbox WHERE notice_id = $1", notice["notice_id"])
+    ids = await db.fetch("SELECT event_id FROM outbox WHERE topic = 'mailsync.notices.v1'"
+                         " AND convert_from(value, 'UTF8')::jsonb ->> 'notice_id' = ($1::uuid)::text",
+                         notice["notice_id"])
     assert len({r["event_id"] for r in ids}) == 3
 
     await status.record(db, connection_id, ConnectionStatus.CONNECTED, None, None)

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from services.core import tenant_status
+from services.core import outbox, tenant_status
 from services.core.config import Settings
 from services.core.graph.errors import GraphError
 from services.core.kafka import Publisher
@@ -47,13 +47,11 @@ async def open_tenant_connection(pool: asyncpg.Pool, settings: Settings, publish
         row = await uow.tenants.open(account_id, tenant_id, REASON_PENDING)
         changed = existing is None or \
             tuple(existing[k] for k in _STATUS_FIELDS) != tuple(row[k] for k in _STATUS_FIELDS)
-        if changed:
-            await tenant_status.queue(uow.conn, str(row["tenant_connection_id"]))
+        ids = await tenant_status.record(uow.conn, row) if changed else []
         state = await new_consent_state(uow.conn, settings, str(row["tenant_connection_id"]), account_id,
                                         row["tenant_id"])
         counts = await mailbox_counts(uow.conn, str(row["tenant_connection_id"]))
-    if changed:
-        await tenant_status.announce(pool, publisher)
+    await outbox.publish_now(pool, publisher, ids)
     return view(row, counts, admin_consent_url(settings, row["tenant_id"], state))
 
 

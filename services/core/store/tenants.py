@@ -1,7 +1,10 @@
-"""tenant_connections (the account's organisation-wide connection) and shared_mailboxes, as the API and the
-admin page change and read them (the enrolment passes are still in services/core/tenant.py)."""
+"""The tenant-wide connection's tables: tenant_connections (the account's organisation-wide connection),
+tenant_consent_states (its single-use consent links), tenant_mailboxes (what each enrolment pass decided per
+mailbox), shared_mailboxes, and the tenant-mode rows of mailbox_connections the enrolment passes write."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import asyncpg
 
@@ -9,12 +12,20 @@ from services.core.store.base import Repository
 
 _COLUMNS = ("tenant_connection_id, account_id, tenant_id, status, reason, error_code, verified_domains, "
             "consented_at")
+# What a tenant_connection.status event says (services/core/tenant_status.py).
+_STATUS = "tenant_connection_id, account_id, tenant_id, status, reason, error_code"
 
 
 class TenantConnections(Repository):
     async def of_account(self, account_id: str) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self._db.fetchrow(
             f"SELECT {_COLUMNS} FROM tenant_connections WHERE account_id = $1", account_id)  # noqa: S608
+        return row
+
+    async def get(self, tenant_connection_id: str) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self._db.fetchrow(
+            f"SELECT {_COLUMNS} FROM tenant_connections WHERE tenant_connection_id = $1::uuid",  # noqa: S608
+            tenant_connection_id)
         return row
 
     async def panel_row(self, account_id: str) -> asyncpg.Record | None:
@@ -42,10 +53,179 @@ class TenantConnections(Repository):
                 RETURNING {_COLUMNS}""", account_id, tenant_id, reason)  # noqa: S608
         return row
 
+    async def change_status(self, tenant_connection_id: str, status: str, reason: str | None,
+                            error_code: str | None) -> asyncpg.Record | None:
+        """The connection as it is now when anything differs (None when nothing does)."""
+        row: asyncpg.Record | None = await self._db.fetchrow(
+            f"""UPDATE tenant_connections SET status = $2, reason = $3, error_code = $4, updated_at = now(),
+                       status_changed_at = CASE WHEN status <> $2 THEN now() ELSE status_changed_at END,
+                       consented_at = CASE WHEN $2 = 'connected' AND status <> 'connected' THEN now()
+                                           ELSE consented_at END
+                 WHERE tenant_connection_id = $1::uuid
+                   AND (status, coalesce(reason, ''), coalesce(error_code, ''))
+                       IS DISTINCT FROM ($2, coalesce($3, ''), coalesce($4, ''))
+             RETURNING {_STATUS}""", tenant_connection_id, status, reason, error_code)  # noqa: S608
+        return row
+
+    async def revoke_consent(self, tenant_connection_id: str, reason: str, error_code: str | None
+                             ) -> asyncpg.Record | None:
+        """consent_revoked, only from connected (one change however many passes notice the revocation)."""
+        row: asyncpg.Record | None = await self._db.fetchrow(
+            f"""UPDATE tenant_connections SET status = 'consent_revoked', reason = $2, error_code = $3,
+                       status_changed_at = now(), updated_at = now()
+                 WHERE tenant_connection_id = $1::uuid AND status = 'connected'
+             RETURNING {_STATUS}""", tenant_connection_id, reason, error_code)  # noqa: S608
+        return row
+
+    async def record_verified_domains(self, tenant_connection_id: str, domains: list[str]) -> None:
+        await self._db.execute("UPDATE tenant_connections SET verified_domains = $2"
+                               " WHERE tenant_connection_id = $1::uuid", tenant_connection_id, domains)
+
+    async def mark_synced(self, tenant_connection_id: str) -> None:
+        await self._db.execute("UPDATE tenant_connections SET last_synced_at = now()"
+                               " WHERE tenant_connection_id = $1::uuid", tenant_connection_id)
+
     async def sync_soon(self, account_id: str) -> None:
         """The tenant connection's next pass, now."""
         await self._db.execute("UPDATE tenant_connections SET next_sync_at = now() WHERE account_id = $1",
                                account_id)
+
+    async def claim_due(self, limit: int, lease: timedelta, interval: timedelta) -> list[str]:
+        """Connected tenant connections due an enrolment pass, claimed with a lease (one replica each)."""
+        rows = await self._db.fetch(
+            """UPDATE tenant_connections t SET sync_lease_until = now() + $2::interval,
+                      next_sync_at = now() + $3::interval
+                 FROM (SELECT tenant_connection_id FROM tenant_connections
+                        WHERE status = 'connected' AND next_sync_at <= now()
+                          AND (sync_lease_until IS NULL OR sync_lease_until < now())
+                        ORDER BY next_sync_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+                WHERE t.tenant_connection_id = due.tenant_connection_id
+            RETURNING t.tenant_connection_id""", limit, lease, interval)
+        return [str(r["tenant_connection_id"]) for r in rows]
+
+    async def release(self, tenant_connection_id: str) -> None:
+        await self._db.execute("UPDATE tenant_connections SET sync_lease_until = NULL"
+                               " WHERE tenant_connection_id = $1::uuid", tenant_connection_id)
+
+
+class TenantConsentStates(Repository):
+    async def create(self, state_id: str, tenant_connection_id: str, account_id: str, tenant_id: str,
+                     ttl: timedelta) -> None:
+        await self._db.execute(
+            """INSERT INTO tenant_consent_states (state_id, tenant_connection_id, account_id, tenant_id, expires_at)
+               VALUES ($1, $2::uuid, $3, $4, now() + $5::interval)""",
+            state_id, tenant_connection_id, account_id, tenant_id, ttl)
+
+    async def use(self, state_id: str) -> asyncpg.Record | None:
+        """Consume a valid, unexpired state: (tenant_connection_id, account_id, tenant_id), None if none is."""
+        row: asyncpg.Record | None = await self._db.fetchrow(
+            """UPDATE tenant_consent_states SET used_at = now()
+                WHERE state_id = $1 AND used_at IS NULL AND expires_at > now()
+            RETURNING tenant_connection_id, account_id, tenant_id""", state_id)
+        return row
+
+    async def lookup(self, state_id: str) -> asyncpg.Record | None:
+        """(used_at, expires_at): why a state could not be used."""
+        row: asyncpg.Record | None = await self._db.fetchrow(
+            "SELECT used_at, expires_at FROM tenant_consent_states WHERE state_id = $1", state_id)
+        return row
+
+    async def void_all(self, tenant_connection_id: str) -> None:
+        """Every unused consent link of the connection becomes used."""
+        await self._db.execute("UPDATE tenant_consent_states SET used_at = now()"
+                               " WHERE tenant_connection_id = $1::uuid AND used_at IS NULL", tenant_connection_id)
+
+
+class TenantMailboxes(Repository):
+    """tenant_mailboxes: per tenant connection and mailbox, what the last enrolment attempt decided."""
+
+    async def decide(self, tenant_connection_id: str, user_id: str, account_id: str, state: str,
+                     reason: str | None) -> None:
+        await self._db.execute(
+            """INSERT INTO tenant_mailboxes (tenant_connection_id, user_id, account_id, state, reason)
+               VALUES ($1::uuid, $2, $3, $4, $5)
+               ON CONFLICT (tenant_connection_id, user_id) DO UPDATE SET state = $4, reason = $5,
+                      checked_at = now()""",
+            tenant_connection_id, user_id, account_id, state, reason)
+
+    async def decisions(self, tenant_connection_id: str) -> dict[str, asyncpg.Record]:
+        """(state, checked_at) by user_id."""
+        rows = await self._db.fetch("SELECT user_id, state, checked_at FROM tenant_mailboxes"
+                                    " WHERE tenant_connection_id = $1::uuid", tenant_connection_id)
+        return {r["user_id"]: r for r in rows}
+
+    async def forget(self, tenant_connection_id: str, user_id: str) -> None:
+        await self._db.execute("DELETE FROM tenant_mailboxes WHERE tenant_connection_id = $1::uuid AND user_id = $2",
+                               tenant_connection_id, user_id)
+
+    async def forget_all(self, tenant_connection_id: str) -> None:
+        await self._db.execute("DELETE FROM tenant_mailboxes WHERE tenant_connection_id = $1::uuid",
+                               tenant_connection_id)
+
+    async def counts(self, tenant_connection_id: str) -> dict[str, int]:
+        """How many mailboxes are in each state (enrolled, out_of_scope, failed: 0 when none)."""
+        rows = await self._db.fetch("SELECT state, count(*) AS n FROM tenant_mailboxes"
+                                    " WHERE tenant_connection_id = $1::uuid GROUP BY state", tenant_connection_id)
+        counts = {"enrolled": 0, "out_of_scope": 0, "failed": 0}
+        counts.update({r["state"]: r["n"] for r in rows})
+        return counts
+
+
+class TenantModeConnections(Repository):
+    """The rows of mailbox_connections a tenant connection enrols (mode = 'tenant') and gives back."""
+
+    async def enrolled(self, tenant_connection_id: str) -> dict[str, asyncpg.Record]:
+        """(connection_id, status) by user_id, whatever their status."""
+        rows = await self._db.fetch("SELECT user_id, connection_id, status FROM mailbox_connections"
+                                    " WHERE tenant_connection_id = $1::uuid AND mode = 'tenant'",
+                                    tenant_connection_id)
+        return {r["user_id"]: r for r in rows}
+
+    async def connected(self, tenant_connection_id: str) -> list[str]:
+        rows = await self._db.fetch("SELECT connection_id FROM mailbox_connections WHERE tenant_connection_id ="
+                                    " $1::uuid AND mode = 'tenant' AND status = 'connected'", tenant_connection_id)
+        return [str(r["connection_id"]) for r in rows]
+
+    async def enrol(self, *, account_id: str, user_id: str, tenant_id: str, graph_user_id: str, address: str,
+                    aliases: list[str], tenant_connection_id: str, shared_mailbox_id: str | None) -> str:
+        """The user's (or shared mailbox's) row in tenant mode: app tokens from now on, its own tokens wiped,
+        polled at once. Returns its connection_id."""
+        value = await self._db.fetchval(
+            """INSERT INTO mailbox_connections (account_id, user_id, tenant_id, graph_user_id, mailbox_address,
+                                                mailbox_addresses, connected_at, mode, tenant_connection_id,
+                                                shared_mailbox_id, next_poll_at)
+               VALUES ($1, $2, $3, $4, $5, $6, now(), 'tenant', $7::uuid, $8::uuid, now())
+               ON CONFLICT (user_id) DO UPDATE SET tenant_id = $3, graph_user_id = $4, mailbox_address = $5,
+                      mailbox_addresses = $6, connected_at = now(), mode = 'tenant', tenant_connection_id = $7::uuid,
+                      shared_mailbox_id = $8::uuid, access_token_enc = NULL, refresh_token_enc = NULL,
+                      access_expires_at = NULL, refresh_lease_until = NULL, next_poll_at = now(),
+                      subscribe_failures = 0, subscribe_retry_at = NULL, updated_at = now()
+               RETURNING connection_id""",
+            account_id, user_id, tenant_id, graph_user_id, address, aliases, tenant_connection_id, shared_mailbox_id)
+        return str(value)
+
+    async def lock_enrolled(self, connection_id: str) -> asyncpg.Record | None:
+        """(tenant_connection_id, user_id, account_id) of a tenant-mode connection, its row locked for the
+        caller's transaction; None for any other connection."""
+        row: asyncpg.Record | None = await self._db.fetchrow(
+            "SELECT tenant_connection_id::text, user_id, account_id FROM mailbox_connections"
+            " WHERE connection_id = $1::uuid AND mode = 'tenant' AND tenant_connection_id IS NOT NULL FOR UPDATE",
+            connection_id)
+        return row
+
+    async def own_connected(self, user_id: str) -> asyncpg.Record | None:
+        """(connection_id, graph_user_id) of the user's own (delegated) connection while it is connected."""
+        row: asyncpg.Record | None = await self._db.fetchrow(
+            "SELECT connection_id, graph_user_id FROM mailbox_connections WHERE user_id = $1 AND mode = 'user'"
+            " AND status = 'connected'", user_id)
+        return row
+
+    async def back_to_user_mode(self, connection_id: str) -> str | None:
+        """The row leaves tenant mode (a later sign-in of the user works as usual); its graph_user_id."""
+        value = await self._db.fetchval(
+            """UPDATE mailbox_connections SET mode = 'user', tenant_connection_id = NULL, updated_at = now()
+                WHERE connection_id = $1::uuid RETURNING graph_user_id""", connection_id)
+        return str(value) if value is not None else None
 
 
 class SharedMailboxes(Repository):
@@ -60,3 +240,21 @@ class SharedMailboxes(Repository):
         gone = await self._db.fetchval("DELETE FROM shared_mailboxes WHERE mailbox_id = $1::uuid AND account_id = $2"
                                        " RETURNING mailbox_id", mailbox_id, account_id)
         return gone is not None
+
+    async def of_account(self, account_id: str) -> list[asyncpg.Record]:
+        """(mailbox_id, address) by address."""
+        rows: list[asyncpg.Record] = await self._db.fetch(
+            "SELECT mailbox_id, address FROM shared_mailboxes WHERE account_id = $1 ORDER BY address", account_id)
+        return rows
+
+
+class AccountUsers(Repository):
+    """The account's directory users as the enrolment pass reads them (the directory consumer writes them)."""
+
+    async def live(self, account_id: str) -> list[asyncpg.Record]:
+        """(user_id, email) of every user not deleted, by user_id."""
+        rows: list[asyncpg.Record] = await self._db.fetch(
+            "SELECT user_id, email FROM users WHERE account_id = $1 AND deleted_at IS NULL ORDER BY user_id",
+            account_id)
+        return rows
+
