@@ -5,22 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
 from prometheus_client import Counter
 
-from services.core import events, notice_store
+from services.core import events, notice_store, outbox
 from services.core.app_credential import AppCredentials
 from services.core.crypto import TokenBox, TokenDecryptError
 from services.core.domain import ConnectionStatus
 from services.core.event_types import ConnectionStatusChanged, to_value
 from services.core.graph.errors import AccessTokenRejected, Classified, GraphError, Severity
 from services.core.graph.identity import IdentityClient, TokenSet
-from services.core.kafka import Publisher, PublishError
+from services.core.kafka import Publisher
+from services.core.store.connections import Connection, MailboxConnections
+from services.core.store.outbox import Outbox
+from services.core.store.tokens import MailboxTokens, TokenState
 from services.core.tenant_rules import outside_access_policy
+
+__all__ = ["REFRESH_AHEAD", "Connection", "NotConnected", "StatusChange", "StatusReporter", "TokenService",
+           "get_connection", "status_change_event", "status_event"]
 
 log = logging.getLogger(__name__)
 
@@ -40,45 +46,34 @@ class NotConnected(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class Connection:
-    connection_id: str
-    account_id: str
-    user_id: str
-    tenant_id: str | None
-    graph_user_id: str | None
-    mailbox_address: str | None
-    mailbox_addresses: tuple[str, ...]
-    status: str
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Connection:
-        return cls(
-            connection_id=str(row["connection_id"]), account_id=row["account_id"], user_id=row["user_id"],
-            tenant_id=row["tenant_id"], graph_user_id=row["graph_user_id"],
-            mailbox_address=row["mailbox_address"], mailbox_addresses=tuple(row["mailbox_addresses"] or ()),
-            status=row["status"],
-        )
-
-
-_COLUMNS = ("connection_id, account_id, user_id, tenant_id, graph_user_id, mailbox_address, "
-            "mailbox_addresses, status")
-
-
 async def get_connection(db: asyncpg.Pool | asyncpg.Connection, connection_id: str) -> Connection | None:
-    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM mailbox_connections WHERE connection_id = $1::uuid",  # noqa: S608
-                            connection_id)
-    return Connection.from_row(row) if row else None
+    return await MailboxConnections(db).get(connection_id)
 
 
-def status_event(row: dict[str, Any] | asyncpg.Record) -> dict[str, Any]:
-    return to_value(ConnectionStatusChanged(
+def status_change_event(row: Mapping[str, Any]) -> ConnectionStatusChanged:
+    """connection.status for a change just recorded (a new event_id per change, kept by its outbox row)."""
+    return ConnectionStatusChanged(
         connection_id=str(row["connection_id"]), user_id=row["user_id"], account_id=row["account_id"],
-        status=row["status"], reason=row["reason"], error_code=row["error_code"]))
+        status=row["status"], reason=row["reason"], error_code=row["error_code"])
+
+
+def status_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    return to_value(status_change_event(row))
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A status change recorded in a transaction, with the outbox rows of its events (the status, and the
+    notice it opened or resolved): `StatusReporter.publish` it once the transaction committed."""
+
+    connection_id: str
+    status: str
+    outbox_ids: tuple[int, ...]
 
 
 class StatusReporter:
-    """Changes a connection's status only when it differs; every change is recorded and published."""
+    """Changes a connection's status only when it differs; every change is recorded with its
+    connection.status event in the outbox, and the event published after the commit."""
 
     def __init__(self, pool: asyncpg.Pool, publisher: Publisher) -> None:
         self._pool = pool
@@ -92,56 +87,49 @@ class StatusReporter:
     async def set_status(
         self, connection_id: str, status: ConnectionStatus, reason: str | None, error_code: str | None,
     ) -> bool:
-        """Record the change and publish it."""
-        row = await self.record(self._pool, connection_id, status, reason, error_code)
-        if row is None:
+        """Record the change (its own transaction) and publish it."""
+        change = await self.record(self._pool, connection_id, status, reason, error_code)
+        if change is None:
             return False
-        await self.publish(row)
+        await self.publish(change)
         return True
 
     async def record(
         self, db: asyncpg.Pool | asyncpg.Connection, connection_id: str, status: ConnectionStatus,
         reason: str | None, error_code: str | None,
-    ) -> asyncpg.Record | None:
-        """Record the change (inside the caller's transaction when `db` is one) without publishing it; the
-        caller publishes the returned row once committed. None when nothing changed. The connection's
-        notice (services/core/notice_store.py) is opened or closed in the same transaction."""
+    ) -> StatusChange | None:
+        """Record the change and queue its event in the outbox (inside the caller's transaction when `db` is
+        one) without publishing it; the caller publishes the returned change once committed (the outbox relay
+        does if it never does). None when nothing changed. The connection's notice
+        (services/core/notice_store.py) is opened or closed in the same transaction, its event queued with
+        the status event."""
         if isinstance(db, asyncpg.Pool):
             async with db.acquire() as conn, conn.transaction():
                 return await self.record(conn, connection_id, status, reason, error_code)
-        sql = """
-            UPDATE mailbox_connections SET status = $2, reason = $3, error_code = $4,
-                   status_changed_at = now(), updated_at = now()
-             WHERE connection_id = $1::uuid
-               AND (status, coalesce(reason, ''), coalesce(error_code, ''))
-                   IS DISTINCT FROM ($2, coalesce($3, ''), coalesce($4, ''))
-         RETURNING connection_id, user_id, account_id, status, reason, error_code"""
-        row: asyncpg.Record | None = await db.fetchrow(sql, connection_id, status.value, reason, error_code)
-        if row is None:
+        changed = await MailboxConnections(db).change_status(connection_id, status.value, reason, error_code)
+        if changed is None:
             return None
-        await db.execute(
-            "INSERT INTO connection_events (connection_id, status, reason, error_code) VALUES ($1, $2, $3, $4)",
-            row["connection_id"], row["status"], row["reason"], row["error_code"],
-        )
-        await notice_store.on_status_change(db, row)
+        row = asdict(changed)
+        ids = await Outbox(db).add([outbox.entry(events.CONNECTION_STATUS, changed.connection_id,
+                                                 status_change_event(row))])
+        ids += await notice_store.on_status_change(db, row)
         log.info("connection status changed", extra={"connection_id": connection_id, "status": status.value,
                                                       "error_code": error_code})
-        return row
+        return StatusChange(changed.connection_id, changed.status, tuple(ids))
 
-    async def publish(self, row: dict[str, Any] | asyncpg.Record) -> None:
-        try:
-            await self._publisher.publish(events.CONNECTION_STATUS, str(row["connection_id"]), status_event(row))
-        except PublishError:
-            # The row is the truth; the compacted topic is a view of it, republished on the next change.
-            log.warning("connection status not published", extra={"connection_id": str(row["connection_id"])})
+    async def publish(self, change: StatusChange) -> None:
+        """After the commit. Never raises: an event Kafka did not take is left to the outbox relay."""
+        await outbox.publish_now(self._pool, self._publisher, change.outbox_ids)
 
 
 class TokenService:
     """Hands out access tokens, refreshing ahead of expiry; one replica refreshes a mailbox at a time."""
 
     def __init__(self, pool: asyncpg.Pool, box: TokenBox, identity: IdentityClient,
-                 status: StatusReporter, app: AppCredentials | None = None) -> None:
+                 status: StatusReporter, app: AppCredentials | None = None, *,
+                 store: MailboxTokens | None = None) -> None:
         self._pool = pool
+        self._tokens = store or MailboxTokens(pool)  # `store`: a unit test's in-memory fake
         self._box = box
         self._identity = identity
         self._status = status
@@ -157,12 +145,7 @@ class TokenService:
 
     async def store(self, conn: asyncpg.Connection, connection_id: str, tokens: TokenSet) -> None:
         access, refresh = self.seal(connection_id, tokens)
-        await conn.execute(
-            """UPDATE mailbox_connections SET access_token_enc = $2, refresh_token_enc = $3,
-                      access_expires_at = $4, scopes = $5, updated_at = now()
-                WHERE connection_id = $1::uuid""",
-            connection_id, access, refresh, tokens.expires_at, list(tokens.scopes),
-        )
+        await MailboxTokens(conn).store(connection_id, access, refresh, tokens.expires_at, tokens.scopes)
 
     async def call(self, connection_id: str, fn: Callable[[str], Awaitable[T]]) -> T:
         """Run a Graph call with the mailbox's token; see call_with_expiry."""
@@ -230,17 +213,16 @@ class TokenService:
 
     async def _from_db(self, connection_id: str, force_refresh: bool, claims: Mapping[str, Any] | None = None,
                        accept: Callable[[datetime], bool] | None = None) -> tuple[str, datetime]:
-        row = await self._pool.fetchrow(
-            "SELECT status, access_token_enc, access_expires_at, mode, tenant_id, tenant_connection_id"
-            " FROM mailbox_connections WHERE connection_id = $1::uuid", connection_id)
-        if row is not None and row["mode"] == "tenant" and row["status"] == ConnectionStatus.CONNECTED:
-            return await self._app_token(connection_id, row, force_refresh, claims)
-        if row is None or row["status"] != ConnectionStatus.CONNECTED or row["access_token_enc"] is None:
+        state = await self._tokens.state(connection_id)
+        if state is not None and state.mode == "tenant" and state.status == ConnectionStatus.CONNECTED:
+            return await self._app_token(connection_id, state, force_refresh, claims)
+        if state is None or state.status != ConnectionStatus.CONNECTED or state.access_token_enc is None:
             self.forget(connection_id)
-            raise NotConnected(connection_id, row["status"] if row else "unknown")
-        if not force_refresh and _usable(row["access_expires_at"], accept):
-            return await self._open(connection_id, row["access_token_enc"]), row["access_expires_at"]
-        return await self._refresh(connection_id, seen_expiry=row["access_expires_at"], claims=claims)
+            raise NotConnected(connection_id, state.status if state else "unknown")
+        expires_at = state.access_expires_at
+        if not force_refresh and expires_at is not None and _usable(expires_at, accept):
+            return await self._open(connection_id, state.access_token_enc), expires_at
+        return await self._refresh(connection_id, seen_expiry=expires_at, claims=claims)
 
     async def _open(self, connection_id: str, blob: bytes) -> str:
         """Decrypt a stored token. One that cannot be read (its key was dropped, the blob damaged) is the
@@ -255,73 +237,56 @@ class TokenService:
                                           "token_unreadable")
             raise NotConnected(connection_id, ConnectionStatus.RECONNECT_REQUIRED.value) from None
 
-    async def _refresh(self, connection_id: str, *, seen_expiry: datetime,
+    async def _refresh(self, connection_id: str, *, seen_expiry: datetime | None,
                        claims: Mapping[str, Any] | None = None) -> tuple[str, datetime]:
         """Claim a refresh lease (short transaction), call the identity platform with no transaction open,
         record the outcome (short transaction). A replica that finds the lease taken waits for the
         holder's result instead of refreshing the same grant twice. The new refresh token that comes back
         is stored; the one used is not assumed dead (Microsoft's stay valid), only superseded."""
+        store = self._tokens
         deadline = asyncio.get_running_loop().time() + REFRESH_LEASE.total_seconds()
-        while True:
-            claimed = await self._pool.fetchrow(
-                """UPDATE mailbox_connections SET refresh_lease_until = now() + $3::interval
-                    WHERE connection_id = $1::uuid AND status = 'connected' AND refresh_token_enc IS NOT NULL
-                      AND access_expires_at IS NOT DISTINCT FROM $2
-                      AND (refresh_lease_until IS NULL OR refresh_lease_until < now())
-                RETURNING refresh_token_enc, tenant_id""", connection_id, seen_expiry, REFRESH_LEASE)
-            if claimed is not None:
-                break
-            row = await self._pool.fetchrow(
-                "SELECT status, access_token_enc, refresh_token_enc, access_expires_at FROM mailbox_connections"
-                " WHERE connection_id = $1::uuid", connection_id)
-            if row is None or row["status"] != ConnectionStatus.CONNECTED or row["refresh_token_enc"] is None:
-                raise NotConnected(connection_id, row["status"] if row else "unknown")
-            if row["access_expires_at"] != seen_expiry:
+        while (claimed := await store.claim_refresh(connection_id, seen_expiry, REFRESH_LEASE)) is None:
+            state = await store.state(connection_id)
+            if state is None or state.status != ConnectionStatus.CONNECTED or state.refresh_token_enc is None:
+                raise NotConnected(connection_id, state.status if state else "unknown")
+            if state.access_expires_at != seen_expiry and state.access_token_enc is not None \
+                    and state.access_expires_at is not None:
                 # Another replica refreshed meanwhile.
-                return await self._open(connection_id, row["access_token_enc"]), row["access_expires_at"]
+                return await self._open(connection_id, state.access_token_enc), state.access_expires_at
             if asyncio.get_running_loop().time() > deadline:
                 raise GraphError(Classified(Severity.TRANSIENT, "refresh_in_progress",
                                             "Another replica's token refresh did not finish in time."), None)
             await asyncio.sleep(0.2)  # the holder's lease is short; its result is what we want
-        refresh_token = await self._open(connection_id, claimed["refresh_token_enc"])
+        refresh_token = await self._open(connection_id, claimed.refresh_token_enc)
         try:
-            tokens = await self._identity.refresh(refresh_token, claimed["tenant_id"], claims)
+            tokens = await self._identity.refresh(refresh_token, claimed.tenant_id, claims)
         except GraphError as exc:
             TOKEN_REFRESHES.labels(exc.classified.severity.value).inc()
-            await self._pool.execute("UPDATE mailbox_connections SET refresh_lease_until = NULL"
-                                     " WHERE connection_id = $1::uuid", connection_id)
+            await store.release_refresh(connection_id)
             if exc.classified.severity not in (Severity.RECONNECT, Severity.CONSENT):
                 raise  # transient, or our own misconfiguration: never the user's status
             await self.mark_failed(connection_id, exc)
             raise NotConnected(connection_id, exc.classified.severity.value) from exc
         TOKEN_REFRESHES.labels("ok").inc()
-        async with self._pool.acquire() as conn, conn.transaction():
-            access, refresh = self.seal(connection_id, tokens)
-            # Only while still connected and our lease stands: a disconnect during the call wiped the tokens
-            # and the lease, and its wipe wins.
-            stored = await conn.fetchval(
-                """UPDATE mailbox_connections SET access_token_enc = $2, refresh_token_enc = $3,
-                          access_expires_at = $4, scopes = $5, refresh_lease_until = NULL, updated_at = now()
-                    WHERE connection_id = $1::uuid AND status = 'connected' AND refresh_lease_until IS NOT NULL
-                RETURNING 1""", connection_id, access, refresh, tokens.expires_at, list(tokens.scopes))
-        if not stored:
+        access, refresh = self.seal(connection_id, tokens)
+        if not await store.record_refresh(connection_id, access, refresh, tokens.expires_at, tokens.scopes):
             self.forget(connection_id)
             raise NotConnected(connection_id, "disconnected")
         return tokens.access_token, tokens.expires_at
 
-    async def _app_token(self, connection_id: str, row: asyncpg.Record, force_refresh: bool,
+    async def _app_token(self, connection_id: str, state: TokenState, force_refresh: bool,
                          claims: Mapping[str, Any] | None) -> tuple[str, datetime]:
         """A tenant-mode mailbox: the tenant's app-only token. Consent withdrawn changes the tenant
         connection and all its mailboxes in one step (tenant.revoke_consent), never this one alone."""
         try:
-            token, expires_at = await self._app.token(str(row["tenant_id"]), fresh=force_refresh, claims=claims)
+            token, expires_at = await self._app.token(str(state.tenant_id), fresh=force_refresh, claims=claims)
             return token, expires_at
         except GraphError as exc:
             if exc.classified.severity is not Severity.CONSENT:
                 raise  # transient, or the operator's credential: never a mailbox's status
             from services.core.tenant import revoke_consent  # tenant builds on this module
             self.forget(connection_id)
-            await revoke_consent(self._pool, self._status, str(row["tenant_connection_id"]), exc.classified)
+            await revoke_consent(self._pool, self._status, str(state.tenant_connection_id), exc.classified)
             raise NotConnected(connection_id, ConnectionStatus.CONSENT_REQUIRED.value) from exc
 
     async def mark_failed(self, connection_id: str, failure: GraphError) -> None:
@@ -333,30 +298,21 @@ class TokenService:
         """Heal connections marked `token_unreadable` whose tokens this process can read: the user's
         sign-in was never at fault, only a replica that lacked a key (a key rollout reaching pods one at a
         time). Back to connected, with a catch-up poll now for mail of the gap. Returns how many healed."""
-        rows = await self._pool.fetch(
-            """SELECT connection_id, access_token_enc, refresh_token_enc FROM mailbox_connections
-                WHERE status = 'reconnect_required' AND error_code = 'token_unreadable'
-                ORDER BY status_changed_at LIMIT $1""", limit)
         healed = 0
-        for row in rows:
-            connection_id = str(row["connection_id"])
-            blobs = [bytes(b) for b in (row["access_token_enc"], row["refresh_token_enc"]) if b is not None]
+        for sealed in await self._tokens.marked_unreadable(limit):
+            connection_id = sealed.connection_id
+            blobs = [b for b in (sealed.access_token_enc, sealed.refresh_token_enc) if b is not None]
             try:
                 if not blobs or not all(self._box.decrypt(b, bound_to=connection_id) for b in blobs):
                     continue
             except TokenDecryptError:
                 continue  # still unreadable here: the user must reconnect, as the status says
             async with self._pool.acquire() as conn, conn.transaction():
-                still = await conn.fetchval(  # the user may have reconnected or disconnected meanwhile
-                    """SELECT 1 FROM mailbox_connections WHERE connection_id = $1::uuid
-                          AND status = 'reconnect_required' AND error_code = 'token_unreadable'
-                          AND access_token_enc IS NOT DISTINCT FROM $2 AND refresh_token_enc IS NOT DISTINCT FROM $3
-                          FOR UPDATE""", connection_id, row["access_token_enc"], row["refresh_token_enc"])
+                still = await MailboxTokens(conn).lock_still_unreadable(sealed)
                 changed = still and await self._status.record(conn, connection_id, ConnectionStatus.CONNECTED,
                                                               None, None)
                 if changed:
-                    await conn.execute("UPDATE mailbox_connections SET next_poll_at = now()"
-                                       " WHERE connection_id = $1::uuid", connection_id)
+                    await MailboxConnections(conn).poll_now(connection_id, None)
             if changed:
                 log.info("stored token readable again", extra={"connection_id": connection_id})
                 await self._status.publish(changed)

@@ -11,6 +11,7 @@ import asyncpg
 
 from services.core.connections import REFRESH_AHEAD, NotConnected, TokenService
 from services.core.graph.errors import GraphError
+from services.core.store.tokens import MailboxTokens
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,7 @@ async def refresh_due(pool: asyncpg.Pool, tokens: TokenService, *, tick: timedel
     replica) is taken as it is, not refreshed a second time; TokenService claims a refresh lease and
     re-checks the expiry, so replicas running this at the same time refresh each mailbox once."""
     horizon = REFRESH_AHEAD + tick * 2
-    rows = await pool.fetch(
-        """SELECT connection_id, access_expires_at FROM mailbox_connections
-            WHERE status = 'connected' AND access_expires_at < now() + $1::interval
-            ORDER BY access_expires_at LIMIT $2""", horizon, limit)
+    due = await MailboxTokens(pool).expiring(horizon, limit)
     gate = asyncio.Semaphore(REFRESHES_IN_FLIGHT)
 
     def beyond_horizon(expires_at: datetime) -> bool:
@@ -51,5 +49,5 @@ async def refresh_due(pool: asyncpg.Pool, tokens: TokenService, *, tick: timedel
                 log.exception("token refresh failed", extra={"connection_id": connection_id})
             return False
 
-    done = await asyncio.gather(*(one(str(r["connection_id"]), r["access_expires_at"]) for r in rows))
+    done = await asyncio.gather(*(one(d.connection_id, d.access_expires_at) for d in due))
     return sum(done)

@@ -1,8 +1,9 @@
-"""mailbox_connections: one row per user's mailbox (its status and tokens are written by
-services/core/connections.py until that module moves here)."""
+"""mailbox_connections: one row per user's mailbox, and its status history (connection_events). Its sealed
+tokens are services/core/store/tokens.py's."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -10,7 +11,67 @@ import asyncpg
 from services.core.store.base import Repository, in_scope
 
 
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    account_id: str
+    user_id: str
+    tenant_id: str | None
+    graph_user_id: str | None
+    mailbox_address: str | None
+    mailbox_addresses: tuple[str, ...]
+    status: str
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Connection:
+        return cls(
+            connection_id=str(row["connection_id"]), account_id=row["account_id"], user_id=row["user_id"],
+            tenant_id=row["tenant_id"], graph_user_id=row["graph_user_id"],
+            mailbox_address=row["mailbox_address"], mailbox_addresses=tuple(row["mailbox_addresses"] or ()),
+            status=row["status"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedStatus:
+    """A connection's status as a change just set it."""
+
+    connection_id: str
+    user_id: str
+    account_id: str
+    status: str
+    reason: str | None
+    error_code: str | None
+
+
 class MailboxConnections(Repository):
+    async def get(self, connection_id: str) -> Connection | None:
+        row = await self._db.fetchrow(
+            "SELECT connection_id, account_id, user_id, tenant_id, graph_user_id, mailbox_address,"
+            " mailbox_addresses, status FROM mailbox_connections WHERE connection_id = $1::uuid", connection_id)
+        return Connection.from_row(row) if row is not None else None
+
+    async def change_status(self, connection_id: str, status: str, reason: str | None,
+                            error_code: str | None) -> ChangedStatus | None:
+        """Inside the caller's transaction: the new status, only when it differs from the current one, and its
+        line in the connection's history. None when nothing changed (or no such connection). The row stays
+        locked until the commit, so one connection's changes follow one another."""
+        row = await self._db.fetchrow(
+            """UPDATE mailbox_connections SET status = $2, reason = $3, error_code = $4,
+                      status_changed_at = now(), updated_at = now()
+                WHERE connection_id = $1::uuid
+                  AND (status, coalesce(reason, ''), coalesce(error_code, ''))
+                      IS DISTINCT FROM ($2, coalesce($3, ''), coalesce($4, ''))
+            RETURNING connection_id, user_id, account_id, status, reason, error_code""",
+            connection_id, status, reason, error_code)
+        if row is None:
+            return None
+        await self._db.execute(
+            "INSERT INTO connection_events (connection_id, status, reason, error_code) VALUES ($1, $2, $3, $4)",
+            row["connection_id"], row["status"], row["reason"], row["error_code"])
+        return ChangedStatus(str(row["connection_id"]), row["user_id"], row["account_id"], row["status"],
+                             row["reason"], row["error_code"])
+
     async def view_row(self, user_id: str, account_id: str | None) -> asyncpg.Record | None:
         """The user's connection as the API shows it."""
         row: asyncpg.Record | None = await self._db.fetchrow(
