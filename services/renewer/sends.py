@@ -1,5 +1,7 @@
 """The send worker (a renewer task): claims queued sends with a lease, calls Graph with no transaction open,
-records each outcome in its own short statement, then announces it on mailsync.sends.v1.
+records each step in its own short statement; an outcome commits with its send.completed / send.failed event
+in the outbox (one transaction), which is published on mailsync.sends.v1 after the commit (services/core/outbox.py;
+the outbox relay publishes what a crash left behind).
 
 The decisions are services/core/sends.py's; this module only carries them out. A send is marked in doubt
 (committed) before `sendMail` is called, and stays so until an answer proves what happened, so a crash at
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,9 +21,9 @@ from urllib.parse import quote
 import asyncpg
 from prometheus_client import Counter
 
-from services.core import events
+from services.core import events, outbox
 from services.core.connections import NotConnected, TokenService, get_connection
-from services.core.event_types import SendCompleted, SendFailed, to_value
+from services.core.event_types import SendCompleted, SendFailed
 from services.core.graph.client import GraphClient
 from services.core.graph.errors import GraphError
 from services.core.kafka import Publisher
@@ -39,13 +42,14 @@ from services.core.sends import (
     graph_message,
     sending_limit,
 )
+from services.core.store.outbox import Outbox
+from services.core.store.sends import Sends
 
 log = logging.getLogger(__name__)
 
 SENDS = Counter("mailsync_sends_total", "Sends by outcome (sent, failed, deferred, in_doubt)", ["outcome"])
 TICK_S = 1.0  # how often the worker looks for due sends: one indexed query (sends_due)
 LOOKUP_RETRY = timedelta(seconds=30)  # a lookup Graph could not answer is tried again this soon
-RELAY_AFTER = timedelta(minutes=1)  # an outcome unannounced for this long was left behind by a crash
 
 
 @dataclass
@@ -58,13 +62,7 @@ class SendDeps:
 
 async def claim(pool: asyncpg.Pool) -> asyncpg.Record | None:
     """One due send, leased to this worker (a short statement: committed before any Graph call)."""
-    return await pool.fetchrow(
-        """UPDATE sends SET lease_until = now() + $1::interval, updated_at = now()
-            WHERE send_id = (SELECT send_id FROM sends
-                              WHERE status = 'queued' AND next_attempt_at <= now()
-                                AND (lease_until IS NULL OR lease_until < now())
-                              ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-        RETURNING *, now() AS db_now""", LEASE)
+    return await Sends(pool).claim_due(LEASE)
 
 
 async def run_due(deps: SendDeps, stop: asyncio.Event | None = None) -> int:
@@ -80,7 +78,6 @@ async def run_due(deps: SendDeps, stop: asyncio.Event | None = None) -> int:
             # The lease lapses and the send is claimed again; if a call began, it is in doubt and looked up.
             log.exception("send pass failed", extra={"send_id": str(row["send_id"])})
         done += 1
-    await publish_left_behind(deps.pool, deps.publisher, older_than=RELAY_AFTER)
     return done
 
 
@@ -123,11 +120,7 @@ async def _send(deps: SendDeps, row: asyncpg.Record, user: str, now: datetime) -
         await _wait(deps.pool, send_id, limited)
         return
     # In doubt from here on, committed before the call: a crash during the call is looked up, never re-sent blind.
-    started = await deps.pool.fetchval(
-        """UPDATE sends SET in_doubt = true, attempts = attempts + 1, attempt_started_at = now(),
-                  lease_until = now() + $2::interval, updated_at = now()
-            WHERE send_id = $1::uuid AND status = 'queued' RETURNING true""", send_id, LEASE)
-    if not started:
+    if not await Sends(deps.pool).start_attempt(send_id, LEASE):
         return
     body = {"message": graph_message(subject=row["subject"], body=row["body"] or "", body_type=row["body_type"],
                                      to=list(row["to_addresses"]), cc=list(row["cc_addresses"]),
@@ -160,10 +153,7 @@ async def _record(deps: SendDeps, send_id: str, result: CallResult) -> None:
         # anyway), so the next attempt looks it up first and re-sends only after SETTLE.
         SENDS.labels("in_doubt").inc()
         wait = timedelta(seconds=result.retry_after_s) if result.retry_after_s is not None else UNCERTAIN_RETRY
-        await deps.pool.execute(
-            """UPDATE sends SET next_attempt_at = now() + $2::interval, lease_until = NULL, error = $3,
-                      updated_at = now() WHERE send_id = $1::uuid AND status = 'queued'""",
-            send_id, wait, result.reason)
+        await Sends(deps.pool).retry_later(send_id, wait, result.reason)
 
 
 async def _look_up(deps: SendDeps, connection_id: str, user: str, internet_message_id: str) -> bool:
@@ -181,69 +171,43 @@ async def _look_up(deps: SendDeps, connection_id: str, user: str, internet_messa
 
 async def recent_sending(pool: asyncpg.Pool, connection_id: str, this_send: str) -> RecentSending:
     """The mailbox's sends of the last day (and those in doubt: they may have gone), this one left out."""
-    rows = await pool.fetch(
-        "SELECT sent_at, recipient_count FROM sends WHERE connection_id = $1::uuid"
-        " AND sent_at > now() - interval '1 day' ORDER BY sent_at", connection_id)
-    doubt = await pool.fetch(
-        "SELECT attempt_started_at, recipient_count FROM sends WHERE connection_id = $1::uuid AND in_doubt"
-        " AND status = 'queued' AND attempt_started_at > now() - interval '1 day' AND send_id <> $2::uuid",
-        connection_id, this_send)
-    day = sorted([(r["sent_at"], r["recipient_count"]) for r in rows]
-                 + [(r["attempt_started_at"], r["recipient_count"]) for r in doubt])
+    day = await Sends(pool).sending_last_day(connection_id, leaving_out=this_send)
     return RecentSending(last_minute=tuple(t for t, _ in day), last_day=tuple(day))
 
 
 async def _wait(pool: asyncpg.Pool, send_id: str, decision: Decision) -> None:
-    await pool.execute(
-        """UPDATE sends SET next_attempt_at = $2, lease_until = NULL, error = $3, updated_at = now()
-            WHERE send_id = $1::uuid AND status = 'queued'""", send_id, decision.until, decision.reason)
+    await Sends(pool).wait_until(send_id, decision.until, decision.reason)
 
 
 async def _sent(deps: SendDeps, send_id: str) -> None:
-    row = await deps.pool.fetchrow(
-        """UPDATE sends SET status = 'sent', in_doubt = false, error = NULL, body = NULL, lease_until = NULL,
-                  sent_at = coalesce(attempt_started_at, now()), updated_at = now()
-            WHERE send_id = $1::uuid AND status = 'queued' RETURNING *""", send_id)
-    if row is not None:
+    if await _conclude(deps, lambda sends: sends.mark_sent(send_id)):
         SENDS.labels("sent").inc()
-        await publish_outcomes(deps.pool, deps.publisher, [row])
 
 
 async def _fail(deps: SendDeps, send_id: str, reason: str, *, in_doubt: bool | None = None) -> None:
-    row = await deps.pool.fetchrow(
-        """UPDATE sends SET status = 'failed', error = $2, body = NULL, lease_until = NULL, updated_at = now(),
-                  in_doubt = coalesce($3, in_doubt)
-            WHERE send_id = $1::uuid AND status = 'queued' RETURNING *""", send_id, reason, in_doubt)
-    if row is not None:
+    if await _conclude(deps, lambda sends: sends.mark_failed(send_id, reason, in_doubt=in_doubt)):
         SENDS.labels("failed").inc()
         log.info("send failed", extra={"send_id": send_id, "reason": reason})
-        await publish_outcomes(deps.pool, deps.publisher, [row])
 
 
-def outcome_event(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+async def _conclude(deps: SendDeps, outcome: Callable[[Sends], Awaitable[asyncpg.Record | None]]) -> bool:
+    """The outcome and its event commit together; the event is published after the commit (a crash in between
+    leaves it to the outbox relay). False when the send was no longer queued (nothing recorded)."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        row = await outcome(Sends(conn))
+        ids = [] if row is None else await Outbox(conn).add(
+            [outbox.entry(events.SENDS, row["user_id"], outcome_event(row))])
+    await outbox.publish_now(deps.pool, deps.publisher, ids)
+    return row is not None
+
+
+def outcome_event(row: asyncpg.Record | dict[str, Any]) -> SendCompleted | SendFailed:
     """send.completed / send.failed; the event id is stable per send, so a republication dedupes."""
     send_id = str(row["send_id"])
     if row["status"] == "sent":
-        return to_value(SendCompleted(
+        return SendCompleted(
             send_id=send_id, user_id=row["user_id"], account_id=row["account_id"],
-            internet_message_id=row["internet_message_id"], event_id=events.stable_event_id("send.completed", send_id)))
-    return to_value(SendFailed(
+            internet_message_id=row["internet_message_id"], event_id=events.stable_event_id("send.completed", send_id))
+    return SendFailed(
         send_id=send_id, user_id=row["user_id"], account_id=row["account_id"], error=row["error"] or "not sent",
-        event_id=events.stable_event_id("send.failed", send_id)))
-
-
-async def publish_outcomes(pool: asyncpg.Pool, publisher: Publisher, rows: list[asyncpg.Record]) -> None:
-    """After the outcome is committed: publish, then mark. A crash in between republishes the same event."""
-    await publisher.publish_many(events.SENDS, [(r["user_id"], outcome_event(r)) for r in rows])
-    await pool.execute("UPDATE sends SET published_at = now() WHERE send_id = ANY($1::uuid[])",
-                       [str(r["send_id"]) for r in rows])
-
-
-async def publish_left_behind(pool: asyncpg.Pool, publisher: Publisher, *, older_than: timedelta) -> int:
-    """The relay: outcomes committed but not announced (Kafka was down, or the worker died in between)."""
-    rows = await pool.fetch(
-        "SELECT * FROM sends WHERE status <> 'queued' AND published_at IS NULL AND updated_at < now() - $1::interval"
-        " ORDER BY updated_at LIMIT 200", older_than)
-    if rows:
-        await publish_outcomes(pool, publisher, list(rows))
-    return len(rows)
+        event_id=events.stable_event_id("send.failed", send_id))
