@@ -111,21 +111,32 @@ async def decide_and_store(pool: asyncpg.Pool, items: Sequence[ToDecide], *, uns
 
 async def _store(conn: asyncpg.Connection, items: Sequence[ToDecide], copies: list[Copy], unseen: Sequence[Unseen],
                  *, announce_links: bool) -> Decided:
-    matched = [c for c in copies if c.result.decision is Decision.MATCHED]
-    stored = await engagements.store_engagements(conn, matched)
-    others: list[tuple[Copy, str | None]] = []
+    stored = await engagements.store_engagements(conn, [c for c in copies if c.result.decision is Decision.MATCHED])
+    await engagements.record_decisions(conn, [(copy, None) for copy in decisions_to_rewrite(items, copies)])
+    await engagements.record_unseen_many(conn, unseen)
+    entries = engagements.created_entries(stored)
+    if announce_links:
+        entries += await engagements.linked_entries(conn, gained_contacts(stored))
+    ids = await Outbox(conn).add(entries)
+    return Decided(copies, stored, ids)
+
+
+def decisions_to_rewrite(items: Sequence[ToDecide], copies: Sequence[Copy]) -> list[Copy]:
+    """The copies decided not to be engagements whose decision row is (re)written: every one decided for the
+    first time; one decided again only when its decision changed, under the source it came from. (A matched
+    copy's row is written with its engagement.)"""
+    rewrite: list[Copy] = []
     for item, copy in zip(items, copies, strict=True):
         if copy.result.decision is Decision.MATCHED:
             continue
         if item.previous is None:
-            others.append((copy, None))
+            rewrite.append(copy)
         elif item.previous.decision != copy.result.decision.value:
-            others.append((replace(copy, source=item.previous.source), None))
-    await engagements.record_decisions(conn, others)
-    await engagements.record_unseen_many(conn, unseen)
-    entries = engagements.created_entries(stored)
-    if announce_links:
-        entries += await engagements.linked_entries(
-            conn, sorted(s.engagement_id for s in stored if not s.created and s.new_contacts))
-    ids = await Outbox(conn).add(entries)
-    return Decided(copies, stored, ids)
+            rewrite.append(replace(copy, source=item.previous.source))
+    return rewrite
+
+
+def gained_contacts(stored: Sequence[Stored]) -> list[str]:
+    """Engagements that existed before and gained contacts: each is announced by engagement.linked (a new one
+    is announced by its engagement.created, which already lists them)."""
+    return sorted({s.engagement_id for s in stored if not s.created and s.new_contacts})
