@@ -219,7 +219,7 @@ async def ensure_one(deps: RenewerDeps, connection_id: str) -> bool:
             return False  # another replica, or the connect flow, is on it
         if await deps.subscriptions.has_live(connection_id):
             return False  # created meanwhile
-        await deps.subscriptions.forget_connections(connection_id)
+        await deps.subscriptions.forget_all_of(connection_id)
         await recreate(deps, connection_id)
         await deps.upkeep.subscribed(connection_id)
         RENEWALS.labels("created").inc()

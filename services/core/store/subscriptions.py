@@ -89,7 +89,7 @@ class Subscriptions(Repository):
     async def forget(self, subscription_id: str) -> None:
         await self._db.execute("DELETE FROM subscriptions WHERE subscription_id = $1", subscription_id)
 
-    async def forget_connections(self, connection_id: str) -> None:
+    async def forget_all_of(self, connection_id: str) -> None:
         """Every subscription of the mailbox (expired ones, before a new one is created)."""
         await self._db.execute("DELETE FROM subscriptions WHERE connection_id = $1::uuid", connection_id)
 
