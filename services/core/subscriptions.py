@@ -29,7 +29,7 @@ def expiry_iso(minutes: int) -> str:
 
 
 async def create_mailbox_subscription(
-    db: asyncpg.Pool | asyncpg.Connection,
+    db: asyncpg.Pool,
     graph: GraphClient,
     settings: Settings,
     *,
@@ -41,7 +41,9 @@ async def create_mailbox_subscription(
     token_expires_at: datetime | None = None,
 ) -> dict[str, Any]:
     """`token_expires_at`: when `token` expires, i.e. until when Graph delivers without a reauthorization
-    (stored as authorized_until; None when the caller does not know)."""
+    (stored as authorized_until; None when the caller does not know). `db` is a pool, never a transaction's
+    connection (here and below): the Graph calls run between the statements, each committed on its own, so
+    a subscription Graph created is stored even if the caller fails afterwards."""
     client_state = secrets.token_urlsafe(48)  # 64 chars, under Graph's 128
     body = {
         "changeType": "created,updated,deleted",
@@ -86,7 +88,7 @@ def _same_resource(live: dict[str, Any], body: dict[str, Any]) -> bool:
     return str(live.get("resource", "")).strip("/").lower() == str(body["resource"]).strip("/").lower()
 
 
-async def post_subscription(db: asyncpg.Pool | asyncpg.Connection, graph: GraphClient, token: str,
+async def post_subscription(db: asyncpg.Pool, graph: GraphClient, token: str,
                        graph_user_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST /subscriptions without leaving orphans: when an attempt fails in a way that may have created the
     subscription anyway (a timeout, a 5xx), look for it before trying again. Ours (same clientState) is
@@ -113,7 +115,7 @@ async def post_subscription(db: asyncpg.Pool | asyncpg.Connection, graph: GraphC
 
 
 async def delete_connection_subscriptions(
-    db: asyncpg.Pool | asyncpg.Connection, graph: GraphClient, *, token: str | None, connection_id: str,
+    db: asyncpg.Pool, graph: GraphClient, *, token: str | None, connection_id: str,
     graph_user_id: str,
 ) -> int:
     """Delete at Graph (a 404 means already gone) and locally; returns how many were removed."""
