@@ -18,6 +18,7 @@ from services.core.graph.errors import DeltaExpired, GraphError, NotFound
 from services.core.kafka import Publisher
 from services.core.matching import EXCLUDED_FOLDERS
 from services.core.schedule import iso, next_poll_at
+from services.core.store.jobs import SyncJobs
 from services.core.store.polls import Polls
 from services.renewer.notify import publish_found
 
@@ -39,6 +40,13 @@ class PollDeps:
     interval: timedelta
     relist_window: timedelta  # how far back a first or restarted folder looks
     excluded_ids: dict[str, set[str]] = field(default_factory=dict)
+    # The repositories the poll and the sync jobs use, on the pool (one short statement each, never a
+    # transaction around a Graph call); a unit test puts in-memory fakes in their place.
+    polls: Polls = field(init=False)
+    jobs: SyncJobs = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.polls, self.jobs = Polls(self.pool), SyncJobs(self.pool)
 
 
 def first_delta_url(user: str, folder_id: str, since: datetime) -> str:
@@ -91,7 +99,7 @@ async def _poll(deps: PollDeps, connection: Connection, token: str) -> int:
     more); later pages and restarts follow one by one."""
     assert connection.graph_user_id is not None
     cid, user = connection.connection_id, connection.graph_user_id
-    polls = Polls(deps.pool)
+    polls = deps.polls
     excluded = await _excluded_folder_ids(deps, token, user)
     cursors = await polls.cursors(cid)
     now = datetime.now(UTC)
@@ -163,6 +171,6 @@ async def poll_claimed(deps: PollDeps, connection_id: str) -> None:
         log.warning("delta poll failed", extra={"connection_id": connection_id, "error": type(exc).__name__})
     finally:
         now = datetime.now(UTC)
-        await Polls(deps.pool).finish(connection_id, next_poll_at=next_poll_at(connection_id, now, deps.interval),
-                                      succeeded=outcome == "ok", started=started)
+        await deps.polls.finish(connection_id, next_poll_at=next_poll_at(connection_id, now, deps.interval),
+                                succeeded=outcome == "ok", started=started)
         POLLS.labels(outcome).inc()

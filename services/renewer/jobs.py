@@ -17,7 +17,6 @@ from services.core.connections import NotConnected, get_connection
 from services.core.graph.errors import AccessTokenRejected, GraphError
 from services.core.schedule import estimate_total, iso
 from services.core.store.jobs import SyncJobs
-from services.core.store.polls import Polls
 from services.renewer.delta import PollDeps
 from services.renewer.notify import publish_found
 
@@ -48,7 +47,7 @@ class Paused(Exception):
 
 async def run_job(deps: PollDeps, job: asyncpg.Record, stop: asyncio.Event | None = None) -> None:
     job_id, kind = str(job["job_id"]), job["kind"]
-    jobs = SyncJobs(deps.pool)
+    jobs = deps.jobs
     connection = await get_connection(deps.pool, str(job["connection_id"]))
     try:
         if connection is None or connection.graph_user_id is None or connection.status != "connected":
@@ -83,7 +82,7 @@ async def run_job(deps: PollDeps, job: asyncpg.Record, stop: asyncio.Event | Non
 async def _run(deps: PollDeps, job: asyncpg.Record, user: str, account_id: str,
                stop: asyncio.Event | None = None) -> None:
     job_id, since, until = str(job["job_id"]), job["since"], job["until"]
-    jobs = SyncJobs(deps.pool)
+    jobs = deps.jobs
     token = await deps.tokens.access_token(str(job["connection_id"]))
     cursor = job["window_start"] or until
     link: str | None = job["next_link"]
@@ -100,11 +99,11 @@ async def _run(deps: PollDeps, job: asyncpg.Record, user: str, account_id: str,
             ids = [str(m["id"]) for m in page.get("value", []) if "id" in m]
             if not job["dry_run"]:
                 if job["kind"] == "backfill":
-                    ids = await Polls(deps.pool).undecided(str(job["connection_id"]), ids)
+                    ids = await deps.polls.undecided(str(job["connection_id"]), ids)
                 await publish_found(deps.publisher, connection_id=str(job["connection_id"]), account_id=account_id,
                                     message_ids=ids, source=job["kind"], job_id=job_id)
             else:  # the estimate: how many of them have a known contact among their participants
-                with_contacts += await with_known_contacts(deps.pool, account_id, page.get("value", []))
+                with_contacts += await with_known_contacts(jobs, account_id, page.get("value", []))
             seen += len(page.get("value", []))
             url = page.get("@odata.nextLink")
             await jobs.record_progress(job_id, window_start=cursor, next_link=url, seen=seen,
@@ -131,12 +130,12 @@ def message_addresses(message: dict[str, Any]) -> set[str]:
     return found
 
 
-async def with_known_contacts(pool: asyncpg.Pool, account_id: str, messages: list[dict[str, Any]]) -> int:
+async def with_known_contacts(jobs: SyncJobs, account_id: str, messages: list[dict[str, Any]]) -> int:
     """How many of a listing page's messages name a known contact's address (one query per page). An estimate:
     the matcher's other rules (blocklists, folders, domains) decide the real import."""
     per_message = [message_addresses(m) for m in messages]
     wanted = sorted({a for addresses in per_message for a in addresses})
     if not wanted:
         return 0
-    known = await SyncJobs(pool).known_contacts(account_id, wanted)
+    known = await jobs.known_contacts(account_id, wanted)
     return sum(1 for addresses in per_message if addresses & known)
