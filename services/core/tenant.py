@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -214,6 +215,33 @@ async def _candidates(pool: asyncpg.Pool, account_id: str, verified: set[str]) -
     return found
 
 
+@dataclass(frozen=True)
+class PassPlan:
+    enrol: list[Candidate]  # looked up and probed, in candidate order
+    unenrol: list[tuple[str, str]]  # (user_id, connection_id) no longer candidates
+
+
+def plan_pass(candidates: Sequence[Candidate], decisions: Mapping[str, Mapping[str, Any]],
+              enrolled: Mapping[str, Mapping[str, Any]], now: datetime) -> PassPlan:
+    """What an enrolment pass does, from the candidates, the last decision per user_id (state, checked_at)
+    and the tenant-mode connections per user_id (connection_id, status)."""
+    enrol = []
+    for candidate in candidates:
+        previous = decisions.get(candidate.user_id)
+        connection = enrolled.get(candidate.user_id)
+        if previous is not None and previous["state"] == "enrolled" and connection is not None \
+                and connection["status"] in ("connected", "disconnected"):
+            continue  # synced already, or the user disconnected it themselves (respected, not re-enrolled)
+        if previous is not None and previous["state"] in ("out_of_scope", "failed") \
+                and previous["checked_at"] > now - RECHECK_OUT_OF_SCOPE:
+            continue
+        enrol.append(candidate)
+    wanted = {c.user_id for c in candidates}
+    unenrol = [(user_id, str(connection["connection_id"])) for user_id, connection in enrolled.items()
+               if user_id not in wanted and connection["status"] != "disconnected"]
+    return PassPlan(enrol, unenrol)
+
+
 async def sync_tenant(deps: TenantDeps, tenant_connection_id: str) -> dict[str, int]:
     """One enrolment pass: every candidate not enrolled yet is looked up and probed (app token); mailboxes
     no longer candidates (user deleted, shared mailbox removed) are unenrolled. Consent revoked on the way
@@ -236,24 +264,14 @@ async def sync_tenant(deps: TenantDeps, tenant_connection_id: str) -> dict[str, 
     decided = TenantMailboxes(deps.pool)
     known = await decided.decisions(tenant_connection_id)
     enrolled_rows = await TenantModeConnections(deps.pool).enrolled(tenant_connection_id)
-    now = datetime.now(UTC)
-    for candidate in candidates:
-        previous = known.get(candidate.user_id)
-        connection = enrolled_rows.get(candidate.user_id)
-        if previous is not None and previous["state"] == "enrolled" and connection is not None \
-                and connection["status"] in ("connected", "disconnected"):
-            continue  # synced already, or the user disconnected it themselves (respected, not re-enrolled)
-        if previous is not None and previous["state"] in ("out_of_scope", "failed") \
-                and previous["checked_at"] > now - RECHECK_OUT_OF_SCOPE:
-            continue
+    plan = plan_pass(candidates, known, enrolled_rows, datetime.now(UTC))
+    for candidate in plan.enrol:
         outcome = await _enrol_one(deps, tenant_connection_id, account_id, tenant_id, token, candidate)
         counts[outcome] += 1
-    wanted = {c.user_id for c in candidates}
-    for user_id, connection in enrolled_rows.items():
-        if user_id not in wanted and connection["status"] != "disconnected":
-            await unenrol(deps, str(connection["connection_id"]), token, REASON_MAILBOX_GONE)
-            await decided.forget(tenant_connection_id, user_id)
-            counts["unenrolled"] += 1
+    for user_id, connection_id in plan.unenrol:
+        await unenrol(deps, connection_id, token, REASON_MAILBOX_GONE)
+        await decided.forget(tenant_connection_id, user_id)
+        counts["unenrolled"] += 1
     await tenants.mark_synced(tenant_connection_id)
     return counts
 
