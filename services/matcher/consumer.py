@@ -68,7 +68,8 @@ class DirectoryBatch:
 class NotificationBatch:
     """Handles a batch: its mailboxes read once, the messages fetched concurrently (Graph limits per mailbox
     apply), decided and stored a few at a time as they arrive (one directory read and one transaction per
-    group, the feed events written to the outbox in it), then those events published once for the batch."""
+    group, the feed events written to the outbox in it and published after its commit; what cannot be
+    published then is left to the outbox relay)."""
 
     def __init__(self, deps: MatcherDeps, publisher: Publisher, *, concurrency: int = 16,
                  max_attempts: int = 8) -> None:
@@ -127,14 +128,15 @@ class NotificationBatch:
                 if waiting and (len(waiting) >= group_size or not pending):
                     poison += await self._store(waiting, stored)
                     waiting = []
+                    # Published as soon as the group is committed: one account's events leave in order, so
+                    # any left unpublished would hold back other writers' (another replica's, re-matching's).
+                    await outbox.publish_now(self._deps.pool, self._publisher, stored.outbox_ids)
+                    stored.outbox_ids = []
         except BaseException:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        if stored.outbox_ids:
-            # After the groups' commits; what this cannot publish is left to the outbox relay.
-            await outbox.publish_now(self._deps.pool, self._publisher, sorted(stored.outbox_ids))
         if stored.synced:
             # Once per batch, not per message: a per-message update of the same row would serialise every
             # concurrent message of a mailbox on that row's lock.
@@ -161,7 +163,7 @@ class _Stored:
     """What a batch's groups stored, for the once-per-batch steps after them."""
 
     def __init__(self) -> None:
-        self.outbox_ids: list[int] = []  # the feed events the groups committed
+        self.outbox_ids: list[int] = []  # the feed events the last group committed
         self.synced: set[str] = set()
 
 

@@ -60,13 +60,13 @@ class Rematcher:
     async def _rematch(self, change: DirectoryChange) -> None:
         created: set[str] = set()
         linked: set[str] = set()
-        ids: list[int] = []
         async for row in self._candidates(change):
             decided = await self._decide_again(row)
-            ids += decided.outbox_ids
+            # At once: an event of this account left unpublished would hold back the live path's next ones
+            # (one account's events leave in order).
+            await outbox.publish_now(self._pool, self._publisher, decided.outbox_ids)
             created.update(s.engagement_id for s in decided.stored if s.created)
             linked.update(s.engagement_id for s in decided.stored if not s.created and s.new_contacts)
-        await outbox.publish_now(self._pool, self._publisher, sorted(ids))
         if created:
             REMATCHED.labels("created").inc(len(created))
         if linked:
