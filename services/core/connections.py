@@ -75,9 +75,10 @@ class StatusReporter:
     """Changes a connection's status only when it differs; every change is recorded with its
     connection.status event in the outbox, and the event published after the commit."""
 
-    def __init__(self, pool: asyncpg.Pool, publisher: Publisher) -> None:
+    def __init__(self, pool: asyncpg.Pool, publisher: Publisher, app_url: str) -> None:
         self._pool = pool
         self._publisher = publisher
+        self._app_url = app_url  # the settings page notices link to
 
     @property
     def publisher(self) -> Publisher:
@@ -112,7 +113,7 @@ class StatusReporter:
         row = asdict(changed)
         ids = await Outbox(db).add([outbox.entry(events.CONNECTION_STATUS, changed.connection_id,
                                                  status_change_event(row))])
-        ids += await notice_store.on_status_change(db, row)
+        ids += await notice_store.on_status_change(db, row, app_url=self._app_url)
         log.info("connection status changed", extra={"connection_id": connection_id, "status": status.value,
                                                       "error_code": error_code})
         return StatusChange(changed.connection_id, changed.status, tuple(ids))

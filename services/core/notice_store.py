@@ -38,12 +38,12 @@ def event_entry(kind: str, event_id: str, row: Mapping[str, Any], app_url: str) 
 
 
 async def on_status_change(conn: asyncpg.Connection, row: asyncpg.Record | dict[str, Any], *,
-                           app_url: str | None = None) -> list[int]:
+                           app_url: str) -> list[int]:
     """Open, update or resolve the connection's incident for a status change just recorded in `conn`'s
     transaction (`row`: connection_id, user_id, account_id, status, reason, error_code). Returns the outbox ids
     of the events it wrote, for publish_now after the commit. `app_url`: Settings.app_url (the notice's
-    action_url); read from the environment when not given."""
-    entries = await incident_change(Notices(conn), row, app_url or notices.app_url_from_environment())
+    action_url)."""
+    entries = await incident_change(Notices(conn), row, app_url)
     return await Outbox(conn).add(entries)
 
 

@@ -9,7 +9,6 @@ when it is over.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,16 +63,6 @@ def event_id(kind: str, notice_id: str, reminder: int = 0) -> str:
 
 def settings_url(app_url: str) -> str:
     return f"{app_url.rstrip('/')}/settings/email"
-
-
-def app_url_from_environment(env: Mapping[str, str] | None = None) -> str:
-    """MAILSYNC_APP_URL as Settings.app_url reads it (else the public URL, else the local default), for a
-    writer of notices not handed the settings."""
-    env = os.environ if env is None else env
-    for name in ("MAILSYNC_APP_URL", "MAILSYNC_PUBLIC_URL"):
-        if env.get(name, "").strip():
-            return env[name].strip().rstrip("/")
-    return "http://127.0.0.1:8080"
 
 
 def action(kind: str, event_id_: str, row: Mapping[str, Any], app_url: str) -> NoticeActionRequired | NoticeReminder:

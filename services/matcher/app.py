@@ -36,7 +36,7 @@ async def run(settings: Settings) -> None:
     # (polls, back-fills, back-syncs) and the subscriber share the rest.
     graph = GraphClient(session, settings.graph_url, per_mailbox=settings.live_graph_slots,
                         budget_per_10min=6000)
-    status = StatusReporter(pool, publisher)
+    status = StatusReporter(pool, publisher, settings.app_url)
     tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings), status)
     deps = MatcherDeps(pool=pool, graph=graph, tokens=tokens, folders=FolderResolver(graph))
     directory = consumer(settings, events.DIRECTORY, group=f"{settings.matcher_group}-directory")

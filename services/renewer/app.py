@@ -27,7 +27,7 @@ from services.renewer.coverage import watch_coverage
 from services.renewer.delta import PollDeps, claim_due, poll_claimed
 from services.renewer.jobs import claim_job, run_job
 from services.renewer.lifecycle import LifecycleBatch
-from services.renewer.notices import relay, remind
+from services.renewer.notices import move_legacy_outboxes, remind
 from services.renewer.sends import TICK_S as SEND_TICK_S
 from services.renewer.sends import SendDeps, run_due
 from services.renewer.subscriptions import RenewerDeps, count_connections, ensure_subscriptions, renew_due
@@ -47,7 +47,7 @@ async def run(settings: Settings) -> None:
     # One request in flight per mailbox, $batch steps one after another: the rest of Outlook's 4 is the
     # live path's (Settings.live_graph_slots).
     graph = GraphClient(session, settings.graph_url, per_mailbox=BULK_GRAPH_SLOTS, sequential_batches=True)
-    status = StatusReporter(pool, publisher)
+    status = StatusReporter(pool, publisher, settings.app_url)
     app_credentials = AppCredentials(settings, session)  # tenant-wide connection (azure-identity)
     tokens = TokenService(pool, TokenBox(settings.token_keys), IdentityClient(session, settings), status,
                           app_credentials)
@@ -96,8 +96,8 @@ async def run(settings: Settings) -> None:
 
     async def notices() -> None:
         # Reminders first, so one queued now leaves in this same pass.
-        await remind(pool)
-        await relay(pool, publisher, settings.app_url)
+        await remind(pool, publisher=publisher, app_url=settings.app_url)
+        await move_legacy_outboxes(pool, publisher, settings.app_url)
 
     async def jobs() -> None:
         # Several at once, topped up as each ends: one user's five-year import never holds back a new

@@ -20,14 +20,11 @@ log = logging.getLogger(__name__)
 LEGACY_BATCH = 500
 
 
-async def remind(pool: asyncpg.Pool, *, now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 every: timedelta = notices.REMINDER_EVERY, publisher: Publisher | None = None,
-                 app_url: str | None = None) -> int:
+async def remind(pool: asyncpg.Pool, *, app_url: str, now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 every: timedelta = notices.REMINDER_EVERY, publisher: Publisher | None = None) -> int:
     """Queue a reminder for every open incident last told about a day ago, published after each commit when
-    `publisher` is given (else by the outbox relay). `app_url`: Settings.app_url, from the environment when
-    not given."""
+    `publisher` is given (else by the outbox relay). `app_url`: Settings.app_url."""
     at = now()
-    base = app_url or notices.app_url_from_environment()
     queued = 0
     for row in await Notices(pool).due_reminders(at - every):
         incident = notices.Incident(str(row["notice_id"]), row["opened_at"], row["last_notified_at"])
@@ -38,7 +35,7 @@ async def remind(pool: asyncpg.Pool, *, now: Callable[[], datetime] = lambda: da
             if reminded is None:
                 continue
             event_id = notices.event_id(notices.REMINDER, incident.notice_id, reminded["reminders"])
-            ids = await Outbox(conn).add([notice_store.event_entry(notices.REMINDER, event_id, reminded, base)])
+            ids = await Outbox(conn).add([notice_store.event_entry(notices.REMINDER, event_id, reminded, app_url)])
         await outbox.publish_now(pool, publisher, ids)
         queued += 1
     return queued
@@ -60,9 +57,3 @@ async def move_legacy_outboxes(pool: asyncpg.Pool, publisher: Publisher | None, 
     """Both legacy outboxes (notices, tenant connection statuses) into the outbox; see move_legacy_notices."""
     return await move_legacy_notices(pool, publisher, app_url) + await tenant_status.move_legacy(pool, publisher)
 
-
-async def relay(pool: asyncpg.Pool, publisher: Publisher, app_url: str) -> int:
-    """Deprecated, for services/renewer/app.py until it runs the outbox relay (services/core/outbox.py) and
-    move_legacy_outboxes itself. Returns how many records were published."""
-    await move_legacy_outboxes(pool, publisher, app_url)
-    return await outbox.relay_once(pool, publisher)

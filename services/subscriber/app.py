@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> web.Application:
         app[TRUST] = SubscriptionTrust(pool, ttl_s=settings.clientstate_cache_s)
         app[GRAPH] = GraphClient(session, settings.graph_url, per_mailbox=BULK_GRAPH_SLOTS)  # connect-time calls
         app[IDENTITY] = IdentityClient(session, settings)
-        app[STATUS] = StatusReporter(pool, publisher)
+        app[STATUS] = StatusReporter(pool, publisher, settings.app_url)
         app[APP_CREDENTIALS] = AppCredentials(settings, session)  # tenant-wide connection (azure-identity)
         app[TOKENS] = TokenService(pool, TokenBox(settings.token_keys), app[IDENTITY], app[STATUS],
                                    app[APP_CREDENTIALS])

@@ -26,7 +26,7 @@ async def test_sdk_reads_the_mailbox_owner_through_the_stored_tokens(stack: Stac
     assert stack.settings is not None and stack.pool is not None and stack.publisher is not None
     async with client_session(stack.ca_file) as session:
         tokens = TokenService(stack.pool, TokenBox(stack.settings.token_keys), IdentityClient(session, stack.settings),
-                              StatusReporter(stack.pool, stack.publisher))
+                              StatusReporter(stack.pool, stack.publisher, stack.settings.app_url))
         credential = ConnectionCredential(tokens, mailbox.connection_id)
         host = urlsplit(stack.settings.graph_url).hostname or ""
         auth = AzureIdentityAuthenticationProvider(credential, scopes=["https://graph.microsoft.com/.default"],

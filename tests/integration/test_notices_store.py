@@ -29,7 +29,7 @@ async def test_one_incident_daily_reminders_and_resolved(stack: Stack, db):
     connection_id = str(await db.fetchval(
         "INSERT INTO mailbox_connections (account_id, user_id, status, connected_at) VALUES ($1, $2, 'connected',"
         " now()) RETURNING connection_id", account, mailbox.user_id))
-    status = StatusReporter(db, stack.publisher)
+    status = StatusReporter(db, stack.publisher, stack.settings.app_url)
 
     assert await status.record(db, connection_id, ConnectionStatus.RECONNECT_REQUIRED,
                                "Your Microsoft 365 password was reset.", "AADSTS50173") is not None
@@ -42,14 +42,15 @@ async def test_one_incident_daily_reminders_and_resolved(stack: Stack, db):
 
     opened = notice["last_notified_at"]
     clock = opened + timedelta(hours=23)
-    await remind(db, now=lambda: clock)
+    await remind(db, now=lambda: clock, app_url=stack.settings.app_url)
     assert await outbox(db, connection_id) == ["notice.action_required"]  # not yet a day
     clock = opened + timedelta(days=1, minutes=1)
-    await remind(db, now=lambda: clock)
-    await remind(db, now=lambda: clock)  # twice in the same moment (two renewers): one reminder
+    await remind(db, now=lambda: clock, app_url=stack.settings.app_url)
+    # twice in the same moment (two renewers): one reminder
+    await remind(db, now=lambda: clock, app_url=stack.settings.app_url)
     assert await outbox(db, connection_id) == ["notice.action_required", "notice.reminder"]
     clock = opened + timedelta(days=2, minutes=2)
-    await remind(db, now=lambda: clock)
+    await remind(db, now=lambda: clock, app_url=stack.settings.app_url)
     assert await outbox(db, connection_id) == ["notice.action_required", "notice.reminder", "notice.reminder"]
     ids = await db.fetch("SELECT event_id FROM outbox WHERE topic = 'mailsync.notices.v1'"
                          " AND convert_from(value, 'UTF8')::jsonb ->> 'notice_id' = ($1::uuid)::text",
@@ -59,7 +60,7 @@ async def test_one_incident_daily_reminders_and_resolved(stack: Stack, db):
     await status.record(db, connection_id, ConnectionStatus.CONNECTED, None, None)
     assert (await outbox(db, connection_id))[-1] == "notice.resolved"
     clock = opened + timedelta(days=5)
-    await remind(db, now=lambda: clock)  # nothing to remind once resolved
+    await remind(db, now=lambda: clock, app_url=stack.settings.app_url)  # nothing to remind once resolved
     assert await outbox(db, connection_id) == ["notice.action_required", "notice.reminder", "notice.reminder",
                                                "notice.resolved"]
     # A new failure later is a new incident, with a new notice_id.

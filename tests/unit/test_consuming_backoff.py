@@ -3,6 +3,8 @@ after a success."""
 
 from __future__ import annotations
 
+import itertools
+
 from services.core.consuming import Backoff
 
 
@@ -10,7 +12,7 @@ def test_grows_to_the_cap_and_starts_over_after_a_success() -> None:
     backoff = Backoff(max_s=30.0)
     waits = [backoff.failed() for _ in range(10)]
     assert 0.5 <= waits[0] <= 1.0
-    assert all(later >= earlier / 2 for earlier, later in zip(waits, waits[1:], strict=False))
+    assert all(later >= earlier / 2 for earlier, later in itertools.pairwise(waits))
     assert waits[3] >= 4.0 and waits[-1] == 30.0 and max(waits) <= 30.0
     backoff.succeeded()
     assert backoff.failed() <= 1.0

@@ -14,20 +14,6 @@ from pathlib import Path
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 PERSISTENCE = ("core/store/", "core/db/")
-# Modules that still write SQL of their own, until their statements move into services/core/store/.
-# This list only shrinks: never add a module to it (put the statement in a repository instead), and remove a
-# module as soon as it has no SQL left (test_the_allowlist_only_names_modules_with_sql says so).
-STILL_ALLOWED = frozenset({
-    # core: status and tokens, subscriptions, engagements and decisions, directory, tenants, jobs, notices
-    "core/backsync_cli.py", "core/connections.py", "core/diagnose.py",
-    "core/directory_lookup.py", "core/engagements.py", "core/mail_policy.py", "core/notice_store.py",
-    "core/purge.py", "core/rotate_keys.py", "core/subscriptions.py", "core/tenant.py", "core/tenant_status.py",
-    # matcher: directory consumer, notification handler, re-matching
-    "matcher/consumer.py", "matcher/directory.py", "matcher/handler.py", "matcher/rematch.py",
-    # renewer: the schedulers' claims and records
-    "renewer/cleanup.py", "renewer/delta.py", "renewer/jobs.py", "renewer/lifecycle.py",
-    "renewer/notices.py", "renewer/sends.py", "renewer/subscriptions.py", "renewer/tokens.py",
-})
 STATEMENT = re.compile(r"\bSELECT\b[\s\S]*?\bFROM\b|\bINSERT\s+INTO\b|\bUPDATE\s+[A-Za-z_][A-Za-z0-9_.]*\s+SET\b"
                        r"|\bDELETE\s+FROM\b")
 STATEMENT_METHODS = frozenset({"fetch", "fetchrow", "fetchval", "execute", "executemany"})
@@ -79,16 +65,9 @@ def test_http_entrypoints_run_no_sql() -> None:
     assert offenders == {}, "services/subscriber/ calls application functions and repositories, never SQL"
 
 
-def test_sql_only_in_the_persistence_package_and_the_allowlist() -> None:
-    offenders = {name: where for name, where in _modules().items()
-                 if where and not name.startswith(PERSISTENCE) and name not in STILL_ALLOWED}
+def test_sql_only_in_the_persistence_package() -> None:
+    offenders = {name: where for name, where in _modules().items() if where and not name.startswith(PERSISTENCE)}
     assert offenders == {}, "put the statement in a repository of services/core/store/"
-
-
-def test_the_allowlist_only_names_modules_with_sql() -> None:
-    modules = _modules()
-    stale = sorted(name for name in STILL_ALLOWED if not modules.get(name))
-    assert stale == [], f"no SQL left (or no such module): remove {stale} from STILL_ALLOWED"
 
 
 def test_the_check_sees_sql() -> None:  # the checks above would pass vacuously if the detector found nothing
