@@ -30,6 +30,7 @@ from services.core.kafka import Publisher
 from services.core.outbox import OutboxEntry
 from services.core.store.decisions import DecisionRow, MatchDecisions, UnseenRow
 from services.core.store.engagements import ClientLink, ContactLink, Engagements, MailboxCopy, NewEngagement
+from services.core.store.outbox import Outbox
 
 
 def engagement_id_for(account_id: str, internet_message_id: str) -> str:
@@ -285,8 +286,17 @@ async def contact_timeline(pool: asyncpg.Pool, contact_id: str, account_id: str 
     return {"engagements": items, "next_before": next_before}
 
 
-async def publish_left_behind(pool: asyncpg.Pool, publisher: Publisher, *, older_than: timedelta,
+async def publish_left_behind(pool: asyncpg.Pool, publisher: Publisher | None, *, older_than: timedelta,
                               limit: int = 500) -> int:
-    """Nothing left to do: engagement events go through the outbox, whose relay (services/core/outbox.py)
-    publishes what a failed batch left behind. Kept only until services/matcher/app.py stops scheduling it."""
-    return 0
+    """Until the release that drops engagements.published_at: engagements a pod of the previous release
+    committed and left unannounced (its batch failed after the commit, or it stopped for the upgrade) move into
+    the outbox with their stable event ids, then are published. Returns how many moved. This release announces
+    its own through the outbox and never sets published_at."""
+    async with pool.acquire() as conn, conn.transaction():
+        store = Engagements(conn)
+        left = await store.take_left_unannounced(older_than=older_than, limit=limit)
+        created = [await created_event(conn, engagement_id) for engagement_id in left]
+        ids = await Outbox(conn).add([outbox.entry_from_dict(events.ENGAGEMENTS, e["account_id"], e) for e in created])
+        await store.mark_announced(left)
+    await outbox.publish_now(pool, publisher, ids)
+    return len(left)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -150,6 +150,21 @@ class Engagements(Repository):
         found = {str(r["engagement_id"]): LinkedContacts(str(r["engagement_id"]), r["account_id"],
                                                          list(r["contact_ids"])) for r in rows}
         return [found[e] for e in engagement_ids if e in found]
+
+    async def take_left_unannounced(self, *, older_than: timedelta, limit: int) -> list[str]:
+        """Inside the caller's transaction: engagements a pod of the release before the outbox committed and never
+        marked published (`published_at`, which this release leaves unset), oldest first, locked."""
+        rows = await self._db.fetch(
+            """SELECT engagement_id FROM engagements
+                WHERE published_at IS NULL AND created_at < now() - $1::interval
+                  AND created_at < (SELECT applied_at FROM schema_migrations WHERE version = '0016_outbox')
+                ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED""", older_than, limit)
+        return [str(r["engagement_id"]) for r in rows]
+
+    async def mark_announced(self, engagement_ids: Sequence[str]) -> None:
+        if engagement_ids:
+            await self._db.execute("UPDATE engagements SET published_at = now()"
+                                   " WHERE engagement_id = ANY($1::uuid[])", list(engagement_ids))
 
     async def contact_known(self, contact_id: str, account_id: str | None) -> bool:
         """In the directory or on an engagement, within the account (any account for None)."""
