@@ -11,6 +11,7 @@ order they were written.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -35,6 +36,7 @@ LEASE = timedelta(seconds=30)  # longer than one publish of a batch with the pro
 LEFT_BEHIND = timedelta(seconds=10)  # the writer publishes within this; older rows are the relay's
 BATCH = 500
 RELAY_EVERY_S = 2.0
+BEHIND_ANOTHER_WRITER = (0.02, 0.05, 0.1, 0.2, 0.5)  # seconds, then the rest is the relay's
 KEEP_PUBLISHED = timedelta(days=7)  # for an operator's look after an incident, then purged
 
 
@@ -63,12 +65,23 @@ async def _publish(pool: asyncpg.Pool, publisher: Publisher, claimed: list[Claim
 
 
 async def publish_now(pool: asyncpg.Pool, publisher: Publisher | None, ids: Sequence[int]) -> None:
-    """After the commit: publish the rows just written. Best effort: what fails is left to the relay."""
+    """After the commit: publish the rows just written. Best effort: what fails is left to the relay.
+
+    A row whose key has an older row another writer is publishing waits for it a little (that writer is
+    usually done within milliseconds) rather than falling back to the relay's 10 s."""
     if publisher is None or not ids:
         return
+    store = Outbox(pool)
+    waiting = list(ids)
     try:
-        claimed = await Outbox(pool).claim_ids(ids, lease=LEASE)
-        await _publish(pool, publisher, claimed, "writer")
+        for pause in (*BEHIND_ANOTHER_WRITER, None):
+            claimed = await store.claim_ids(waiting, lease=LEASE)
+            await _publish(pool, publisher, claimed, "writer")
+            done = {c.outbox_id for c in claimed}
+            waiting = await store.still_unpublished([i for i in waiting if i not in done])
+            if not waiting or pause is None:
+                return
+            await asyncio.sleep(pause)
     except (PublishError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("events left to the outbox relay", extra={"error": type(exc).__name__, "count": len(ids)})
 

@@ -56,10 +56,11 @@ async def run(settings: Settings) -> None:
             asyncio.create_task(run_batches(notifications, NotificationBatch(deps, publisher), publisher=publisher,
                                             stop=stop, liveness=liveness, max_records=settings.matcher_batch_size),
                                 name="notification consumer"),
-            # The relay: what a failed batch committed but never announced is published, once it is old
-            # enough that no batch in flight can still be about to.
+            # Until the release that drops engagements.published_at: engagements the previous release left
+            # unannounced move into the outbox.
             asyncio.create_task(every(10.0, stop, lambda: engagements.publish_left_behind(
-                pool, publisher, older_than=timedelta(minutes=2)), "engagement relay"), name="engagement relay"),
+                pool, publisher, older_than=timedelta(minutes=2)), "legacy engagement drain"),
+                                name="legacy engagement drain"),
             # The outbox relay: events a writer committed but could not publish (killed, Kafka away).
             asyncio.create_task(every(outbox.RELAY_EVERY_S, stop, lambda: outbox.relay_once(pool, publisher),
                                       "outbox relay"),

@@ -4,6 +4,7 @@ with another writer, and the relay takes only what writers left behind."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -81,6 +82,23 @@ async def test_a_key_waits_behind_its_older_unpublished_event(stack: Stack, db, 
     await outbox.relay_once(db, stack.publisher, left_behind=timedelta(0))
     assert await _seen(tail, key, 2) == [1, 2]
     assert await _published(db, first + later) == [True, True, True]
+
+
+async def test_a_writer_waits_briefly_behind_another_writer_of_the_same_key(stack: Stack, db, tail: Tail):
+    key = f"k-{uuid.uuid4()}"
+    first = await Outbox(db).add([_event(key, 1)])
+    held = await Outbox(db).claim_ids(first, lease=timedelta(minutes=1))  # another writer, mid-publish
+    later = await Outbox(db).add([_event(key, 2)])
+
+    async def other_writer() -> None:
+        await asyncio.sleep(0.05)  # the time its publish takes
+        await stack.publisher.publish_encoded([(c.topic, c.key, c.value) for c in held])
+        await Outbox(db).mark_published(first)
+
+    await asyncio.gather(outbox.publish_now(db, stack.publisher, later), other_writer())
+    # Both out when publish_now returns, in order: the writer waited, not the relay (10 s away).
+    assert await _published(db, first + later) == [True, True]
+    assert await _seen(tail, key, 2) == [1, 2]
 
 
 async def test_the_relay_leaves_fresh_events_to_their_writer(stack: Stack, db):

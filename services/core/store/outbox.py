@@ -70,6 +70,13 @@ class Outbox(Repository):
                             outside_claim="NOT (y.outbox_id = ANY($3::bigint[]))")
         return _claimed(await self._db.fetch(sql, lease, len(ids), list(ids)))
 
+    async def still_unpublished(self, ids: Sequence[int]) -> list[int]:
+        if not ids:
+            return []
+        rows = await self._db.fetch("SELECT outbox_id FROM outbox WHERE outbox_id = ANY($1::bigint[])"
+                                    " AND published_at IS NULL ORDER BY outbox_id", list(ids))
+        return [int(r["outbox_id"]) for r in rows]
+
     async def mark_published(self, ids: Sequence[int]) -> None:
         await self._db.execute("UPDATE outbox SET published_at = now(), lease_until = NULL"
                                " WHERE outbox_id = ANY($1::bigint[])", list(ids))
