@@ -34,13 +34,13 @@ from services.core.kafka import Publisher
 from services.core.store.connections import MailboxConnections
 from services.core.store.directory import Directory
 from services.core.store.jobs import SyncJobs
+from services.core.store.tenant_mode import TenantModeConnections
 from services.core.store.tenants import (
     AccountUsers,
     SharedMailboxes,
     TenantConnections,
     TenantConsentStates,
     TenantMailboxes,
-    TenantModeConnections,
 )
 from services.core.subscriptions import delete_pending, mark_for_deletion
 from services.core.tenant_graph import verified_domains

@@ -15,6 +15,7 @@ from services.core.events import BadEvent
 from services.core.graph.errors import GraphError
 from services.core.kafka import Publisher
 from services.core.observability import CORRELATION
+from services.core.store.jobs import SyncJobs
 from services.core.store.mailbox_owners import MatcherMarks
 from services.matcher.directory import DirectoryChange, apply_directory_event
 from services.matcher.handler import (
@@ -185,7 +186,7 @@ async def _store_group(items: list[Handled | Fetched], pool: asyncpg.Pool, store
             created_by_job[job_id] = created_by_job.get(job_id, 0) + 1
     # Counted as soon as the group is committed (a later failure of the batch cannot lose them: the rows
     # exist, so a retry creates nothing and counts nothing).
-    await MatcherMarks(pool).engagements_created(created_by_job)
+    await SyncJobs(pool).add_engagements_created(created_by_job)
     ENGAGEMENTS_CREATED.inc(sum(1 for engagement in decided.stored if engagement.created))
     stored.outbox_ids += decided.outbox_ids
     stored.synced.update(item.mailbox.connection.connection_id for item in fetched)

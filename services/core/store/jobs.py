@@ -3,7 +3,7 @@ renewer's run of them: claimed under a lease, progress stored after every page, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -113,3 +113,10 @@ class SyncJobs(Repository):
             "SELECT DISTINCT address FROM contact_addresses WHERE account_id = $1 AND address = ANY($2::text[])",
             account_id, list(addresses))
         return {str(r["address"]) for r in rows}
+
+    async def add_engagements_created(self, by_job: Mapping[str, int]) -> None:
+        """Engagements a back-fill or back-sync job's messages created, added to its count."""
+        if by_job:
+            await self._db.executemany(
+                "UPDATE sync_jobs SET engagements_created = engagements_created + $2 WHERE job_id::text = $1",
+                sorted(by_job.items()))

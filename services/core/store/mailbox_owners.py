@@ -1,10 +1,9 @@
 """Mailboxes as matching reads them (connections with their owners' addresses and mail policy), and the
-matcher's marks after a batch. These statements read or mark rows of other aggregates (mailbox_connections,
-sync_jobs, connection_events); their owning modules are services/core/store/connections.py and jobs.py."""
+matcher's mark after a batch: the mailbox aggregate's reads for matching and diagnose."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -59,10 +58,3 @@ class MatcherMarks(Repository):
             await self._db.execute(
                 "UPDATE mailbox_connections SET last_synced_at = now() WHERE connection_id = ANY($1::uuid[])",
                 list(connection_ids))
-
-    async def engagements_created(self, by_job: Mapping[str, int]) -> None:
-        """Engagements a back-fill or back-sync job's messages created, added to its count."""
-        if by_job:
-            await self._db.executemany(
-                "UPDATE sync_jobs SET engagements_created = engagements_created + $2 WHERE job_id::text = $1",
-                sorted(by_job.items()))
