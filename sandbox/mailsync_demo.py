@@ -20,8 +20,9 @@ from typing import Any
 import aiohttp
 import jwt
 
-from services.core import events, tls
-from services.core.kafka import Publisher, consumer
+from services.core.adapters import tls
+from services.core.adapters.kafka import Publisher, consumer
+from services.core.domain import events
 from services.subscriber.sessions import csrf_token
 
 ACCOUNT = "acct-demo"
@@ -87,7 +88,7 @@ async def _connect(http: aiohttp.ClientSession, public_url: str, token: str, sec
 
 
 async def seed() -> int:
-    from services.core.config import load_settings
+    from services.core.adapters.config import load_settings
 
     settings = load_settings(service="demo")
     sandbox = settings.login_url
@@ -126,7 +127,7 @@ def demo_message(rng: random.Random) -> dict[str, Any]:
 
 
 async def trickle(interval_s: float = 4.0) -> int:
-    from services.core.config import load_settings
+    from services.core.adapters.config import load_settings
 
     settings = load_settings(service="demo")
     stop = asyncio.Event()

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from services.core.config import ConfigError, Settings, load_settings
+from services.core.adapters.config import ConfigError, Settings, load_settings
 
 
 def _settings(service: str) -> Settings:
@@ -21,13 +21,13 @@ def _settings(service: str) -> Settings:
 
 
 def _run_service(name: str, runner: Callable[[Settings], Coroutine[Any, Any, None]]) -> int:
-    from services.core.observability import setup_logging
-    from services.core.runtime import WorkerDied
+    from services.core.adapters.observability import setup_logging
+    from services.core.adapters.runtime import WorkerDied
 
     settings = _settings(name)
     setup_logging(settings.log_level)
     if settings.transaction_guard:
-        from services.core import txguard
+        from services.core.adapters import txguard
 
         txguard.install()
     try:
@@ -39,7 +39,7 @@ def _run_service(name: str, runner: Callable[[Settings], Coroutine[Any, Any, Non
 
 
 def cmd_subscriber(_: argparse.Namespace) -> int:
-    from services.core.runtime import HttpsListener, serve
+    from services.core.adapters.runtime import HttpsListener, serve
     from services.subscriber.app import create_app
 
     async def runner(settings: Settings) -> None:
@@ -103,7 +103,7 @@ def _infra_settings() -> Settings:
 def cmd_migrate(_: argparse.Namespace) -> int:
     import asyncpg
 
-    from services.core.db.migrate import migrate
+    from services.core.adapters.db.migrate import migrate
 
     async def go() -> list[str]:
         conn = await asyncpg.connect(_infra_settings().database_url)
@@ -118,7 +118,7 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from services.core.kafka import ensure_topics
+    from services.core.adapters.kafka import ensure_topics
 
     created = asyncio.run(ensure_topics(_infra_settings(), replication_factor=args.replication_factor))
     print(f"topics created: {', '.join(created)}" if created else "all topics exist")
@@ -126,7 +126,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_status(_: argparse.Namespace) -> int:
-    from services.core.status_table import print_status
+    from services.core.application.status_table import print_status
 
     return asyncio.run(print_status(_infra_settings()))
 
@@ -134,8 +134,8 @@ def cmd_status(_: argparse.Namespace) -> int:
 def cmd_rotate_keys(_: argparse.Namespace) -> int:
     import asyncpg
 
-    from services.core.crypto import TokenBox
-    from services.core.rotate_keys import rotate_keys
+    from services.core.adapters.crypto import TokenBox
+    from services.core.application.rotate_keys import rotate_keys
 
     settings = _settings("rotate-keys")
 
@@ -155,8 +155,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from services.core.db.pool import create_pool
-    from services.core.diagnose import DiagnoseError, diagnose, parse_headers
+    from services.core.adapters.db.pool import create_pool
+    from services.core.application.diagnose import DiagnoseError, diagnose, parse_headers
 
     try:
         facts = parse_headers(Path(args.headers).read_text(errors="replace")) if args.headers else None
@@ -187,8 +187,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_purge_content(args: argparse.Namespace) -> int:
-    from services.core.db.pool import create_pool
-    from services.core.purge import Purged, purge_content
+    from services.core.adapters.db.pool import create_pool
+    from services.core.application.purge import Purged, purge_content
 
     async def go() -> Purged:
         pool = await create_pool(_infra_settings(), max_size=2)
@@ -210,7 +210,7 @@ def cmd_purge_content(args: argparse.Namespace) -> int:
 def cmd_backsync(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from services.core.backsync_cli import follow_backsync
+    from services.core.application.backsync_cli import follow_backsync
 
     try:
         since, until = (datetime.fromisoformat(v.replace("Z", "+00:00")) for v in (args.since, args.until))

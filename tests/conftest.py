@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from services.core.txguard import MARKER as TXGUARD_MARKER
+from services.core.adapters.txguard import MARKER as TXGUARD_MARKER
 from tests.support.kafka_tail import Tail
 from tests.support.procs import LOGS
 from tests.support.stack import Stack, close_clients, open_clients, start_stack, stop_stack
@@ -21,7 +21,7 @@ def stack_processes() -> Iterator[Stack]:
     codes = stop_stack(stack)
     # Every service must shut down cleanly on SIGTERM (exit 0), not be killed.
     assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
-    # No service made a network call inside a database transaction (services.core.txguard), in any stack.
+    # No service made a network call inside a database transaction (services.core.adapters.txguard), in any stack.
     violations = [f"{log.name}: {line[:300]}" for log in sorted(LOGS.glob("*.log"))
                   for line in log.read_text(errors="replace").splitlines() if TXGUARD_MARKER in line]
     assert violations == [], "network calls inside a database transaction:\n" + "\n".join(violations)

@@ -8,17 +8,19 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from services.core import engagements, events, outbox, tls
-from services.core.config import Settings
-from services.core.connections import StatusReporter, TokenService
-from services.core.consuming import run_batches
-from services.core.crypto import TokenBox
-from services.core.db.pool import create_pool
-from services.core.graph.client import GraphClient
-from services.core.graph.identity import IdentityClient
-from services.core.kafka import Publisher, consumer
-from services.core.observability import Liveness, add_health_routes
-from services.core.runtime import Readiness, every, serve, until_a_worker_ends
+from services.core.adapters import tls
+from services.core.adapters.config import Settings
+from services.core.adapters.consuming import run_batches
+from services.core.adapters.crypto import TokenBox
+from services.core.adapters.db.pool import create_pool
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.graph.identity import IdentityClient
+from services.core.adapters.kafka import Publisher, consumer
+from services.core.adapters.observability import Liveness, add_health_routes
+from services.core.adapters.runtime import Readiness, every, serve, until_a_worker_ends
+from services.core.application import engagements, outbox
+from services.core.application.connections import StatusReporter, TokenService
+from services.core.domain import events
 from services.matcher.consumer import DirectoryBatch, NotificationBatch
 from services.matcher.folders import FolderResolver
 from services.matcher.handler import MatcherDeps

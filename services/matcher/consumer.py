@@ -7,16 +7,16 @@ import logging
 
 import asyncpg
 
-from services.core import outbox
+from services.core.adapters.consuming import Record
+from services.core.adapters.graph.errors import GraphError
+from services.core.adapters.kafka import Publisher
+from services.core.adapters.observability import CORRELATION
+from services.core.adapters.store.jobs import SyncJobs
+from services.core.adapters.store.mailbox.owners import MatcherMarks
+from services.core.application import outbox
 from services.core.application.matching import decide_and_store
-from services.core.consuming import Record
-from services.core.domain import Decision
-from services.core.events import BadEvent
-from services.core.graph.errors import GraphError
-from services.core.kafka import Publisher
-from services.core.observability import CORRELATION
-from services.core.store.jobs import SyncJobs
-from services.core.store.mailbox_owners import MatcherMarks
+from services.core.domain.events import BadEvent
+from services.core.domain.model import Decision
 from services.matcher.directory import DirectoryChange, apply_directory_event
 from services.matcher.handler import (
     DECISIONS,

@@ -8,9 +8,10 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from services.core import capture
-from services.core.addresses import normalize_address
-from services.core.event_types import (
+from services.core.adapters.store.directory import Directory, Entity
+from services.core.domain import capture
+from services.core.domain.addresses import normalize_address
+from services.core.domain.event_types import (
     DIRECTORY_EVENTS,
     AccountUpserted,
     BlocklistUpserted,
@@ -22,9 +23,8 @@ from services.core.event_types import (
     UserDeleted,
     UserUpserted,
 )
-from services.core.events import BadEvent
-from services.core.never_log import canonical_entry
-from services.core.store.directory import Directory, Entity
+from services.core.domain.events import BadEvent
+from services.core.domain.never_log import canonical_entry
 
 
 def _canonical(raw: list[str], canon: Callable[[str], str | None], refused: str) -> list[str]:
@@ -72,7 +72,7 @@ class DirectoryChange:
 
 
 class DirectoryWriter(Protocol):
-    """The statements a record turns into (services/core/store/directory.py's Directory)."""
+    """The statements a record turns into (services/core/adapters/store/directory.py's Directory)."""
 
     async def ensure_account(self, account_id: str) -> None: ...
     async def owner_account(self, entity: Entity, entity_id: str) -> str | None: ...

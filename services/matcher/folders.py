@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 
-from services.core.graph.client import GraphClient
-from services.core.graph.errors import NotFound
-from services.core.matching import EXCLUDED_FOLDERS
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.graph.errors import NotFound
+from services.core.domain.matching import EXCLUDED_FOLDERS
 
 # Every folder the matching rules name (excluded ones included: mail there must be known as such, not as
-# "other"), plus the ones diagnose and the reasons name. One catalog: services.core.matching.
+# "other"), plus the ones diagnose and the reasons name. One catalog: services.core.domain.matching.
 WELL_KNOWN = tuple(sorted(EXCLUDED_FOLDERS | {"inbox", "sentitems", "archive", "scheduled", "clutter"}))
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core import automated
-from services.core.capture import PREVIEW_MAX
-from services.core.domain import EmailAddress, MailMessage
-from services.core.graph.client import MESSAGE_FIELDS
-from services.core.graph.times import parse_graph_time_or_none
+from services.core.adapters.graph.client import MESSAGE_FIELDS
+from services.core.adapters.graph.times import parse_graph_time_or_none
+from services.core.domain import automated
+from services.core.domain.capture import PREVIEW_MAX
+from services.core.domain.model import EmailAddress, MailMessage
 
 
 def message_select(*, headers: bool, preview: bool) -> str:

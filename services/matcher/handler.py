@@ -18,16 +18,16 @@ from urllib.parse import quote
 import asyncpg
 from prometheus_client import Counter
 
-from services.core import capture
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.graph.errors import GraphError, NotFound
+from services.core.adapters.store.mailbox.owners import MailboxOwners
+from services.core.application.connections import Connection, NotConnected, TokenService
+from services.core.application.engagements import Unseen
+from services.core.application.mail_policy import MailPolicy
 from services.core.application.matching import ToDecide
-from services.core.connections import Connection, NotConnected, TokenService
-from services.core.domain import MailboxOwner, MailMessage
-from services.core.engagements import Unseen
-from services.core.events import BadEvent, require_str
-from services.core.graph.client import GraphClient
-from services.core.graph.errors import GraphError, NotFound
-from services.core.mail_policy import MailPolicy
-from services.core.store.mailbox_owners import MailboxOwners
+from services.core.domain import capture
+from services.core.domain.events import BadEvent, require_str
+from services.core.domain.model import MailboxOwner, MailMessage
 from services.matcher.folders import FolderResolver
 from services.matcher.graph_message import UnusableMessage, message_select, parse_message
 

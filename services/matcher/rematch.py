@@ -10,14 +10,14 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from prometheus_client import Counter
 
-from services.core import engagements, outbox
+from services.core.adapters.kafka import Publisher
+from services.core.adapters.store.engagement.decisions import MatchDecisions, Position
+from services.core.adapters.store.engagement.engagements import Engagements
+from services.core.adapters.store.mailbox.owners import MailboxOwners
+from services.core.adapters.store.outbox import Outbox
+from services.core.application import engagements, outbox
 from services.core.application.matching import Decided, Previous, ToDecide, decide_and_store, owner_of
-from services.core.domain import EmailAddress, MailMessage
-from services.core.kafka import Publisher
-from services.core.store.decisions import MatchDecisions, Position
-from services.core.store.engagements import Engagements
-from services.core.store.mailbox_owners import MailboxOwners
-from services.core.store.outbox import Outbox
+from services.core.domain.model import EmailAddress, MailMessage
 from services.matcher.directory import DirectoryChange
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from datetime import timedelta
 
 from prometheus_client import Counter
 
-from services.core.connections import NotConnected
-from services.core.graph.errors import GraphError, NotFound
-from services.core.store.subscriptions import PendingDeletion
+from services.core.adapters.graph.errors import GraphError, NotFound
+from services.core.adapters.store.subscriptions import PendingDeletion
+from services.core.application.connections import NotConnected
 from services.renewer.subscriptions import RenewerDeps
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncpg
 from prometheus_client import Gauge
 
-from services.core.connections import StatusReporter
-from services.core.coverage import DEGRADED_CODE, DEGRADED_REASON, WINDOW, Coverage
-from services.core.domain import ConnectionStatus
-from services.core.store.activity import Activity
+from services.core.adapters.store.engagement.activity import Activity
+from services.core.application.connections import StatusReporter
+from services.core.application.coverage import DEGRADED_CODE, DEGRADED_REASON, WINDOW, Coverage
+from services.core.domain.model import ConnectionStatus
 
 PUSH_DEGRADED = Gauge("mailsync_push_degraded_connections",
                       "Connected mailboxes whose new mail the hourly poll found more than notifications did (24 h)")

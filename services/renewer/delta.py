@@ -12,14 +12,14 @@ from urllib.parse import quote, urlencode
 import asyncpg
 from prometheus_client import Counter
 
-from services.core.connections import Connection, NotConnected, TokenService, get_connection
-from services.core.graph.client import GraphClient
-from services.core.graph.errors import DeltaExpired, GraphError, NotFound
-from services.core.kafka import Publisher
-from services.core.matching import EXCLUDED_FOLDERS
-from services.core.schedule import iso, next_poll_at
-from services.core.store.jobs import SyncJobs
-from services.core.store.polls import Polls
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.graph.errors import DeltaExpired, GraphError, NotFound
+from services.core.adapters.kafka import Publisher
+from services.core.adapters.store.jobs import SyncJobs
+from services.core.adapters.store.mailbox.polls import Polls
+from services.core.application.connections import Connection, NotConnected, TokenService, get_connection
+from services.core.domain.matching import EXCLUDED_FOLDERS
+from services.core.domain.schedule import iso, next_poll_at
 from services.renewer.notify import publish_found
 
 log = logging.getLogger(__name__)

@@ -12,11 +12,11 @@ from urllib.parse import quote, urlencode
 import asyncpg
 from prometheus_client import Counter
 
-from services.core.addresses import normalize_address
-from services.core.connections import NotConnected, get_connection
-from services.core.graph.errors import AccessTokenRejected, GraphError
-from services.core.schedule import estimate_total, iso
-from services.core.store.jobs import SyncJobs
+from services.core.adapters.graph.errors import AccessTokenRejected, GraphError
+from services.core.adapters.store.jobs import SyncJobs
+from services.core.application.connections import NotConnected, get_connection
+from services.core.domain.addresses import normalize_address
+from services.core.domain.schedule import estimate_total, iso
 from services.renewer.delta import PollDeps
 from services.renewer.notify import publish_found
 

@@ -6,12 +6,12 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.core.connections import NotConnected
-from services.core.consuming import Record
-from services.core.event_types import LIFECYCLE_EVENTS, SubscriptionLifecycle
-from services.core.events import BadEvent
-from services.core.graph.errors import GraphError
-from services.core.store.subscriptions import SubscriptionState as SubscriptionState  # re-exported
+from services.core.adapters.consuming import Record
+from services.core.adapters.graph.errors import GraphError
+from services.core.adapters.store.subscriptions import SubscriptionState as SubscriptionState  # re-exported
+from services.core.application.connections import NotConnected
+from services.core.domain.event_types import LIFECYCLE_EVENTS, SubscriptionLifecycle
+from services.core.domain.events import BadEvent
 from services.renewer.subscriptions import RENEW_LEASE, Ensure, Renew, RenewerDeps, ensure_one, renew_one
 
 log = logging.getLogger(__name__)

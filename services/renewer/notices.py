@@ -1,5 +1,5 @@
 """The renewer's side of notices: the daily reminders while an incident lasts (decisions in
-services/core/notices.py). Their events, like the status changes', go through the outbox."""
+services/core/domain/notices.py). Their events, like the status changes', go through the outbox."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.core import notice_store, notices, outbox, tenant_status
-from services.core.kafka import Publisher
-from services.core.store.legacy_outboxes import LegacyNoticeOutbox
-from services.core.store.notices import Notices
-from services.core.store.outbox import Outbox
+from services.core.adapters.kafka import Publisher
+from services.core.adapters.store.legacy_outboxes import LegacyNoticeOutbox
+from services.core.adapters.store.notices import Notices
+from services.core.adapters.store.outbox import Outbox
+from services.core.application import notice_store, outbox, tenant_status
+from services.core.domain import notices
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core import events
-from services.core.event_types import UNSET, FoundBy, MessageChanged, to_value
-from services.core.kafka import Publisher
+from services.core.adapters.kafka import Publisher
+from services.core.domain import events
+from services.core.domain.event_types import UNSET, FoundBy, MessageChanged, to_value
 
 
 async def publish_found(publisher: Publisher, *, connection_id: str, account_id: str, message_ids: list[str],

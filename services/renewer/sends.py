@@ -1,9 +1,9 @@
 """The send worker (a renewer task): claims queued sends with a lease, calls Graph with no transaction open,
 records each step in its own short statement; an outcome commits with its send.completed / send.failed event
-in the outbox (one transaction), which is published on mailsync.sends.v1 after the commit (services/core/outbox.py;
-the outbox relay publishes what a crash left behind).
+in the outbox (one transaction), which is published on mailsync.sends.v1 after the commit
+(services/core/application/outbox.py; the outbox relay publishes what a crash left behind).
 
-The decisions are services/core/sends.py's; this module only carries them out. A send is marked in doubt
+The decisions are services/core/domain/sends.py's; this module only carries them out. A send is marked in doubt
 (committed) before `sendMail` is called, and stays so until an answer proves what happened, so a crash at
 any point leaves either "never called" or "in doubt → look it up before sending again" (docs/design.md#sends).
 """
@@ -21,13 +21,16 @@ from urllib.parse import quote
 import asyncpg
 from prometheus_client import Counter
 
-from services.core import events, outbox
-from services.core.connections import NotConnected, TokenService, get_connection
-from services.core.event_types import SendCompleted, SendFailed
-from services.core.graph.client import GraphClient
-from services.core.graph.errors import GraphError
-from services.core.kafka import Publisher
-from services.core.sends import (
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.graph.errors import GraphError
+from services.core.adapters.kafka import Publisher
+from services.core.adapters.store.outbox import Outbox
+from services.core.adapters.store.sends import Sends
+from services.core.application import outbox
+from services.core.application.connections import NotConnected, TokenService, get_connection
+from services.core.domain import events
+from services.core.domain.event_types import SendCompleted, SendFailed
+from services.core.domain.sends import (
     LEASE,
     UNCERTAIN_RETRY,
     CallResult,
@@ -42,8 +45,6 @@ from services.core.sends import (
     graph_message,
     sending_limit,
 )
-from services.core.store.outbox import Outbox
-from services.core.store.sends import Sends
 
 log = logging.getLogger(__name__)
 

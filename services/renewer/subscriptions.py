@@ -13,14 +13,19 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Gauge
 
-from services.core.config import Settings
-from services.core.connections import NotConnected, TokenService, get_connection
-from services.core.graph.client import GraphClient
-from services.core.graph.errors import GraphError, NotFound
-from services.core.store.connection_upkeep import ConnectionUpkeep
-from services.core.store.connections import MailboxConnections
-from services.core.store.subscriptions import RenewalClaim, Subscriptions
-from services.core.subscriptions import create_mailbox_subscription, expiry_iso, parse_graph_time, subscribing
+from services.core.adapters.config import Settings
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.graph.errors import GraphError, NotFound
+from services.core.adapters.store.mailbox.connections import MailboxConnections
+from services.core.adapters.store.mailbox.upkeep import ConnectionUpkeep
+from services.core.adapters.store.subscriptions import RenewalClaim, Subscriptions
+from services.core.application.connections import NotConnected, TokenService, get_connection
+from services.core.application.subscriptions import (
+    create_mailbox_subscription,
+    expiry_iso,
+    parse_graph_time,
+    subscribing,
+)
 
 log = logging.getLogger(__name__)
 

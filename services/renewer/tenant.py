@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from services.core.graph.errors import GraphError
-from services.core.tenant import TenantDeps, claim_due, release, sync_tenant
+from services.core.adapters.graph.errors import GraphError
+from services.core.application.tenant import TenantDeps, claim_due, release, sync_tenant
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.core.connections import REFRESH_AHEAD, NotConnected, TokenService
-from services.core.graph.errors import GraphError
-from services.core.store.tokens import MailboxTokens
+from services.core.adapters.graph.errors import GraphError
+from services.core.adapters.store.mailbox.tokens import MailboxTokens
+from services.core.application.connections import REFRESH_AHEAD, NotConnected, TokenService
 
 log = logging.getLogger(__name__)
 

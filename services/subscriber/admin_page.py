@@ -19,12 +19,12 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from services.core.adapters.store.directory import Directory
+from services.core.adapters.store.tenants import TenantConnections
+from services.core.application.coverage import DEGRADED_REASON, load_account_coverage
+from services.core.application.tenant import REASON_PENDING, mailbox_counts
 from services.core.application.tenant_connection import TenantConflict
-from services.core.coverage import DEGRADED_REASON, load_account_coverage
-from services.core.notices import what_to_do
-from services.core.store.directory import Directory
-from services.core.store.tenants import TenantConnections
-from services.core.tenant import REASON_PENDING, mailbox_counts
+from services.core.domain.notices import what_to_do
 from services.subscriber.keys import POOL, SETTINGS
 from services.subscriber.oauth import redirect
 from services.subscriber.page_words import TENANT_STATUS_WORDS, tenant_todo, tenant_words_to_send

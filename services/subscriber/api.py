@@ -11,11 +11,11 @@ import uuid
 
 from aiohttp import web
 
-from services.core import engagements as engagement_queries
+from services.core.adapters.store.directory import Directory
+from services.core.adapters.store.mailbox.connections import MailboxConnections
+from services.core.application import engagements as engagement_queries
+from services.core.application.diagnose import DiagnoseError, diagnose, parse_headers
 from services.core.application.mailbox import connection_view, disconnect, never_connected_view
-from services.core.diagnose import DiagnoseError, diagnose, parse_headers
-from services.core.store.connections import MailboxConnections
-from services.core.store.directory import Directory
 from services.subscriber.auth import CALLER, Caller, api_auth, caller
 from services.subscriber.keys import GRAPH, POOL, SETTINGS, STATUS, TOKENS, TRUST
 

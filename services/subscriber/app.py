@@ -6,17 +6,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from services.core import json_limits, tls
-from services.core.app_credential import AppCredentials
-from services.core.config import BULK_GRAPH_SLOTS, Settings
-from services.core.connections import StatusReporter, TokenService
-from services.core.crypto import TokenBox
-from services.core.db.pool import create_pool
-from services.core.graph.client import GraphClient
-from services.core.graph.identity import IdentityClient
-from services.core.kafka import Publisher
-from services.core.observability import add_health_routes, correlation_middleware
-from services.core.runtime import Readiness
+from services.core.adapters import tls
+from services.core.adapters.app_credential import AppCredentials
+from services.core.adapters.config import BULK_GRAPH_SLOTS, Settings
+from services.core.adapters.crypto import TokenBox
+from services.core.adapters.db.pool import create_pool
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.graph.identity import IdentityClient
+from services.core.adapters.kafka import Publisher
+from services.core.adapters.observability import add_health_routes, correlation_middleware
+from services.core.adapters.runtime import Readiness
+from services.core.application.connections import StatusReporter, TokenService
+from services.core.domain import json_limits
 from services.subscriber import oauth, webhooks
 from services.subscriber.admin_page import add_admin_routes
 from services.subscriber.api import add_api_routes, api_auth

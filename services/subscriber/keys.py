@@ -6,12 +6,12 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from services.core.config import Settings
-from services.core.connections import StatusReporter, TokenService
-from services.core.graph.client import GraphClient
-from services.core.graph.identity import IdentityClient
-from services.core.kafka import Publisher
-from services.core.runtime import Readiness
+from services.core.adapters.config import Settings
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.graph.identity import IdentityClient
+from services.core.adapters.kafka import Publisher
+from services.core.adapters.runtime import Readiness
+from services.core.application.connections import StatusReporter, TokenService
 from services.subscriber.trust import SubscriptionTrust
 
 SETTINGS = web.AppKey("settings", Settings)

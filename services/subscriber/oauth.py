@@ -15,15 +15,19 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from services.core.addresses import normalize_address, parse_proxy_addresses
+from services.core.adapters.graph.errors import GraphError, classify_authorize_error
+from services.core.adapters.graph.identity import pkce_pair
+from services.core.adapters.store.directory import Directory
+from services.core.adapters.store.mailbox.connections import MailboxConnections
+from services.core.adapters.store.oauth_states import OAuthStates
 from services.core.application.connect import record_grant
-from services.core.domain import ConnectionStatus
-from services.core.graph.errors import GraphError, classify_authorize_error
-from services.core.graph.identity import pkce_pair
-from services.core.store.connections import MailboxConnections
-from services.core.store.directory import Directory
-from services.core.store.oauth_states import OAuthStates
-from services.core.subscriptions import create_mailbox_subscription, delete_connection_subscriptions, subscribing
+from services.core.application.subscriptions import (
+    create_mailbox_subscription,
+    delete_connection_subscriptions,
+    subscribing,
+)
+from services.core.domain.addresses import normalize_address, parse_proxy_addresses
+from services.core.domain.model import ConnectionStatus
 from services.subscriber.keys import GRAPH, IDENTITY, POOL, SETTINGS, STATUS, TOKENS
 from services.subscriber.sessions import (
     Session,

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from services.core.reasons import FOLDER_NAMES
+from services.core.domain.reasons import FOLDER_NAMES
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 internetMessageId mailsync gives the message, and answers 202: nothing is sent from here. The renewer's
 send worker (services/renewer/sends.py) makes the Graph call. The same idempotency key for the same user
 answers the first send, whatever its body, and never queues a second one. Every read filters on the
-caller's account (services/core/store/sends.py), so another account's user or send answers 404 exactly like
+caller's account (services/core/adapters/store/sends.py), so another account's user or send answers 404 exactly like
 one that does not exist.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
-from services.core.sends import SendRequestError, internet_message_id_for, parse_send_request
-from services.core.store.connections import MailboxConnections
-from services.core.store.directory import Directory
-from services.core.store.sends import Sends
+from services.core.adapters.store.directory import Directory
+from services.core.adapters.store.mailbox.connections import MailboxConnections
+from services.core.adapters.store.sends import Sends
+from services.core.domain.sends import SendRequestError, internet_message_id_for, parse_send_request
 from services.subscriber.api import api_error, caller
 from services.subscriber.keys import POOL
 

@@ -16,7 +16,7 @@ import jwt
 from aiohttp import web
 from yarl import URL
 
-from services.core.store.directory import Directory
+from services.core.adapters.store.directory import Directory
 from services.subscriber.keys import POOL, SETTINGS
 
 COOKIE = "mailsync_session"

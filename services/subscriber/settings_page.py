@@ -12,14 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
+from services.core.adapters.store.directory import Directory
+from services.core.adapters.store.engagement.activity import Activity
+from services.core.adapters.store.jobs import SyncJobs
+from services.core.adapters.store.mailbox.connections import MailboxConnections
+from services.core.adapters.store.oauth_states import OAuthStates
+from services.core.application.diagnose import DiagnoseError, diagnose, parse_headers
 from services.core.application.sync_requests import Refused, queue_backsync, queue_sync
-from services.core.diagnose import DiagnoseError, diagnose, parse_headers
-from services.core.notices import what_to_do
-from services.core.store.activity import Activity
-from services.core.store.connections import MailboxConnections
-from services.core.store.directory import Directory
-from services.core.store.jobs import SyncJobs
-from services.core.store.oauth_states import OAuthStates
+from services.core.domain.notices import what_to_do
 from services.subscriber import oauth
 from services.subscriber.api import connection_view, disconnect_connection
 from services.subscriber.keys import POOL, SETTINGS
@@ -221,7 +221,7 @@ async def recent_activity(pool: Any, session: Session) -> dict[str, Any]:
 
 
 async def coverage_words(pool: Any, connection_id: str) -> str | None:
-    from services.core.coverage import load_coverage
+    from services.core.application.coverage import load_coverage
 
     found = await load_coverage(pool, connection_id)
     return found.words if found.degraded else None

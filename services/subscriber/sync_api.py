@@ -9,9 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
+from services.core.adapters.store.jobs import SyncJobs
+from services.core.adapters.store.mailbox.connections import MailboxConnections
 from services.core.application.sync_requests import Refused, queue_backsync, queue_sync
-from services.core.store.connections import MailboxConnections
-from services.core.store.jobs import SyncJobs
 from services.subscriber.api import api_error, caller
 from services.subscriber.keys import POOL
 

@@ -21,17 +21,10 @@ from typing import Any
 
 from aiohttp import web
 
-from services.core.addresses import normalize_address
-from services.core.app_credential import AppCredentials
-from services.core.application.tenant_connection import (
-    TenantConflict,
-    add_shared_mailbox,
-    remove_shared_mailbox,
-)
-from services.core.application.tenant_connection import open_tenant_connection as opened
-from services.core.graph.errors import GraphError, Severity
-from services.core.store.tenants import TenantConnections
-from services.core.tenant import (
+from services.core.adapters.app_credential import AppCredentials
+from services.core.adapters.graph.errors import GraphError, Severity
+from services.core.adapters.store.tenants import TenantConnections
+from services.core.application.tenant import (
     REASON_WRONG_TENANT,
     StateRefused,
     TenantDeps,
@@ -43,6 +36,13 @@ from services.core.tenant import (
     sync_tenant,
     view,
 )
+from services.core.application.tenant_connection import (
+    TenantConflict,
+    add_shared_mailbox,
+    remove_shared_mailbox,
+)
+from services.core.application.tenant_connection import open_tenant_connection as opened
+from services.core.domain.addresses import normalize_address
 from services.subscriber.api import api_error, caller
 from services.subscriber.keys import GRAPH, POOL, SETTINGS, STATUS, TOKENS
 from services.subscriber.sessions import html_response, page_html

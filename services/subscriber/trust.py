@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.core.store.subscriptions import Subscriptions
+from services.core.adapters.store.subscriptions import Subscriptions
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from services.core import events, json_limits
-from services.core.event_types import ChangeType, LifecycleKind, MessageChanged, SubscriptionLifecycle, to_value
-from services.core.kafka import PublishError
+from services.core.adapters.kafka import PublishError
+from services.core.domain import events, json_limits
+from services.core.domain.event_types import ChangeType, LifecycleKind, MessageChanged, SubscriptionLifecycle, to_value
 from services.subscriber.keys import PUBLISHER, TRUST
 from services.subscriber.notifications import (
     BadPayload,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from services.core.directory_lookup import load_snapshot
+from services.core.application.directory_lookup import load_snapshot
 from tests.bench.harness import BenchStack, percentile
 
 BIG = 100_000

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from services.core import event_types as et
-from services.core import events, json_limits
-from services.core.events import require_str, str_list
+from services.core.domain import event_types as et
+from services.core.domain import events, json_limits
+from services.core.domain.events import require_str, str_list
 
 EID = "6f1c6d1e-0000-4000-8000-0000000000e1"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from services.core.config import load_settings
-from services.core.db.pool import create_pool
-from services.core.kafka import Publisher
+from services.core.adapters.config import load_settings
+from services.core.adapters.db.pool import create_pool
+from services.core.adapters.kafka import Publisher
 from tests.support.stack import Stack, client, start_stack, stop_stack
 
 

@@ -7,8 +7,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from services.core import engagements
-from services.core.domain import Decision, Direction, MatchResult, Participant, Reason, Role
+from services.core.application import engagements
+from services.core.domain.model import Decision, Direction, MatchResult, Participant, Reason, Role
 from tests.bench.harness import BenchStack, cpu_seconds
 from tests.support.stack import quiet
 from tests.support.wait import wait_until
@@ -54,7 +54,7 @@ async def run(bench: BenchStack) -> dict[str, float | str]:
 
 async def _baseline(bench: BenchStack, account: str, user_id: str, connection_id: str) -> float:
     """The same rows (engagement, mailbox, contact link, decision) written with asyncpg alone, in-process, one
-    message per transaction. The statements are fixed here, not taken from services.core.engagements, so the
+    message per transaction. The statements are fixed here, not taken from services.core.application.engagements, so the
     baseline stays the same yardstick whatever the matcher's own write path becomes."""
     result = MatchResult(Decision.MATCHED, (Reason("contact_address", "bench"),), Direction.INBOUND,
                          (Participant("buyer@bench-client.example", "", Role.FROM),), ("bench-contact",), ())

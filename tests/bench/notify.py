@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.core import events
+from services.core.domain import events
 from tests.bench.harness import BenchStack
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services.core.graph.times import parse_graph_time
+from services.core.adapters.graph.times import parse_graph_time
 from tests.bench.harness import BenchStack
 from tests.support.wait import wait_until
 

@@ -38,11 +38,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
-from services.core.connections import REFRESH_AHEAD
-from services.core.crypto import TokenBox
-from services.core.graph.client import GraphClient
-from services.core.graph.identity import IdentityClient, pkce_pair
-from services.core.subscriptions import create_mailbox_subscription
+from services.core.adapters.crypto import TokenBox
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.graph.identity import IdentityClient, pkce_pair
+from services.core.application.connections import REFRESH_AHEAD
+from services.core.application.subscriptions import create_mailbox_subscription
 from services.renewer.subscriptions import renew_window
 from tests.bench.harness import BenchStack, cpu_seconds, rss_mib
 from tests.support.procs import MAILSYNC, Proc, free_port

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 import uuid
 
-from services.core.app_credential import AppCredentials
-from services.core.graph.client import GraphClient
-from services.core.tenant_graph import verified_domains
+from services.core.adapters.app_credential import AppCredentials
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.tenant_graph import verified_domains
 from tests.bench.harness import BenchStack
 
 CALLS = 200

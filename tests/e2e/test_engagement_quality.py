@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
-from services.core import events
+from services.core.domain import events
 from tests.support.asyncapi import validate
 from tests.support.procs import MAILSYNC, ROOT
 from tests.support.stack import Mailbox, Stack

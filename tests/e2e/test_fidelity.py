@@ -14,10 +14,10 @@ import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 
-from services.core.graph.client import GraphClient
-from services.core.graph.errors import CONDITIONAL_ACCESS_REASON, DeltaExpired, GraphError
-from services.core.graph.times import parse_graph_time
-from services.core.store.connection_upkeep import ConnectionUpkeep
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.graph.errors import CONDITIONAL_ACCESS_REASON, DeltaExpired, GraphError
+from services.core.adapters.graph.times import parse_graph_time
+from services.core.adapters.store.mailbox.upkeep import ConnectionUpkeep
 from tests.support.kafka_caught_up import CaughtUpTail
 from tests.support.private_infra import private_stack
 from tests.support.stack import Mailbox, Stack, quiet

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.core import events
+from services.core.domain import events
 from tests.support.kafka_tail import Tail
 from tests.support.stack import Stack
 from tests.support.wait import wait_until

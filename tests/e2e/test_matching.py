@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.core import events
+from services.core.domain import events
 from tests.support.stack import Stack
 from tests.support.wait import wait_until
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from services.core.config import parse_token_keys
-from services.core.crypto import TokenBox, TokenDecryptError
+from services.core.adapters.config import parse_token_keys
+from services.core.adapters.crypto import TokenBox, TokenDecryptError
 from tests.support.kafka_tail import Tail
 from tests.support.private_infra import PrivateInfra, private_stack
 from tests.support.procs import MAILSYNC, ROOT, Proc

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.core import events
+from services.core.domain import events
 from tests.support.kafka_tail import Tail
 from tests.support.stack import Mailbox, Stack, quiet
 from tests.support.wait import wait_until

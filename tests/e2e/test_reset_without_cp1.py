@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 import pytest_asyncio
 
-from services.core.graph.times import parse_graph_time
+from services.core.adapters.graph.times import parse_graph_time
 from tests.e2e.test_fidelity import connection, contact_and_mailbox, polled_again
 from tests.support.kafka_caught_up import CaughtUpTail
 from tests.support.kafka_tail import Tail

@@ -16,7 +16,7 @@ import aiohttp
 import jwt
 import pytest
 
-from services.core.coverage import MIN_POLL_ONLY
+from services.core.application.coverage import MIN_POLL_ONLY
 from tests.support.kafka_tail import Tail
 from tests.support.stack import Mailbox, Stack, quiet
 from tests.support.stack import browser as stack_browser

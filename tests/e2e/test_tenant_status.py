@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.core import events
+from services.core.domain import events
 from tests.support.kafka_caught_up import CaughtUpTail
 from tests.support.stack import Stack
 from tests.support.tenant import connection, consent, create, follow, org, tenant_view

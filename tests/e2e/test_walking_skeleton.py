@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from services.core import events
+from services.core.domain import events
 from tests.support.asyncapi import validate
 from tests.support.stack import Stack
 from tests.support.wait import wait_until

@@ -21,7 +21,7 @@ from aiohttp import web
 from mailsync_sandbox import create_app
 from mailsync_sandbox.local_ca import local_tls as _local_tls
 from mailsync_sandbox.state import Sandbox
-from services.core.tls import client_session, server_context
+from services.core.adapters.tls import client_session, server_context
 from tests.support.wait import wait_until
 
 CLIENT_ID = "6f1c6d1e-0000-4000-8000-00000000abcd"

@@ -11,11 +11,11 @@ from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph.graph_request_adapter import options as sdk_options
 from msgraph_core import GraphClientFactory
 
-from services.core.connections import StatusReporter, TokenService
-from services.core.credential import ConnectionCredential
-from services.core.crypto import TokenBox
-from services.core.graph.identity import IdentityClient
-from services.core.tls import client_context, client_session
+from services.core.adapters.crypto import TokenBox
+from services.core.adapters.graph.identity import IdentityClient
+from services.core.adapters.tls import client_context, client_session
+from services.core.application.connections import StatusReporter, TokenService
+from services.core.application.credential import ConnectionCredential
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]

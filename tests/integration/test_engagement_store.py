@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.core import engagements
-from services.core.capture import Capture
-from services.core.domain import (
+from services.core.application import engagements
+from services.core.application.engagements import Copy
+from services.core.domain.capture import Capture
+from services.core.domain.model import (
     Decision,
     Direction,
     EmailAddress,
@@ -20,7 +21,6 @@ from services.core.domain import (
     Reason,
     Role,
 )
-from services.core.engagements import Copy
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.core.graph.client import GraphClient
-from services.core.graph.errors import GraphError, NotFound
-from services.core.tls import client_session
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.graph.errors import GraphError, NotFound
+from services.core.adapters.tls import client_session
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]

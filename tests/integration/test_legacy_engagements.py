@@ -9,7 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from services.core import engagements, events
+from services.core.application import engagements
+from services.core.domain import events
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.integration]

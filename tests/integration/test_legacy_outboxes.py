@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from services.core import events, notices, tenant_status
+from services.core.application import tenant_status
+from services.core.domain import events, notices
 from services.renewer.notices import move_legacy_outboxes
 from tests.support.stack import Stack
 from tests.support.wait import wait_until

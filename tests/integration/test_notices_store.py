@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from services.core.connections import StatusReporter
-from services.core.domain import ConnectionStatus
+from services.core.application.connections import StatusReporter
+from services.core.domain.model import ConnectionStatus
 from services.renewer.notices import remind
 from tests.support.stack import Stack
 

@@ -13,8 +13,8 @@ from datetime import timedelta
 import pytest
 import pytest_asyncio
 
-from services.core import outbox
-from services.core.store.outbox import Outbox, OutboxEntry
+from services.core.adapters.store.outbox import Outbox, OutboxEntry
+from services.core.application import outbox
 from tests.support.kafka_tail import Tail
 from tests.support.stack import Stack
 from tests.support.wait import wait_until

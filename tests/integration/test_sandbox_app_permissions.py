@@ -13,9 +13,9 @@ import pytest
 
 from mailsync_sandbox.app_certificate import certificate_pem, ensure_app_certificate
 from mailsync_sandbox.local_ca import local_tls
-from services.core.app_credential import AppCredentials
-from services.core.config import Settings
-from services.core.graph.errors import GraphError, Severity
+from services.core.adapters.app_credential import AppCredentials
+from services.core.adapters.config import Settings
+from services.core.adapters.graph.errors import GraphError, Severity
 from tests.integration.sandbox_support import CA_FILE, CLIENT_ID, TLS_DIR, Env, env, jwt_claims, servers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.core.subscriptions import expiry_iso
+from services.core.application.subscriptions import expiry_iso
 from tests.integration.sandbox_support import Env, env, servers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.core import txguard
-from services.core.store.connections import MailboxConnections
-from services.core.store.directory import Directory
-from services.core.store.jobs import SyncJobs
-from services.core.store.uow import UnitOfWork
+from services.core.adapters import txguard
+from services.core.adapters.store.directory import Directory
+from services.core.adapters.store.jobs import SyncJobs
+from services.core.adapters.store.mailbox.connections import MailboxConnections
+from services.core.adapters.store.uow import UnitOfWork
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.integration]
 

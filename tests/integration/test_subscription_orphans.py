@@ -7,9 +7,9 @@ import secrets
 
 import pytest
 
-from services.core.graph.client import GraphClient
-from services.core.subscriptions import expiry_iso, post_subscription
-from services.core.tls import client_session
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.tls import client_session
+from services.core.application.subscriptions import expiry_iso, post_subscription
 from tests.integration.sandbox_support import CA_FILE, Env, env, servers
 from tests.support.wait import wait_until
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.core import txguard
+from services.core.adapters import txguard
 
 pytestmark = [pytest.mark.integration]
 

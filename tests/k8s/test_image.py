@@ -104,7 +104,8 @@ def test_the_runtime_runs_mailsync_as_a_numeric_non_root_user() -> None:
 
 
 @pytest.mark.parametrize("path, sent", [
-    ("pyproject.toml", True), ("services/cli.py", True), ("services/core/db/migrations/0001_initial.sql", True),
+    ("pyproject.toml", True), ("services/cli.py", True),
+    ("services/core/adapters/db/migrations/0001_initial.sql", True),
     (".venv/bin/python", False), (".git/config", False), (".cache/bin/kustomize", False),
     (".mailsync/stack.json", False), ("tests/conftest.py", False), ("services/__pycache__/cli.cpython-311.pyc", False),
 ])

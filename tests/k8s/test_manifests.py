@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
-from services.core import events
+from services.core.domain import events
 from tests.k8s import tools
 
 # The first test may build kustomize (go install): allow it more than the suite's default timeout.

@@ -205,7 +205,7 @@ async def own_view_ok(stack: Stack, token: str, op: Op, t: Tenant) -> None:
 
 def test_ops_cover_every_api_route(stack_processes: Stack):
     """A route added later without a case here fails this test, so the property keeps covering the API."""
-    from services.core.config import load_settings
+    from services.core.adapters.config import load_settings
     from services.subscriber.app import create_app
 
     app = create_app(load_settings(stack_processes.env, service="subscriber"))

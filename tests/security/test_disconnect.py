@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.core import events
+from services.core.domain import events
 from tests.support.kafka_tail import Tail, partition_count
 from tests.support.stack import Mailbox, Stack
 from tests.support.wait import wait_until

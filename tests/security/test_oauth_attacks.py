@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from services.core import events
+from services.core.domain import events
 from tests.support.stack import Mailbox, Stack
 from tests.support.stack import browser as stack_browser
 

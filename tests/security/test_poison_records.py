@@ -8,7 +8,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.core import events
+from services.core.domain import events
 from tests.support.kafka_tail import Tail
 from tests.support.stack import Stack
 from tests.support.wait import wait_until

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from services.core.events import stable_event_id
+from services.core.domain.events import stable_event_id
 from tests.support.kafka_tail import Tail
 from tests.support.wait import wait_until
 

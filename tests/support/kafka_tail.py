@@ -7,7 +7,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.core import events
+from services.core.domain import events
 from tests.support.wait import wait_until
 
 

@@ -17,10 +17,10 @@ import asyncpg
 import jwt
 
 from mailsync_sandbox.local_ca import local_tls as _local_tls
-from services.core import events
-from services.core.config import Settings, load_settings
-from services.core.kafka import Publisher
-from services.core.tls import client_session
+from services.core.adapters.config import Settings, load_settings
+from services.core.adapters.kafka import Publisher
+from services.core.adapters.tls import client_session
+from services.core.domain import events
 from services.subscriber.sessions import csrf_token
 from tests.support.procs import MAILSYNC, ROOT, Proc, free_port
 from tests.support.wait import wait_until
@@ -232,7 +232,7 @@ def start_stack(infra: dict[str, str] | None = None, prefix: str = "") -> Stack:
 
 async def open_clients(stack: Stack) -> Stack:
     """The test side's own clients of the stack: settings, a publisher, HTTP, a database pool."""
-    from services.core.db.pool import create_pool
+    from services.core.adapters.db.pool import create_pool
 
     stack.settings = load_settings(stack.env, service="tests")
     stack.publisher = Publisher(stack.settings)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.core.addresses import (
+from services.core.domain.addresses import (
     domain_of,
     normalize_address,
     normalize_domain,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from jsonschema import ValidationError
 
-from services.core import events
-from services.core.connections import status_event
+from services.core.application.connections import status_event
+from services.core.domain import events
 from tests.support.asyncapi import DOC, validate
 
 

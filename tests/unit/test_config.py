@@ -2,7 +2,7 @@ import base64
 
 import pytest
 
-from services.core.config import ConfigError, load_settings, parse_token_keys
+from services.core.adapters.config import ConfigError, load_settings, parse_token_keys
 
 KEY = base64.urlsafe_b64encode(b"k" * 32).decode().rstrip("=")
 
@@ -60,7 +60,7 @@ def test_secrets_are_not_in_repr():
 def test_records_with_nul_characters_are_poison():
     import pytest as _pytest
 
-    from services.core.events import BadEvent, decode
+    from services.core.domain.events import BadEvent, decode
 
     with _pytest.raises(BadEvent, match="NUL"):
         decode(b'{"type": "contact.upserted", "emails": ["a\\u0000@b.example"]}')

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from services.core.consuming import Backoff
+from services.core.adapters.consuming import Backoff
 
 
 def test_grows_to_the_cap_and_starts_over_after_a_success() -> None:

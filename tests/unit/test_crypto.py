@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from services.core.crypto import TokenBox, TokenDecryptError
+from services.core.adapters.crypto import TokenBox, TokenDecryptError
 
 
 def box(*kids):

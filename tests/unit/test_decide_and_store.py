@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from services.core.application.engagements import Copy, Stored
+from services.core.application.mail_policy import MailPolicy
 from services.core.application.matching import Previous, ToDecide, decisions_to_rewrite, gained_contacts
-from services.core.capture import Capture
-from services.core.domain import (
+from services.core.domain.capture import Capture
+from services.core.domain.model import (
     Decision,
     Direction,
     EmailAddress,
@@ -16,8 +18,6 @@ from services.core.domain import (
     MatchResult,
     Reason,
 )
-from services.core.engagements import Copy, Stored
-from services.core.mail_policy import MailPolicy
 
 OWNER = MailboxOwner("u-1", "acct", frozenset({"me@own.example"}))
 

@@ -1,6 +1,6 @@
 import pytest
 
-from services.core.diagnose import DiagnoseError, parse_headers
+from services.core.application.diagnose import DiagnoseError, parse_headers
 
 RAW = """Received: from mail.acme.example (10.0.0.1) by mx.example with SMTP; Thu, 26 Nov 2026 10:00:00 +0000
 Message-ID: <CAF=abc123@mail.acme.example>

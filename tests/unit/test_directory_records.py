@@ -1,5 +1,5 @@
 """Directory records applied without PostgreSQL: services/matcher/directory.apply_record against an in-memory
-fake of the Directory repository (services/core/store/directory.py has the real one)."""
+fake of the Directory repository (services/core/adapters/store/directory.py has the real one)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.core.events import BadEvent
-from services.core.store.directory import Entity
+from services.core.adapters.store.directory import Entity
+from services.core.domain.events import BadEvent
 from services.matcher.directory import DirectoryChange, apply_record
 
 ACCOUNT, OTHER = "acct-1", "acct-2"

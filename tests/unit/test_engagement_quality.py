@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from services.core import automated, capture
-from services.core.capture import Capture
-from services.core.domain import ContactRef, Decision, DirectorySnapshot, EmailAddress, MailboxOwner, MailMessage
-from services.core.matching import decide
-from services.core.never_log import canonical_entry, excluded_by
-from services.core.reasons import ReasonCode
+from services.core.domain import automated, capture
+from services.core.domain.capture import Capture
+from services.core.domain.matching import decide
+from services.core.domain.model import ContactRef, Decision, DirectorySnapshot, EmailAddress, MailboxOwner, MailMessage
+from services.core.domain.never_log import canonical_entry, excluded_by
+from services.core.domain.reasons import ReasonCode
 from services.matcher.graph_message import message_select, parse_message
 
 # --- automated mail ---------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def test_never_log_domain_covers_client_domain_matching() -> None:
 def test_engagement_created_of_every_tier_matches_the_asyncapi_document(tier: Capture) -> None:
     import jsonschema
 
-    from services.core import events
+    from services.core.domain import events
     from tests.support.asyncapi import validate
 
     event = events.envelope("engagement.created", {

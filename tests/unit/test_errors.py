@@ -1,6 +1,6 @@
 import pytest
 
-from services.core.graph.errors import (
+from services.core.adapters.graph.errors import (
     Severity,
     classify_authorize_error,
     classify_graph_response,

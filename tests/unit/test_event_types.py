@@ -1,4 +1,4 @@
-"""The event models (services/core/event_types.py): docs/asyncapi.yaml says exactly what they say, records
+"""The event models (services/core/domain/event_types.py): docs/asyncapi.yaml says exactly what they say, records
 decode into them with events.decode's guarantees and the DLQ's wording, unknown types are skipped, and
 the msgspec fast path of events.decode gives the checked path's answer for every input."""
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.core import event_types as et
-from services.core import events
+from services.core.domain import event_types as et
+from services.core.domain import events
 from tests.support.asyncapi import DOC, validate
 
 ENVELOPE = ("type", "version", "event_id", "occurred_at")

@@ -13,16 +13,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.core.config import Settings
-from services.core.connections import NotConnected, TokenService
-from services.core.graph.claims import (
+from services.core.adapters.config import Settings
+from services.core.adapters.graph.claims import (
     CP1_CLAIMS,
     asks_for_claims,
     parse_claims_challenge,
     token_request_claims,
 )
-from services.core.graph.client import error_for, read_batch_round
-from services.core.graph.errors import (
+from services.core.adapters.graph.client import error_for, read_batch_round
+from services.core.adapters.graph.errors import (
     CONDITIONAL_ACCESS_REASON,
     MAX_INNER_DEPTH,
     AccessTokenRejected,
@@ -37,8 +36,9 @@ from services.core.graph.errors import (
     header,
     retry_after_seconds,
 )
-from services.core.graph.identity import IdentityClient
-from services.core.graph.times import parse_graph_time, parse_graph_time_or_none
+from services.core.adapters.graph.identity import IdentityClient
+from services.core.adapters.graph.times import parse_graph_time, parse_graph_time_or_none
+from services.core.application.connections import NotConnected, TokenService
 from services.renewer.lifecycle import CLOCK_SKEW, SubscriptionState, may_have_missed
 from services.renewer.subscriptions import PATCH_TOKEN_MIN_LIFETIME, token_fresh_enough
 

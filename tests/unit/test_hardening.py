@@ -11,15 +11,16 @@ import asyncpg
 import pytest
 
 from services import cli
-from services.core import events, faults, json_limits
-from services.core.config import ConfigError, parse_token_keys
-from services.core.consuming import gather_cancelling
-from services.core.diagnose import DiagnoseError, parse_headers
-from services.core.graph.client import GraphClient, same_origin
-from services.core.graph.errors import Classified, GraphError, Severity
-from services.core.kafka import PublishError
-from services.core.observability import JsonFormatter
-from services.core.runtime import WorkerDied, until_a_worker_ends
+from services.core.adapters import faults
+from services.core.adapters.config import ConfigError, parse_token_keys
+from services.core.adapters.consuming import gather_cancelling
+from services.core.adapters.graph.client import GraphClient, same_origin
+from services.core.adapters.graph.errors import Classified, GraphError, Severity
+from services.core.adapters.kafka import PublishError
+from services.core.adapters.observability import JsonFormatter
+from services.core.adapters.runtime import WorkerDied, until_a_worker_ends
+from services.core.application.diagnose import DiagnoseError, parse_headers
+from services.core.domain import events, json_limits
 
 KEY = "A" * 43
 
@@ -176,7 +177,7 @@ def test_a_dead_loop_exits_the_process_non_zero(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_bulk_batches_chain_their_steps_so_graph_runs_one_at_a_time():
-    from services.core.graph.client import batch_steps
+    from services.core.adapters.graph.client import batch_steps
 
     chained = batch_steps(["/a", "/b", "/c"], [4, 7, 9], "p", sequential=True)
     assert [s["id"] for s in chained] == ["4", "7", "9"]
@@ -185,7 +186,7 @@ def test_bulk_batches_chain_their_steps_so_graph_runs_one_at_a_time():
 
 
 def test_the_live_path_leaves_one_of_outlooks_four_slots_to_the_bulk_path():
-    from services.core.config import BULK_GRAPH_SLOTS, Settings
+    from services.core.adapters.config import BULK_GRAPH_SLOTS, Settings
 
     assert Settings("k", "postgresql://x").live_graph_slots + BULK_GRAPH_SLOTS == 4
     assert Settings("k", "postgresql://x", graph_concurrency_per_mailbox=1).live_graph_slots == 1

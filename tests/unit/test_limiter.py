@@ -1,7 +1,7 @@
 import asyncio
 import time
 
-from services.core.graph.limiter import MailboxLimiter
+from services.core.adapters.graph.limiter import MailboxLimiter
 
 
 async def test_at_most_n_in_flight_per_mailbox_and_mailboxes_independent():

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.core.application.matching import narrowed
-from services.core.domain import ContactRef, DirectorySnapshot, EmailAddress, MailboxOwner, MailMessage
-from services.core.matching import addresses_to_look_up, decide
+from services.core.domain.matching import addresses_to_look_up, decide
+from services.core.domain.model import ContactRef, DirectorySnapshot, EmailAddress, MailboxOwner, MailMessage
 
 DOMAINS = ["client.example", "other.example", "own.example"]
 ADDRESSES = [f"{name}@{domain}" for name in ("ana", "bo", "cy") for domain in DOMAINS]

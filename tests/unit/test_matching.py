@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from services.core.domain import (
+from services.core.domain.matching import (
+    EXCLUDED_FOLDERS,
+    addresses_to_look_up,
+    decide,
+    direction_of,
+    is_excluded,
+    participants_of,
+)
+from services.core.domain.model import (
     ContactRef,
     Decision,
     Direction,
@@ -18,15 +26,7 @@ from services.core.domain import (
     Participant,
     Role,
 )
-from services.core.matching import (
-    EXCLUDED_FOLDERS,
-    addresses_to_look_up,
-    decide,
-    direction_of,
-    is_excluded,
-    participants_of,
-)
-from services.core.reasons import DESCRIPTIONS, ReasonCode, describe, not_seen
+from services.core.domain.reasons import DESCRIPTIONS, ReasonCode, describe, not_seen
 
 ACCOUNT = "acc-1"
 ME = "me@us.example"
@@ -462,7 +462,7 @@ def test_not_seen_reason() -> None:
 def test_one_folder_catalog_every_excluded_folder_is_resolved_and_never_polled():
     """The matcher resolves every folder the rules exclude (else its mail would count as "other" and could
     become an engagement), and the poll skips every one of them: one catalog, three users."""
-    from services.core.matching import EXCLUDED_FOLDERS
+    from services.core.domain.matching import EXCLUDED_FOLDERS
     from services.matcher.folders import WELL_KNOWN
     from services.renewer.delta import EXCLUDED
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.core.domain import (
+from services.core.domain.matching import addresses_to_look_up, decide
+from services.core.domain.model import (
     ContactRef,
     Decision,
     DirectorySnapshot,
@@ -20,7 +21,6 @@ from services.core.domain import (
     MatchResult,
     Reason,
 )
-from services.core.matching import addresses_to_look_up, decide
 
 ACCOUNT_A, ACCOUNT_B = "acc-a", "acc-b"
 OWNER_ADDRESSES = ("me@us.example", "me.alias@us-corp.example")

@@ -1,5 +1,5 @@
 """A connection's incident as its status changes, and the notice events written with each change, decided
-against an in-memory fake of the notices repository (services/core/store/notices.py is the real one)."""
+against an in-memory fake of the notices repository (services/core/adapters/store/notices.py is the real one)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.core import events, notices
-from services.core.notice_store import incident_change
-from services.core.notices import Incident
-from services.core.store.outbox import OutboxEntry
+from services.core.adapters.store.outbox import OutboxEntry
+from services.core.application.notice_store import incident_change
+from services.core.domain import events, notices
+from services.core.domain.notices import Incident
 from tests.support.asyncapi import validate
 
 CONNECTION = "6f1c6d1e-0000-4000-8000-000000000001"

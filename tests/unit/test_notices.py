@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.core import notices
-from services.core.notices import Incident, Step, on_status_change, reminder_due, what_to_do
+from services.core.domain import notices
+from services.core.domain.notices import Incident, Step, on_status_change, reminder_due, what_to_do
 from tests.support.asyncapi import validate
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from services.core.consuming import Record
-from services.core.graph.errors import Classified, GraphError, Severity
+from services.core.adapters.consuming import Record
+from services.core.adapters.graph.errors import Classified, GraphError, Severity
 from services.matcher import consumer
 from services.matcher.handler import Handled, Outcome
 

@@ -1,5 +1,5 @@
 """`mailsync purge-content` decided without PostgreSQL: services/core/purge.trim_to_tier against in-memory fakes
-of AccountPolicies.capture_of and StoredContent (services/core/store/ has the real ones)."""
+of AccountPolicies.capture_of and StoredContent (services/core/adapters/store/ has the real ones)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.core.capture import Capture
-from services.core.purge import Purged, trim_to_tier
+from services.core.application.purge import Purged, trim_to_tier
+from services.core.domain.capture import Capture
 
 ACCOUNT = "acct-1"
 

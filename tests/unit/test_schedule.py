@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.core.schedule import estimate_total, next_poll_at, poll_offset, windows
+from services.core.domain.schedule import estimate_total, next_poll_at, poll_offset, windows
 
 HOUR = timedelta(hours=1)
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
-from services.core.coverage import Coverage
+from services.core.application.coverage import Coverage
 from services.subscriber.admin_page import connection_mode, csv_cell
 from services.subscriber.page_words import (
     admin_consent_link,

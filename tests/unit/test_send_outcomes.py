@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from services.core import events, outbox
-from services.core.event_types import to_value
+from services.core.application import outbox
+from services.core.domain import events
+from services.core.domain.event_types import to_value
 from services.renewer.sends import outcome_event
 
 SEND = str(uuid.UUID(int=42))

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.core.sends import (
+from services.core.domain.sends import (
     LOOK_AGAIN,
     MAX_QUEUED,
     SETTLE,

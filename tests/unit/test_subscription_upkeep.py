@@ -1,6 +1,6 @@
 """The renewer's subscription passes decided without PostgreSQL or Graph: a lifecycle event, the missing
 subscription pass and the pending deletions run against in-memory fakes of the repositories they use
-(services/core/store/subscriptions.py and connection_upkeep.py have the real ones)."""
+(services/core/adapters/store/subscriptions.py and connection_upkeep.py have the real ones)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from services.core.connections import NotConnected
-from services.core.graph.errors import Classified, GraphError, NotFound, Severity
-from services.core.store.subscriptions import PendingDeletion, SubscriptionState
+from services.core.adapters.graph.errors import Classified, GraphError, NotFound, Severity
+from services.core.adapters.store.subscriptions import PendingDeletion, SubscriptionState
+from services.core.application.connections import NotConnected
 from services.renewer import cleanup
 from services.renewer.lifecycle import handle_lifecycle
 from services.renewer.subscriptions import RenewerDeps, ensure_subscriptions

@@ -1,5 +1,5 @@
 """The back-fill / back-sync page loop and the delta poll decided without PostgreSQL or Graph: they run against
-in-memory fakes of the repositories on PollDeps (services/core/store/jobs.py and polls.py have the real ones)
+in-memory fakes of the repositories on PollDeps (services/core/adapters/store/jobs.py and polls.py have the real ones)
 and of Graph, the token service and the publisher."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from services.core.graph.errors import Classified, DeltaExpired, NotFound, Severity
-from services.core.store.connections import Connection
-from services.core.store.polls import DeltaCursor
+from services.core.adapters.graph.errors import Classified, DeltaExpired, NotFound, Severity
+from services.core.adapters.store.mailbox.connections import Connection
+from services.core.adapters.store.mailbox.polls import DeltaCursor
 from services.renewer import delta, jobs
 from services.renewer.delta import PollDeps
 

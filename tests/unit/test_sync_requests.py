@@ -1,5 +1,5 @@
 """Sync now and back-sync requests decided without PostgreSQL: the application functions run against
-in-memory fakes of the repositories they take (services/core/store/ has the real ones)."""
+in-memory fakes of the repositories they take (services/core/adapters/store/ has the real ones)."""
 
 from __future__ import annotations
 

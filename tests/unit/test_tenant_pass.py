@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.core.tenant import RECHECK_OUT_OF_SCOPE, Candidate, plan_pass
+from services.core.application.tenant import RECHECK_OUT_OF_SCOPE, Candidate, plan_pass
 
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 RECENT, LONG_AGO = NOW - timedelta(minutes=5), NOW - RECHECK_OUT_OF_SCOPE - timedelta(minutes=1)

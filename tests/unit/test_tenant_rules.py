@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from services.core.config import ConfigError, load_settings
-from services.core.graph.errors import Severity
-from services.core.tenant import sign_state, verify_state
-from services.core.tenant_rules import check_domains, classify_app_token_failure
+from services.core.adapters.config import ConfigError, load_settings
+from services.core.adapters.graph.errors import Severity
+from services.core.adapters.tenant_rules import check_domains, classify_app_token_failure
+from services.core.application.tenant import sign_state, verify_state
 
 KEY = base64.urlsafe_b64encode(b"k" * 32).decode().rstrip("=")
 

@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
-from services.core import event_types as et
-from services.core.graph.errors import classify_graph_response
-from services.core.tenant_rules import outside_access_policy
-from services.core.tenant_status import status_event
+from services.core.adapters.graph.errors import classify_graph_response
+from services.core.adapters.tenant_rules import outside_access_policy
+from services.core.application.tenant_status import status_event
+from services.core.domain import event_types as et
 from services.subscriber.page_words import TENANT_STATUS_WORDS, tenant_todo, tenant_words_to_send
 from services.subscriber.tenant_api import valid_tenant_id
 

@@ -1,6 +1,6 @@
 """The token service's refresh decided without PostgreSQL: a lease claimed by one statement, the identity
 platform called with nothing open, the outcome recorded by another statement, against an in-memory fake of
-MailboxTokens (services/core/store/tokens.py has the real one)."""
+MailboxTokens (services/core/adapters/store/mailbox/tokens.py has the real one)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from services.core.connections import NotConnected, TokenService
-from services.core.crypto import TokenBox
-from services.core.domain import ConnectionStatus
-from services.core.graph.errors import Classified, GraphError, Severity
-from services.core.graph.identity import TokenSet
-from services.core.store.tokens import RefreshClaim, SealedTokens, TokenState
+from services.core.adapters.crypto import TokenBox
+from services.core.adapters.graph.errors import Classified, GraphError, Severity
+from services.core.adapters.graph.identity import TokenSet
+from services.core.adapters.store.mailbox.tokens import RefreshClaim, SealedTokens, TokenState
+from services.core.application.connections import NotConnected, TokenService
+from services.core.domain.model import ConnectionStatus
 
 CONNECTION = "7d6c3d0e-0000-4000-8000-000000000002"
 BOX = TokenBox((("k1", bytes(32)),))

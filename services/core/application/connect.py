@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.core.config import Settings
-from services.core.connections import TokenService
-from services.core.graph.identity import TokenSet
-from services.core.store.jobs import SyncJobs
-from services.core.store.uow import UnitOfWork
+from services.core.adapters.config import Settings
+from services.core.adapters.graph.identity import TokenSet
+from services.core.adapters.store.jobs import SyncJobs
+from services.core.adapters.store.uow import UnitOfWork
+from services.core.application.connections import TokenService
 
 
 def backfill_since(settings: Settings, last_synced_at: datetime | None, now: datetime) -> datetime:

@@ -10,15 +10,15 @@ from typing import Any
 
 import asyncpg
 
-from services.core.config import Settings
-from services.core.connections import StatusReporter
-from services.core.crypto import TokenBox, TokenDecryptError
-from services.core.domain import ConnectionStatus
-from services.core.graph.client import GraphClient
-from services.core.store.connections import MailboxConnections
-from services.core.store.subscriptions import Subscriptions
-from services.core.store.uow import UnitOfWork
-from services.core.subscriptions import delete_pending, deletion_failed, mark_for_deletion
+from services.core.adapters.config import Settings
+from services.core.adapters.crypto import TokenBox, TokenDecryptError
+from services.core.adapters.graph.client import GraphClient
+from services.core.adapters.store.mailbox.connections import MailboxConnections
+from services.core.adapters.store.subscriptions import Subscriptions
+from services.core.adapters.store.uow import UnitOfWork
+from services.core.application.connections import StatusReporter
+from services.core.application.subscriptions import delete_pending, deletion_failed, mark_for_deletion
+from services.core.domain.model import ConnectionStatus
 
 log = logging.getLogger(__name__)
 

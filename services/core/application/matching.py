@@ -1,6 +1,6 @@
 """Decide and store: owner → directory snapshot → decision → engagement, decision rows and outbox, the one
 implementation behind the live path (services/matcher/consumer.py), re-matching (services/matcher/rematch.py)
-and diagnose (services/core/diagnose.py, a dry run that stores nothing)."""
+and diagnose (services/core/application/diagnose.py, a dry run that stores nothing)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from dataclasses import dataclass, field, replace
 
 import asyncpg
 
-from services.core import engagements
-from services.core.addresses import domain_of
-from services.core.directory_lookup import load_snapshot, owner_addresses
-from services.core.domain import Decision, DirectorySnapshot, MailboxOwner, MailMessage
-from services.core.engagements import Copy, Stored, Unseen
-from services.core.mail_policy import MailPolicy, load_policy
-from services.core.matching import addresses_to_look_up, decide
-from services.core.store.outbox import Outbox
+from services.core.adapters.store.outbox import Outbox
+from services.core.application import engagements
+from services.core.application.directory_lookup import load_snapshot, owner_addresses
+from services.core.application.engagements import Copy, Stored, Unseen
+from services.core.application.mail_policy import MailPolicy, load_policy
+from services.core.domain.addresses import domain_of
+from services.core.domain.matching import addresses_to_look_up, decide
+from services.core.domain.model import Decision, DirectorySnapshot, MailboxOwner, MailMessage
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,14 @@ from typing import Any
 
 import asyncpg
 
-from services.core import outbox, tenant_status
-from services.core.config import Settings
-from services.core.graph.errors import GraphError
-from services.core.kafka import Publisher
-from services.core.store.connections import MailboxConnections
-from services.core.store.tenants import SharedMailboxes, TenantConnections
-from services.core.store.uow import UnitOfWork
-from services.core.tenant import (
+from services.core.adapters.config import Settings
+from services.core.adapters.graph.errors import GraphError
+from services.core.adapters.kafka import Publisher
+from services.core.adapters.store.mailbox.connections import MailboxConnections
+from services.core.adapters.store.tenants import SharedMailboxes, TenantConnections
+from services.core.adapters.store.uow import UnitOfWork
+from services.core.application import outbox, tenant_status
+from services.core.application.tenant import (
     REASON_PENDING,
     TenantDeps,
     admin_consent_url,

@@ -1,0 +1,1 @@
+"""The engagement aggregate: engagements and their links, match_decisions, and the reads the pages summarise."""

@@ -1,0 +1,1 @@
+"""The rules and types of mailsync: pure, no I/O (tests/unit/test_layering.py)."""
