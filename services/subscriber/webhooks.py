@@ -16,7 +16,13 @@ from prometheus_client import Counter, Histogram
 
 from services.core.adapters.kafka import PublishError
 from services.core.domain import events, json_limits
-from services.core.domain.event_types import ChangeType, LifecycleKind, MessageChanged, SubscriptionLifecycle, to_value
+from services.core.domain.event_types import (
+    ChangeType,
+    Event,
+    LifecycleKind,
+    MessageChanged,
+    SubscriptionLifecycle,
+)
 from services.subscriber.keys import PUBLISHER, TRUST
 from services.subscriber.notifications import (
     BadPayload,
@@ -66,27 +72,27 @@ def _unavailable() -> web.Response:
 Notification = ChangeNotification | LifecycleNotification
 
 
-def _change_record(item: Notification, known: KnownSubscription) -> dict[str, Any]:
+def _change_record(item: Notification, known: KnownSubscription) -> MessageChanged:
     assert isinstance(item, ChangeNotification)
     # Stable across Graph's redeliveries of the same change, so consumers can deduplicate.
     event_id = events.stable_event_id("message.changed", item.subscription_id, item.message_id,
                                       item.change_type, item.etag)
     # parse_change_notifications admits only the change types the model names (and the lifecycle events below).
-    return to_value(MessageChanged(
+    return MessageChanged(
         connection_id=known.connection_id, account_id=known.account_id, subscription_id=known.subscription_id,
         message_id=item.message_id, change_type=cast(ChangeType, item.change_type), source="webhook",
-        event_id=event_id))
+        event_id=event_id)
 
 
-def _lifecycle_record(item: Notification, known: KnownSubscription) -> dict[str, Any]:
+def _lifecycle_record(item: Notification, known: KnownSubscription) -> SubscriptionLifecycle:
     assert isinstance(item, LifecycleNotification)
-    return to_value(SubscriptionLifecycle(
+    return SubscriptionLifecycle(
         connection_id=known.connection_id, account_id=known.account_id, subscription_id=item.subscription_id,
-        lifecycle_event=cast(LifecycleKind, item.lifecycle_event)))
+        lifecycle_event=cast(LifecycleKind, item.lifecycle_event))
 
 
 async def _intake(request: web.Request, endpoint: str, parse: Callable[[Any], Sequence[Notification]],
-                  topic: str, record: Callable[[Notification, KnownSubscription], dict[str, Any]]) -> web.Response:
+                  topic: str, record: Callable[[Notification, KnownSubscription], Event]) -> web.Response:
     """Handshake, parse (400), trust (untrusted: counted, dropped), publish (202 only once Kafka acked)."""
     handshake = _validation(request)
     if handshake is not None:
@@ -103,7 +109,7 @@ async def _intake(request: web.Request, endpoint: str, parse: Callable[[Any], Se
         # Cannot tell genuine from forged without the database: nothing is stored, so Graph must retry.
         NOTIFICATIONS.labels(endpoint, "unavailable").inc(len(items))
         return _unavailable()
-    records: list[tuple[str, dict[str, Any]]] = []
+    records: list[tuple[str, Event]] = []
     for item, known in zip(items, trusted, strict=True):
         if known is None:
             NOTIFICATIONS.labels(endpoint, "untrusted").inc()

@@ -14,6 +14,7 @@ import pytest
 from services.core.adapters.graph.errors import Classified, DeltaExpired, NotFound, Severity
 from services.core.adapters.store.mailbox.connections import Connection
 from services.core.adapters.store.mailbox.polls import DeltaCursor
+from services.core.domain.event_types import Event, to_value
 from services.renewer import delta, jobs
 from services.renewer.delta import PollDeps
 
@@ -96,8 +97,8 @@ class FakeTokens:
 class FakePublisher:
     published: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    async def publish_many(self, topic: str, records: list[tuple[str, dict[str, Any]]]) -> None:
-        self.published.extend(records)
+    async def publish_many(self, topic: str, records: list[tuple[str, Event]]) -> None:
+        self.published.extend((key, to_value(event)) for key, event in records)  # as the record's JSON reads
 
 
 def _deps(graph: FakeGraph, repos: tuple[FakePolls, FakeJobs]) -> tuple[PollDeps, FakePublisher]:

@@ -18,7 +18,7 @@ from services.core.adapters import faults
 from services.core.adapters.kafka import AIOKafkaConsumer, ConsumerRecord, Publisher, TopicPartition
 from services.core.adapters.observability import Liveness
 from services.core.domain import events
-from services.core.domain.event_types import DeadLetter, to_value
+from services.core.domain.event_types import DeadLetter
 from services.core.domain.events import BadEvent
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,9 @@ class Backoff:
 async def to_dlq(publisher: Publisher, topic: str, partition: int, offset: int, key: str, value: bytes,
                  error: str) -> None:
     """The original record (as text) plus why it was refused; the consumer keeps going."""
-    await publisher.publish(events.dlq(topic), key, to_value(DeadLetter(
+    await publisher.publish(events.dlq(topic), key, DeadLetter(
         topic=topic, partition=partition, offset=offset, key=key, value=value.decode("utf-8", "replace")[:100_000],
-        error=error[:2000])))
+        error=error[:2000]))
 
 
 async def gather_cancelling(aws: Iterable[Awaitable[T]]) -> list[T]:

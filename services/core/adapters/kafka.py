@@ -13,12 +13,20 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from services.core.adapters.config import Settings
 from services.core.domain import events
+from services.core.domain.event_types import Event, encode
 
 # The one module that imports aiokafka (tests/unit/test_layering.py): the rest of mailsync names these.
 __all__ = ["AIOKafkaConsumer", "ConsumerRecord", "KafkaError", "PublishError", "Publisher", "TopicPartition",
            "consumer"]
 
 log = logging.getLogger(__name__)
+
+
+Value = Event | dict[str, Any]
+
+
+def _encoded(value: Value) -> bytes:
+    return encode(value) if isinstance(value, Event) else events.encode(value)
 
 
 class PublishError(Exception):
@@ -46,20 +54,13 @@ class Publisher:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def publish(self, topic: str, key: str, value: dict[str, Any]) -> None:
+    async def publish(self, topic: str, key: str, value: Value) -> None:
         await self.publish_many(topic, [(key, value)])
 
-    async def publish_many(self, topic: str, records: list[tuple[str, dict[str, Any]]]) -> None:
-        """Send all records, then wait for every acknowledgement (one round trip for a batch)."""
-        try:
-            futures = [
-                await self._producer.send(topic, key=key.encode(), value=events.encode(value))
-                for key, value in records
-            ]
-            async with asyncio.timeout(self._timeout_s):
-                await asyncio.gather(*futures)
-        except (KafkaError, TimeoutError) as exc:
-            raise PublishError(f"{topic}: {type(exc).__name__}: {exc}") from exc
+    async def publish_many(self, topic: str, records: Sequence[tuple[str, Value]]) -> None:
+        """Send all records, then wait for every acknowledgement (one round trip for a batch). The services
+        pass typed events (encoded by msgspec); a dict is for tools and tests that write raw records."""
+        await self.publish_encoded([(topic, key, _encoded(value)) for key, value in records])
 
     async def publish_encoded(self, records: Sequence[tuple[str, str, bytes]]) -> None:
         """Records already encoded (topic, key, value), in order, e.g. from the outbox; one wait for all."""

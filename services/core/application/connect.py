@@ -3,29 +3,13 @@ before it; the status event and the Graph subscriptions come after its commit)."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import asyncpg
 
 from services.core.adapters.config import Settings
 from services.core.adapters.graph.identity import TokenSet
-from services.core.adapters.store.jobs import SyncJobs
 from services.core.adapters.store.uow import UnitOfWork
+from services.core.application.backfill import queue_backfill
 from services.core.application.connections import TokenService
-
-
-def backfill_since(settings: Settings, last_synced_at: datetime | None, now: datetime) -> datetime:
-    """A first connection imports the last day; a reconnect imports the whole gap (up to a cap)."""
-    since = last_synced_at if last_synced_at else now - timedelta(hours=settings.backfill_first_h)
-    return max(since, now - timedelta(days=settings.backfill_cap_days))
-
-
-async def queue_backfill(jobs: SyncJobs, settings: Settings, connection_id: str,
-                         last_synced_at: datetime | None) -> None:
-    now = datetime.now(UTC)
-    since = backfill_since(settings, last_synced_at, now)
-    if since < now:
-        await jobs.queue_backfill(connection_id, since, now)
 
 
 async def record_grant(pool: asyncpg.Pool, tokens_service: TokenService, settings: Settings, *, account_id: str,

@@ -17,11 +17,13 @@ from services.core.adapters.crypto import TokenBox, TokenDecryptError
 from services.core.adapters.graph.errors import AccessTokenRejected, Classified, GraphError, Severity
 from services.core.adapters.graph.identity import IdentityClient, TokenSet
 from services.core.adapters.kafka import Publisher
+from services.core.adapters.store.jobs import SyncJobs
 from services.core.adapters.store.mailbox.connections import Connection, MailboxConnections
 from services.core.adapters.store.mailbox.tokens import MailboxTokens, TokenState
 from services.core.adapters.store.outbox import Outbox
 from services.core.adapters.tenant_rules import outside_access_policy
 from services.core.application import notice_store, outbox
+from services.core.application.backfill import queue_backfill
 from services.core.domain import events
 from services.core.domain.event_types import ConnectionStatusChanged, to_value
 from services.core.domain.model import ConnectionStatus
@@ -299,7 +301,7 @@ class TokenService:
     async def recover_readable(self, limit: int = 100) -> int:
         """Heal connections marked `token_unreadable` whose tokens this process can read: the user's
         sign-in was never at fault, only a replica that lacked a key (a key rollout reaching pods one at a
-        time). Back to connected, with a catch-up poll now for mail of the gap. Returns how many healed."""
+        time). Back to connected, with a back-fill of the gap and a poll now. Returns how many healed."""
         healed = 0
         for sealed in await self._tokens.marked_unreadable(limit):
             connection_id = sealed.connection_id
@@ -314,7 +316,12 @@ class TokenService:
                 changed = still and await self._status.record(conn, connection_id, ConnectionStatus.CONNECTED,
                                                               None, None)
                 if changed:
-                    await MailboxConnections(conn).poll_now(connection_id, None)
+                    # The gap, as a reconnect imports it: mail a poll or the webhook saw while the token was
+                    # unreadable is recorded not_seen, and a delta from the stored cursor would not return it.
+                    connections = MailboxConnections(conn)
+                    await queue_backfill(SyncJobs(conn), self._identity.settings, connection_id,
+                                         await connections.last_synced_of(connection_id))
+                    await connections.poll_now(connection_id, None)
             if changed:
                 log.info("stored token readable again", extra={"connection_id": connection_id})
                 await self._status.publish(changed)

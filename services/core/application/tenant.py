@@ -41,6 +41,7 @@ from services.core.adapters.store.tenants import (
 from services.core.adapters.tenant_graph import verified_domains
 from services.core.adapters.tenant_rules import check_domains, mail_domain
 from services.core.application import outbox, tenant_status
+from services.core.application.backfill import queue_backfill
 from services.core.application.connections import StatusReporter, TokenService
 from services.core.application.subscriptions import delete_pending, mark_for_deletion
 from services.core.domain.addresses import normalize_address, parse_proxy_addresses
@@ -327,7 +328,7 @@ async def _enrol_one(deps: TenantDeps, tenant_connection_id: str, account_id: st
             address=primary, aliases=aliases, tenant_connection_id=tenant_connection_id,
             shared_mailbox_id=candidate.shared_mailbox_id)
         changed = await deps.status.record(conn, connection_id, ConnectionStatus.CONNECTED, None, None)
-        await _queue_backfill(conn, deps.settings, connection_id, last_synced_at)
+        await queue_backfill(SyncJobs(conn), deps.settings, connection_id, last_synced_at)
         await TenantMailboxes(conn).decide(tenant_connection_id, candidate.user_id, account_id, "enrolled", None)
     if changed is not None:
         await deps.status.publish(changed)
@@ -383,16 +384,6 @@ async def _user_token(deps: TenantDeps, connection_id: str) -> str | None:
     except Exception:  # the user's grant may be gone already: the subscriptions then die at Graph
         return None
     return token
-
-
-async def _queue_backfill(conn: asyncpg.Connection, settings: Settings, connection_id: str,
-                          last_synced_at: datetime | None) -> None:
-    """A first enrolment imports the last day; a re-enrolment (consent restored) the whole gap, capped."""
-    now = datetime.now(UTC)
-    since = last_synced_at if last_synced_at else now - timedelta(hours=settings.backfill_first_h)
-    since = max(since, now - timedelta(days=settings.backfill_cap_days))
-    if since < now:
-        await SyncJobs(conn).queue_backfill(connection_id, since, now)
 
 
 async def unenrol(deps: TenantDeps, connection_id: str, token: str | None, reason: str) -> None:

@@ -152,6 +152,11 @@ class MailboxConnections(Repository):
         row = await self._db.fetchrow("SELECT last_synced_at FROM mailbox_connections WHERE user_id = $1", user_id)
         return row["last_synced_at"] if row is not None else None
 
+    async def last_synced_of(self, connection_id: str) -> datetime | None:
+        value: datetime | None = await self._db.fetchval(
+            "SELECT last_synced_at FROM mailbox_connections WHERE connection_id = $1::uuid", connection_id)
+        return value
+
     async def upsert_signed_in(self, *, account_id: str, user_id: str, tenant_id: str | None, graph_user_id: str,
                                address: str | None, aliases: list[str]) -> str:
         """The user's own (delegated) connection after a sign-in; returns its id."""
