@@ -1,6 +1,6 @@
 """The release that announces engagements through the outbox: an engagement a pod of the previous release
-committed and left unannounced (published_at unset) moves into the outbox once, with its stable event id; the
-engagements this release stores (published_at never set) are left alone."""
+committed and left unannounced (published_at unset, taken by migration 0017) moves into the outbox once, with its
+stable event id; the engagements this release stores (published_at never set) are left alone."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ async def _engagement(db, account: str, *, before_the_outbox: bool) -> str:
                                     occurred_at, participants, source, capture, created_at)
            VALUES ($1::uuid, $2, $3, 'conv', 'inbound', now(), '[]'::jsonb, 'webhook', 'metadata', $4)""",
         engagement_id, account, f"<{engagement_id}@legacy.example>", created_at)
+    if before_the_outbox:  # what migration 0017 took from the previous release's unannounced rows
+        await db.execute("INSERT INTO legacy_unannounced_engagements (engagement_id) VALUES ($1::uuid)", engagement_id)
     return engagement_id
 
 
@@ -40,8 +42,8 @@ async def test_an_engagement_left_unannounced_by_the_previous_release_moves_into
     assert moved == 1
     event_id = events.stable_event_id("engagement.created", legacy)
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1::uuid", event_id) == 1
-    assert await db.fetchval("SELECT published_at IS NOT NULL FROM engagements WHERE engagement_id = $1::uuid",
-                             legacy)
+    assert not await db.fetchval("SELECT 1 FROM legacy_unannounced_engagements WHERE engagement_id = $1::uuid",
+                                 legacy)
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1::uuid",
                              events.stable_event_id("engagement.created", current)) == 0
     assert await engagements.publish_left_behind(db, None, older_than=timedelta(0)) == 0

@@ -153,17 +153,16 @@ class Engagements(Repository):
 
     async def take_left_unannounced(self, *, older_than: timedelta, limit: int) -> list[str]:
         """Inside the caller's transaction: engagements a pod of the release before the outbox committed and never
-        marked published (`published_at`, which this release leaves unset), oldest first, locked."""
+        announced (taken by migration 0017), oldest first, locked."""
         rows = await self._db.fetch(
-            """SELECT engagement_id FROM engagements
-                WHERE published_at IS NULL AND created_at < now() - $1::interval
-                  AND created_at < (SELECT applied_at FROM schema_migrations WHERE version = '0016_outbox')
-                ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED""", older_than, limit)
+            """SELECT l.engagement_id FROM legacy_unannounced_engagements l JOIN engagements e USING (engagement_id)
+                WHERE e.created_at < now() - $1::interval
+                ORDER BY e.created_at LIMIT $2 FOR UPDATE OF l SKIP LOCKED""", older_than, limit)
         return [str(r["engagement_id"]) for r in rows]
 
     async def mark_announced(self, engagement_ids: Sequence[str]) -> None:
         if engagement_ids:
-            await self._db.execute("UPDATE engagements SET published_at = now()"
+            await self._db.execute("DELETE FROM legacy_unannounced_engagements"
                                    " WHERE engagement_id = ANY($1::uuid[])", list(engagement_ids))
 
     async def contact_known(self, contact_id: str, account_id: str | None) -> bool:
