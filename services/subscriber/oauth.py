@@ -276,7 +276,7 @@ async def connect_mailbox(request: web.Request, user_id: str, account_id: str, c
     # Committed: from here on, network calls (Kafka, Graph) with no transaction open. The mailbox's subscribe
     # lock is taken before it shows as connected, so the renewer's "missing subscription" pass waits its turn.
     async with subscribing(pool, connection_id, wait=True):
-        await app[STATUS].set_status(connection_id, ConnectionStatus.CONNECTED, None, None)
+        await app[STATUS].set_status(connection_id, ConnectionStatus.CONNECTED, None, None, signed_in=True)
         # Reconnect replaces subscriptions instead of orphaning them.
         await delete_connection_subscriptions(pool, app[GRAPH], token=tokens.access_token,
                                               connection_id=connection_id, graph_user_id=graph_user_id)

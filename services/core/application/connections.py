@@ -89,10 +89,11 @@ class StatusReporter:
         return self._publisher
 
     async def set_status(
-        self, connection_id: str, status: ConnectionStatus, reason: str | None, error_code: str | None,
+        self, connection_id: str, status: ConnectionStatus, reason: str | None, error_code: str | None, *,
+        signed_in: bool = False,
     ) -> bool:
         """Record the change (its own transaction) and publish it."""
-        change = await self.record(self._pool, connection_id, status, reason, error_code)
+        change = await self.record(self._pool, connection_id, status, reason, error_code, signed_in=signed_in)
         if change is None:
             return False
         await self.publish(change)
@@ -100,17 +101,19 @@ class StatusReporter:
 
     async def record(
         self, db: asyncpg.Pool | asyncpg.Connection, connection_id: str, status: ConnectionStatus,
-        reason: str | None, error_code: str | None,
+        reason: str | None, error_code: str | None, *, signed_in: bool = False,
     ) -> StatusChange | None:
         """Record the change and queue its event in the outbox (inside the caller's transaction when `db` is
         one) without publishing it; the caller publishes the returned change once committed (the outbox relay
         does if it never does). None when nothing changed. The connection's notice
         (services/core/application/notice_store.py) is opened or closed in the same transaction, its event queued with
-        the status event."""
+        the status event. `signed_in`: the user (or the tenant's enrolment) just connected the mailbox, the only
+        change a disconnected connection takes."""
         if isinstance(db, asyncpg.Pool):
             async with db.acquire() as conn, conn.transaction():
-                return await self.record(conn, connection_id, status, reason, error_code)
-        changed = await MailboxConnections(db).change_status(connection_id, status.value, reason, error_code)
+                return await self.record(conn, connection_id, status, reason, error_code, signed_in=signed_in)
+        changed = await MailboxConnections(db).change_status(connection_id, status.value, reason, error_code,
+                                                             signed_in=signed_in)
         if changed is None:
             return None
         row = asdict(changed)

@@ -327,7 +327,8 @@ async def _enrol_one(deps: TenantDeps, tenant_connection_id: str, account_id: st
             account_id=account_id, user_id=candidate.user_id, tenant_id=tenant_id, graph_user_id=graph_user_id,
             address=primary, aliases=aliases, tenant_connection_id=tenant_connection_id,
             shared_mailbox_id=candidate.shared_mailbox_id)
-        changed = await deps.status.record(conn, connection_id, ConnectionStatus.CONNECTED, None, None)
+        changed = await deps.status.record(conn, connection_id, ConnectionStatus.CONNECTED, None, None,
+                                           signed_in=True)
         await queue_backfill(SyncJobs(conn), deps.settings, connection_id, last_synced_at)
         await TenantMailboxes(conn).decide(tenant_connection_id, candidate.user_id, account_id, "enrolled", None)
     if changed is not None:

@@ -52,18 +52,24 @@ class MailboxConnections(Repository):
         return Connection.from_row(row) if row is not None else None
 
     async def change_status(self, connection_id: str, status: str, reason: str | None,
-                            error_code: str | None) -> ChangedStatus | None:
+                            error_code: str | None, *, signed_in: bool = False) -> ChangedStatus | None:
         """Inside the caller's transaction: the new status, only when it differs from the current one, and its
         line in the connection's history. None when nothing changed (or no such connection). The row stays
-        locked until the commit, so one connection's changes follow one another."""
+        locked until the commit, so one connection's changes follow one another.
+
+        A disconnected connection stays disconnected until a sign-in or an enrolment connects it (`signed_in`):
+        a failure met by a call that was already under way when the user disconnected (a token refresh answered
+        invalid_grant, the subscription DELETE answered 401) must not ask them to reconnect a mailbox they
+        let go, nor a coverage check mark it connected again."""
         row = await self._db.fetchrow(
             """UPDATE mailbox_connections SET status = $2, reason = $3, error_code = $4,
                       status_changed_at = now(), updated_at = now()
                 WHERE connection_id = $1::uuid
+                  AND (status <> 'disconnected' OR $5)
                   AND (status, coalesce(reason, ''), coalesce(error_code, ''))
                       IS DISTINCT FROM ($2, coalesce($3, ''), coalesce($4, ''))
             RETURNING connection_id, user_id, account_id, status, reason, error_code""",
-            connection_id, status, reason, error_code)
+            connection_id, status, reason, error_code, signed_in)
         if row is None:
             return None
         await self._db.execute(
