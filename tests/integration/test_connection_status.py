@@ -8,6 +8,7 @@ import pytest
 
 from services.core.application.connections import StatusReporter
 from services.core.domain.model import ConnectionStatus
+from tests.support.rows import connected_row
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.integration]
@@ -16,9 +17,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.integration
 async def test_a_disconnected_connection_takes_only_a_sign_in(stack: Stack, db):
     account = stack.new_account()
     mailbox = await stack.new_mailbox(account, connect=False)
-    connection_id = str(await db.fetchval(
-        "INSERT INTO mailbox_connections (account_id, user_id, status, connected_at) VALUES ($1, $2, 'connected',"
-        " now()) RETURNING connection_id", account, mailbox.user_id))
+    connection_id = await connected_row(db, account, mailbox.user_id)
     status = StatusReporter(db, stack.publisher, stack.settings.app_url)
 
     async def current() -> str:

@@ -10,6 +10,7 @@ import pytest
 from services.core.application.connections import StatusReporter
 from services.core.domain.model import ConnectionStatus
 from services.renewer.notices import remind
+from tests.support.rows import connected_row
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.integration]
@@ -26,9 +27,7 @@ async def outbox(db, connection_id: str) -> list[str]:
 async def test_one_incident_daily_reminders_and_resolved(stack: Stack, db):
     account = stack.new_account()
     mailbox = await stack.new_mailbox(account, connect=False)
-    connection_id = str(await db.fetchval(
-        "INSERT INTO mailbox_connections (account_id, user_id, status, connected_at) VALUES ($1, $2, 'connected',"
-        " now()) RETURNING connection_id", account, mailbox.user_id))
+    connection_id = await connected_row(db, account, mailbox.user_id)
     status = StatusReporter(db, stack.publisher, stack.settings.app_url)
 
     assert await status.record(db, connection_id, ConnectionStatus.RECONNECT_REQUIRED,

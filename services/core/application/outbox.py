@@ -78,8 +78,8 @@ async def publish_now(pool: asyncpg.Pool, publisher: Publisher | None, ids: Sequ
             claimed = await store.claim_ids(waiting, lease=LEASE)
             await _publish(pool, publisher, claimed, "writer")
             done = {c.outbox_id for c in claimed}
-            waiting = await store.still_unpublished([i for i in waiting if i not in done])
-            if not waiting or pause is None:
+            waiting = [i for i in waiting if i not in done]
+            if not waiting or pause is None or not (waiting := await store.still_unpublished(waiting)):
                 return
             await asyncio.sleep(pause)
     except (PublishError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
